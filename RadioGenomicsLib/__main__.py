@@ -1,0 +1,5 @@
+import sys
+
+from RadioGenomicsLib.cli import main
+
+sys.exit(main())

@@ -1,0 +1,32 @@
+"""Argument helpers shared by the subcommands."""
+
+from __future__ import annotations
+
+import argparse
+
+from RadioGenomicsLib.errors import InputError
+
+
+def parse_named_paths(items: list[str] | None, option: str) -> dict[str, str]:
+    """`["t1=a.nii.gz", "flair=b.nii.gz"]` -> `{"t1": "a.nii.gz", "flair": "b.nii.gz"}`."""
+    named: dict[str, str] = {}
+    for item in items or []:
+        name, sep, path = item.partition("=")
+        name = name.strip().lower()
+        if not sep or not name or not path:
+            raise InputError(None, f"{option} {item!r}: expected NAME=PATH")
+        if name in named:
+            raise InputError(path, f"{option} names channel {name!r} twice")
+        named[name] = path
+    return named
+
+
+def add_segmentation_arguments(parser: argparse.ArgumentParser) -> None:
+    """--segmentation with --label N | --segment NAME, as preprocess and predict take them."""
+    parser.add_argument("--segmentation", required=True, metavar="PATH",
+                        help="tumour labelmap (NIfTI, NRRD, DICOM folder) or Slicer .seg.nrrd")
+    choice = parser.add_mutually_exclusive_group()
+    choice.add_argument("--label", type=int, metavar="N",
+                        help="label value of the tumour in a labelmap (default: any non-zero)")
+    choice.add_argument("--segment", metavar="NAME",
+                        help="segment name in a .seg.nrrd (default: all segments)")

@@ -1,0 +1,45 @@
+"""Shared fixtures: where the fetched real data lies, and the CLI run in-process."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from Testing.fetch_data import SOURCES, data_root
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+@pytest.fixture(scope="session")
+def testdata() -> Path:
+    """Root of the fetched data (`make testdata`); fails loudly when it was not fetched."""
+    missing = [s.name for s in SOURCES if not (s.folder / ".complete").exists()]
+    if missing:
+        pytest.fail(f"test data not fetched ({', '.join(missing)}): run `make testdata`")
+    return data_root()
+
+
+@pytest.fixture(scope="session")
+def slicerio_data() -> Path:
+    """slicerio's own test CT (CTChest4.nrrd) and segmentation (Segmentation.seg.nrrd)."""
+    import slicerio
+
+    return Path(slicerio.__file__).parent / "data"
+
+
+@pytest.fixture
+def run_cli(capsys):
+    """Run `radiogenomics ARGS...` in-process: returns (exit code, stdout, stderr)."""
+    from RadioGenomicsLib.cli import main
+
+    def run(*args: str | os.PathLike):
+        try:
+            code = main([os.fspath(a) for a in args])
+        except SystemExit as exit_:  # argparse usage errors
+            code = exit_.code
+        captured = capsys.readouterr()
+        return code, captured.out, captured.err
+
+    return run
