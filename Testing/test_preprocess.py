@@ -1,0 +1,184 @@
+"""Preprocessing real studies into tumour slices: spacing, intensities, choice, geometry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from RadioGenomicsLib import masks
+from RadioGenomicsLib.errors import InputError
+from RadioGenomicsLib.imaging import load_study, read_volume, resample_isotropic
+from RadioGenomicsLib.preprocess import PreprocessSettings, Slices, preprocess, zscore
+
+
+@pytest.fixture(scope="module")
+def lung(testdata):
+    data = testdata / "pyradiomics"
+    study = load_study({"ct": data / "lung1_image.nrrd"}, data / "lung1_label.nrrd")
+    return study, preprocess(study)
+
+
+@pytest.fixture(scope="module")
+def brain(testdata):
+    data = testdata / "pyradiomics"
+    study = load_study({"t1gd": data / "brain1_image.nrrd"}, data / "brain1_label.nrrd")
+    return study, preprocess(study, PreprocessSettings(max_slices=12))
+
+
+def test_ct_slices_shape_and_choice(lung):
+    study, slices = lung
+    settings = PreprocessSettings()
+    count = len(slices.images)
+    assert slices.images.shape == (count, 1, 224, 224) and slices.images.dtype == np.float32
+    assert 1 <= count <= settings.max_slices
+    assert slices.tumour.shape == (count, 224, 224)
+    assert all(mask.any() for mask in slices.tumour)  # every chosen slice holds tumour
+    assert np.all(np.diff(slices.tumour_area_mm2) <= 0)  # largest first
+    assert slices.tumour_area_mm2.min() >= settings.min_tumour_area_mm2
+    assert slices.thickness_mm == pytest.approx(1.0)
+    assert slices.region.startswith("body")
+
+
+def test_slice_geometry_is_a_square_around_the_tumour(lung):
+    _, slices = lung
+    settings = PreprocessSettings()
+    for affine, mask in zip(slices.pixel_to_lps, slices.tumour):
+        columns = affine[:3, :3]
+        pixel = np.linalg.norm(columns[:, 0])
+        assert np.linalg.norm(columns[:, 1]) == pytest.approx(pixel)
+        assert np.linalg.norm(columns[:, 2]) == pytest.approx(1.0)  # 1 mm slab
+        assert columns[:, 0] @ columns[:, 1] == pytest.approx(0.0, abs=1e-9)
+        assert pixel * 224 >= settings.min_crop_mm - 1e-6
+        rows, cols = np.nonzero(mask)  # the tumour sits inside, away from the edges
+        assert rows.min() > 0 and cols.min() > 0 and rows.max() < 223 and cols.max() < 223
+
+
+def test_zscore_inside_the_body(testdata):
+    ct = resample_isotropic(read_volume(testdata / "pyradiomics" / "lung1_image.nrrd"), 1.0,
+                            sitk.sitkLinear)
+    body = masks.body_mask(ct)
+    normalised = sitk.GetArrayFromImage(zscore(ct, body))
+    inside = sitk.GetArrayViewFromImage(body) > 0
+    assert ct.GetSpacing() == pytest.approx((1.0, 1.0, 1.0))
+    assert 0.1 < inside.mean() < 0.9
+    assert normalised[inside].mean() == pytest.approx(0.0, abs=1e-3)
+    assert normalised[inside].std() == pytest.approx(1.0, abs=1e-3)
+    assert not normalised[~inside].any()
+
+
+def test_tumour_pixels_land_on_tumour_voxels(brain):
+    """Carry every tumour pixel of every slice to LPS and look it up in the original mask."""
+    study, slices = brain
+    tumour = study.tumour
+    labels = sitk.GetArrayViewFromImage(tumour)
+    hits = total = 0
+    for index, mask in enumerate(slices.tumour):
+        rows, cols = np.nonzero(mask)
+        for row, col in zip(rows[::7], cols[::7]):
+            point = slices.to_lps(index, col, row)
+            voxel = tumour.TransformPhysicalPointToIndex(point.tolist())
+            hits += labels[voxel[::-1]] > 0
+            total += 1
+    assert total > 200
+    assert hits / total > 0.97  # only boundary pixels may disagree
+
+
+def test_point_to_slice_and_back_within_half_a_voxel(brain):
+    study, slices = brain
+    for index in range(len(slices.images)):
+        # pixel -> LPS -> pixel is exact
+        column, row = 101.25, 57.5
+        back = slices.from_lps(index, slices.to_lps(index, column, row))
+        np.testing.assert_allclose(back, [column, row, 0.0], atol=1e-9)
+    # a tumour voxel of the original grid, into the slice whose slab holds it, and back
+    tumour = study.tumour
+    voxels = np.argwhere(sitk.GetArrayViewFromImage(tumour) > 0)[::97]
+    carried = 0
+    for z, y, x in voxels:
+        point = np.array(tumour.TransformIndexToPhysicalPoint((int(x), int(y), int(z))))
+        for index in range(len(slices.images)):
+            column, row, offset = slices.from_lps(index, point)
+            if abs(offset) <= 0.5 and 0 <= column < 224 and 0 <= row < 224:
+                landed = slices.to_lps(index, column, row)
+                assert np.linalg.norm(landed - point) <= 0.5 * slices.thickness_mm + 1e-9
+                carried += 1
+    assert carried > 0
+
+
+def test_brain_mri_is_skull_stripped_and_normalised(brain):
+    _, slices = brain
+    assert slices.region == "brain (skull stripped)"
+    inside = slices.images[:, 0][slices.tumour > 0]
+    assert inside.mean() > 0.5  # enhancing tumour is brighter than the average brain
+
+
+def test_skull_stripping_matches_bet_on_colin27(testdata):
+    head = read_volume(testdata / "mricron" / "ch2.nii.gz")
+    reference = sitk.ReadImage(str(testdata / "mricron" / "ch2bet.nii.gz")) > 0
+    assert not masks.is_skull_stripped(head)
+    brain = masks.strip_skull(head)
+    assert masks.dice(brain, reference) >= 0.90
+    stripped = sitk.Mask(head, sitk.Cast(reference, sitk.sitkUInt8))
+    assert masks.is_skull_stripped(stripped)
+
+
+def test_given_brain_mask_and_channels(tmp_path, testdata):
+    data = testdata / "pyradiomics"
+    image = read_volume(data / "brain1_image.nrrd")
+    sitk.WriteImage(sitk.Cast(image > 50, sitk.sitkUInt8), str(tmp_path / "brain.nrrd"))
+    study = load_study({"flair": data / "brain1_image.nrrd", "t1gd": data / "brain1_image.nrrd"},
+                       data / "brain1_label.nrrd", brain_mask=tmp_path / "brain.nrrd")
+    slices = preprocess(study, PreprocessSettings(max_slices=4))
+    assert slices.images.shape == (4, 2, 224, 224) and slices.channels == ("t1gd", "flair")
+    assert slices.region == "brain (given mask)"
+    np.testing.assert_allclose(slices.images[:, 0], slices.images[:, 1], atol=1e-5)
+
+
+def test_slices_file_round_trip(tmp_path, lung):
+    _, slices = lung
+    slices.save(tmp_path / "slices.npz")
+    back = Slices.load(tmp_path / "slices.npz")
+    np.testing.assert_array_equal(back.images, slices.images)
+    np.testing.assert_array_equal(back.pixel_to_lps, slices.pixel_to_lps)
+    assert back.channels == slices.channels and back.reference == slices.reference
+    assert PreprocessSettings.from_dict(back.settings) == PreprocessSettings()
+    with pytest.raises(InputError, match="unknown preprocessing setting 'colour'"):
+        PreprocessSettings.from_dict({"colour": 1})
+
+
+def test_preprocess_command(tmp_path, testdata, run_cli):
+    data = testdata / "pyradiomics"
+    out, preview = tmp_path / "slices.npz", tmp_path / "preview.png"
+    code, stdout, _ = run_cli("preprocess", "--image", f"ct={data / 'lung1_image.nrrd'}",
+                              "--segmentation", data / "lung1_label.nrrd", "--label", "1",
+                              "--out", out, "--preview", preview, "--max-slices", "6")
+    assert code == 0 and "6 slices x 1 channels (ct)" in stdout
+    assert Slices.load(out).images.shape == (6, 1, 224, 224)
+    assert preview.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and preview.stat().st_size > 20_000
+
+
+@pytest.mark.parametrize("change, message", [
+    (("--label", "3"), "label 3 is not in the segmentation"),
+    (("--segment", "tumour"), "--segment needs a Slicer .seg.nrrd"),
+    (("--image", "t1=missing.nii.gz"), "a CT study has one channel"),
+    (("--image", "pd=missing.nii.gz"), "unknown channel 'pd'"),
+])
+def test_preprocess_command_bad_input(tmp_path, testdata, run_cli, change, message):
+    data = testdata / "pyradiomics"
+    out = tmp_path / "slices.npz"
+    code, stdout, stderr = run_cli("preprocess", "--image", f"ct={data / 'lung1_image.nrrd'}",
+                                   "--segmentation", data / "lung1_label.nrrd", *change,
+                                   "--out", out)
+    assert code == 2
+    assert message in stderr and len(stderr.strip().splitlines()) == 1
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_preprocess_command_missing_segmentation(tmp_path, testdata, run_cli):
+    data = testdata / "pyradiomics"
+    code, _, stderr = run_cli("preprocess", "--image", f"ct={data / 'lung1_image.nrrd'}",
+                              "--segmentation", tmp_path / "nope.nrrd", "--out",
+                              tmp_path / "s.npz")
+    assert code == 2 and "nope.nrrd: no such file or folder" in stderr
+    assert list(tmp_path.iterdir()) == []
