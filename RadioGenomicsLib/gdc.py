@@ -8,6 +8,8 @@ sample sheet the GDC portal writes maps each downloaded file to its case and sam
 
 from __future__ import annotations
 
+import csv
+import io
 import os
 import re
 from pathlib import Path
@@ -115,15 +117,30 @@ def write_star_counts(path: str | os.PathLike, table: pd.DataFrame,
                          lineterminator="\n")
 
 
-def _numeric_column(values: pd.Series, column: str, first_line: int,
-                    path: str | os.PathLike) -> np.ndarray:
-    numbers = pd.to_numeric(values, errors="coerce")
-    bad = numbers.isna().to_numpy()
-    if bad.any():
-        row = int(np.flatnonzero(bad)[0])
-        raise InputError(path, f"line {first_line + row}, column {column}: "
-                               f"{values.iloc[row]!r} is not a number")
-    return numbers.to_numpy(dtype=np.float64)
+_GENE_DTYPES = {c: (str if c in STAR_COLUMNS[:3] else np.float64) for c in STAR_COLUMNS}
+
+
+def _parse_genes(body: str, first_line: int, path: str | os.PathLike) -> pd.DataFrame:
+    """The gene rows, parsed by pandas' C reader; on a bad value, find and name it."""
+    def parse(dtypes: dict | type) -> pd.DataFrame:
+        return pd.read_csv(io.StringIO(body), sep="\t", header=None, names=list(STAR_COLUMNS),
+                           dtype=dtypes, na_filter=False, quoting=csv.QUOTE_NONE)
+    numeric = list(COUNT_COLUMNS + UNIT_COLUMNS)
+    try:
+        genes = parse(_GENE_DTYPES)
+        if np.isfinite(genes[numeric].to_numpy()).all():
+            return genes
+        failure = ValueError("a value is not finite")
+    except ValueError as error:
+        failure = error
+    text = parse(str)
+    for column in numeric:
+        bad = ~np.isfinite(pd.to_numeric(text[column], errors="coerce").to_numpy(np.float64))
+        if bad.any():
+            row = int(np.flatnonzero(bad)[0])
+            raise InputError(path, f"line {first_line + row}, column {column}: "
+                                   f"{text[column].iloc[row]!r} is not a number")
+    raise InputError(path, f"cannot parse the gene rows ({failure})")
 
 
 def read_star_counts(path: str | os.PathLike) -> pd.DataFrame:
@@ -137,36 +154,41 @@ def read_star_counts(path: str | os.PathLike) -> pd.DataFrame:
         raise InputError(path, f"cannot read STAR - Counts file ({error})") from None
     if not text.endswith("\n"):
         raise InputError(path, "truncated: the last line is incomplete")
-    lines = text.splitlines()
-    header_line = 1 if lines and lines[0].startswith("#") else 0
+    lines = text.split("\n", 6)  # gene-model line, header, 4 summary rows, the genes
+    header_line = 1 if lines[0].startswith("#") else 0
     if len(lines) <= header_line or tuple(lines[header_line].split("\t")) != STAR_COLUMNS:
         raise InputError(path, "not a GDC STAR - Counts file: the header is not "
                                + " ".join(STAR_COLUMNS))
-    rows = [line.split("\t") for line in lines[header_line + 1:]]
-    for number, fields in enumerate(rows, start=header_line + 2):
-        if len(fields) != len(STAR_COLUMNS):
-            raise InputError(path, f"line {number} has {len(fields)} fields, expected "
-                                   f"{len(STAR_COLUMNS)} (truncated or damaged)")
-    names = [fields[0] for fields in rows[:len(SUMMARY_ROWS)]]
-    if tuple(names) != SUMMARY_ROWS:
-        raise InputError(path, f"truncated or damaged: expected the rows {', '.join(SUMMARY_ROWS)}"
-                               " before the genes")
-    summary = {fields[0]: int(float(fields[3] or 0)) for fields in rows[:len(SUMMARY_ROWS)]}
+    expected_tabs = len(STAR_COLUMNS) - 1
+    if text.count("\t") != expected_tabs * (text.count("\n") - header_line):
+        for number, line in enumerate(text.splitlines()[header_line:], start=header_line + 1):
+            if line.count("\t") != expected_tabs:
+                raise InputError(path, f"line {number} has {line.count(chr(9)) + 1} fields, "
+                                       f"expected {len(STAR_COLUMNS)} (truncated or damaged)")
+    summary_lines = text.split("\n", header_line + 1 + len(SUMMARY_ROWS))
+    summary_rows = [line.split("\t") for line in summary_lines[header_line + 1:-1]]
+    if tuple(row[0] for row in summary_rows) != SUMMARY_ROWS:
+        raise InputError(path, f"truncated or damaged: expected the rows "
+                               f"{', '.join(SUMMARY_ROWS)} before the genes")
     first_gene_line = header_line + 2 + len(SUMMARY_ROWS)
-    genes = pd.DataFrame(rows[len(SUMMARY_ROWS):], columns=list(STAR_COLUMNS))
-    if genes.empty:
+    body = summary_lines[-1]
+    if not body:
         raise InputError(path, "truncated: no gene rows")
+    genes = _parse_genes(body, first_gene_line, path)
     duplicated = genes["gene_id"].duplicated()
     if duplicated.any():
         row = int(np.flatnonzero(duplicated.to_numpy())[0])
         raise InputError(path, f"line {first_gene_line + row}: gene id "
                                f"{genes['gene_id'].iloc[row]} appears twice")
-    for column in COUNT_COLUMNS + UNIT_COLUMNS:
-        values = _numeric_column(genes[column], column, first_gene_line, path)
-        if column in COUNT_COLUMNS:
-            values = values.astype(np.int64)
-        genes[column] = values
-    genes.attrs["summary"] = summary
+    for column in COUNT_COLUMNS:
+        counts = genes[column].to_numpy()
+        if not np.array_equal(counts, np.round(counts)):
+            raise InputError(path, f"column {column} holds values that are not whole counts")
+        genes[column] = counts.astype(np.int64)
+    try:
+        genes.attrs["summary"] = {row[0]: int(row[3] or 0) for row in summary_rows}
+    except ValueError:
+        raise InputError(path, "a N_* summary row holds a count that is not a number") from None
     return genes
 
 
