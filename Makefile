@@ -30,3 +30,22 @@ bench: testdata
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache
+
+# The Slicer module's MRML glue against the real MRML classes of the slicer-core wheel,
+# which pins its own vtk: its own environment.
+SLICER_VENV := .venv-slicer
+SLICER_PY := $(SLICER_VENV)/bin/python
+SLICER_STAMP := $(SLICER_VENV)/.installed
+SLICER_CORE ?= slicer-core==5.13.31053.0
+
+.PHONY: slicer-venv slicer-test
+
+slicer-venv: $(SLICER_STAMP)
+
+$(SLICER_STAMP):
+	$(PYTHON) -m venv $(SLICER_VENV)
+	$(SLICER_PY) -m pip install -q "$(SLICER_CORE)" numpy==2.4.6 SimpleITK==2.5.7 pytest==9.2.0
+	touch $(SLICER_STAMP)
+
+slicer-test: $(SLICER_STAMP)
+	$(SLICER_PY) -m pytest -q Testing/slicer/test_slicer_mrml.py

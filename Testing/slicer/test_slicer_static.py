@@ -1,0 +1,172 @@
+"""Static checks of the Slicer extension, without Slicer: the .ui, the CMake lists, pins.
+
+A widget name the code uses but the .ui lacks, or a library file the CMake list forgets,
+only shows up inside Slicer (an AttributeError, or a module missing from the package);
+these checks catch both here.
+"""
+
+from __future__ import annotations
+
+import ast
+import re
+import tomllib
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parents[2]
+MODULE = ROOT / "RadioGenomics"
+MODULE_SOURCE = MODULE / "RadioGenomics.py"
+UI_FILE = MODULE / "Resources" / "UI" / "RadioGenomics.ui"
+
+
+def cmake_list(cmake_file: Path, variable: str) -> list[str]:
+    """The entries of `set(VARIABLE ...)` in a CMakeLists.txt, ${MODULE_NAME} expanded."""
+    text = cmake_file.read_text()
+    match = re.search(rf"set\({variable}\s+(.*?)\)", text, re.S)
+    assert match, f"{cmake_file}: no set({variable} ...)"
+    module_name = re.search(r"set\(MODULE_NAME\s+(\w+)\)", text)
+    entries = match.group(1).split()
+    return [e.replace("${MODULE_NAME}", module_name.group(1) if module_name else "") for e in entries]
+
+
+def on_disk(folder: Path, python: bool) -> list[str]:
+    return sorted(str(p.relative_to(folder.parent)) for p in folder.rglob("*")
+                  if p.is_file() and "__pycache__" not in p.parts and (p.suffix == ".py") == python)
+
+
+def ui_widgets() -> dict[str, ElementTree.Element]:
+    return {w.get("name"): w for w in ElementTree.parse(UI_FILE).getroot().iter("widget")}
+
+
+def module_tree() -> ast.Module:
+    return ast.parse(MODULE_SOURCE.read_text())
+
+
+def test_ui_file_is_a_qt_designer_form():
+    root = ElementTree.parse(UI_FILE).getroot()  # raises on malformed XML
+    assert root.tag == "ui"
+    assert root.find("widget").get("class") == "qMRMLWidget"
+    declared = {w.findtext("class") for w in root.iter("customwidget")}
+    used = {w.get("class") for w in root.iter("widget")}
+    qt_classes = {c for c in used if c.startswith("Q")}
+    assert used - qt_classes <= declared, "custom widget classes without a <customwidget> entry"
+
+
+def test_every_widget_the_code_uses_is_in_the_ui():
+    used = {node.attr for node in ast.walk(module_tree())
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Attribute)
+            and node.value.attr == "ui" and isinstance(node.value.value, ast.Name)
+            and node.value.value.id == "self"}
+    assert used, "no self.ui.NAME found: the check would prove nothing"
+    assert sorted(used - set(ui_widgets())) == []
+
+
+def parameter_fields() -> set[str]:
+    for node in ast.walk(module_tree()):
+        if isinstance(node, ast.ClassDef) and any(
+                isinstance(d, ast.Name) and d.id == "parameterNodeWrapper" for d in node.decorator_list):
+            return {s.target.id for s in node.body if isinstance(s, ast.AnnAssign)}
+    raise AssertionError("no @parameterNodeWrapper class in RadioGenomics.py")
+
+
+def test_every_ui_parameter_binding_names_a_parameter():
+    bound = {}
+    for name, widget in ui_widgets().items():
+        for prop in widget.findall("property"):
+            if prop.get("name") == "SlicerParameterName":
+                bound[name] = prop.findtext("string")
+    assert len(bound) >= 5
+    assert {w: p for w, p in bound.items() if p not in parameter_fields()} == {}
+
+
+def test_module_files_are_listed_in_its_cmake():
+    cmake = MODULE / "CMakeLists.txt"
+    scripts = cmake_list(cmake, "MODULE_PYTHON_SCRIPTS")
+    module_python = sorted(str(p.relative_to(MODULE)) for p in MODULE.rglob("*.py")
+                           if "Testing" not in p.parts and "__pycache__" not in p.parts)
+    assert sorted(scripts) == module_python
+    for resource in cmake_list(cmake, "MODULE_PYTHON_RESOURCES"):
+        assert (MODULE / resource).is_file(), resource
+    assert (MODULE / "Testing" / "Python" / "RadioGenomicsGlueTest.py").is_file()
+
+
+def test_every_library_file_is_packaged():
+    """An unlisted file is silently left out of the extension: list each one."""
+    cmake = ROOT / "CMakeLists.txt"
+    library = ROOT / "RadioGenomicsLib"
+    missing = sorted(set(on_disk(library, True)) - set(cmake_list(cmake, "RADIOGENOMICSLIB_SCRIPTS")))
+    assert missing == [], f"add to RADIOGENOMICSLIB_SCRIPTS in CMakeLists.txt: {missing}"
+    stale = sorted(set(cmake_list(cmake, "RADIOGENOMICSLIB_SCRIPTS")) - set(on_disk(library, True)))
+    assert stale == [], f"listed in CMakeLists.txt but gone: {stale}"
+    assert sorted(cmake_list(cmake, "RADIOGENOMICSLIB_RESOURCES")) == on_disk(library, False)
+
+
+def library_modules_imported_by_the_module() -> set[str]:
+    names = set()
+    for path in [MODULE_SOURCE, *MODULE.glob("RadioGenomicsLogic/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("RadioGenomicsLib"):
+                names.add(node.module)
+            elif isinstance(node, ast.Import):
+                names |= {a.name for a in node.names if a.name.startswith("RadioGenomicsLib")}
+    return names
+
+
+def test_library_modules_the_module_imports_exist_and_are_listed():
+    listed = set(cmake_list(ROOT / "CMakeLists.txt", "RADIOGENOMICSLIB_SCRIPTS"))
+    imported = library_modules_imported_by_the_module()
+    assert {"RadioGenomicsLib.atomic", "RadioGenomicsLib.bundle"} <= imported
+    for module in imported:
+        path = module.replace(".", "/")
+        assert f"{path}.py" in listed or f"{path}/__init__.py" in listed, module
+
+
+@pytest.mark.parametrize("folder", ["RadioGenomics/RadioGenomicsLogic", "RadioGenomicsLib"])
+def test_no_slicer_application_or_qt_import(folder):
+    """The glue and the library run without the Slicer application (pytest, PythonSlicer)."""
+    offenders = []
+    for path in (ROOT / folder).rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            modules = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                       else [node.module or ""] if isinstance(node, ast.ImportFrom) else [])
+            offenders += [f"{path.relative_to(ROOT)}: {m}" for m in modules
+                          if m.split(".")[0] in ("slicer", "qt", "ctk", "PythonQt")]
+    assert offenders == []
+
+
+def module_constant(name: str) -> tuple[str, ...]:
+    for node in module_tree().body:
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
+            return tuple(ast.literal_eval(node.value))
+    raise AssertionError(f"RadioGenomics.py: no {name}")
+
+
+def test_module_installs_the_library_dependencies_with_the_project_pins():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    kept = module_constant("KEPT_AS_INSTALLED")
+    expected = {d for d in project if re.split(r"[=<>]", d)[0] not in kept}
+    assert set(module_constant("REQUIREMENTS")) == expected
+    assert all(re.split(r"[=<>]", d)[0] in kept for d in set(project) - expected)
+
+
+@pytest.mark.parametrize("icon", ["RadioGenomics/Resources/Icons/RadioGenomics.png",
+                                  "Resources/RadioGenomics.png"])
+def test_icons_are_128_pixel_pngs(icon):
+    with Image.open(ROOT / icon) as image:
+        assert (image.format, image.size) == ("PNG", (128, 128))
+
+
+def test_extension_metadata():
+    text = (ROOT / "CMakeLists.txt").read_text()
+    for field, pattern in [("EXTENSION_CATEGORY", r'"Quantification"'),
+                           ("EXTENSION_DEPENDS", r'"PyTorch"'),
+                           ("EXTENSION_HOMEPAGE", r'"https://'),
+                           ("EXTENSION_ICONURL", r'"https://.*\.png"'),
+                           ("EXTENSION_SCREENSHOTURLS", r'"https://'),
+                           ("EXTENSION_CONTRIBUTORS", r'"'),
+                           ("EXTENSION_DESCRIPTION", r'"')]:
+        assert re.search(rf"set\({field} {pattern}", text), field
+    assert "add_subdirectory(RadioGenomics)" in text
