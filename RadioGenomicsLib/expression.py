@@ -114,7 +114,7 @@ def drop_median_zero(values: pd.DataFrame) -> pd.DataFrame:
 
 
 def _select_and_average(samples: _Samples, sample_types: Sequence[str] | None,
-                        summary: ExpressionSummary) -> pd.DataFrame:
+                        summary: ExpressionSummary, source: Path) -> pd.DataFrame:
     keep = []
     for index, (sample, kind) in enumerate(zip(samples.sample_ids, samples.sample_types)):
         if sample_types is not None and kind is not None and kind not in sample_types:
@@ -123,7 +123,7 @@ def _select_and_average(samples: _Samples, sample_types: Sequence[str] | None,
             keep.append(index)
     summary.samples_kept = [samples.sample_ids[i] for i in keep]
     if not keep:
-        raise InputError(None, f"no sample left: every one of the {len(samples.sample_ids)} "
+        raise InputError(source, f"no sample left: every one of the {len(samples.sample_ids)} "
                                f"samples has a sample type other than {','.join(sample_types or [])}")
     frame = pd.DataFrame(samples.values[keep], columns=samples.genes["gene_id"].to_numpy())
     patients = pd.Series([samples.patient_ids[i] for i in keep])
@@ -150,13 +150,17 @@ def _symbols(gene_ids: Sequence[str]) -> list[str]:
 
 def _star_files(expression: Sequence[Path]) -> tuple[dict[str, Path], bool]:
     """File name -> path; True when a folder was given (so every sheet file must be in it)."""
-    if len(expression) == 1 and expression[0].is_dir():
-        files = [p for p in expression[0].rglob("*") if p.is_file()]
-        return {p.name: p for p in files}, True
-    for path in expression:
+    is_folder = len(expression) == 1 and expression[0].is_dir()
+    files = sorted(p for p in expression[0].rglob("*") if p.is_file()) if is_folder \
+        else list(expression)
+    by_name: dict[str, Path] = {}
+    for path in files:
         if not path.is_file():
             raise InputError(path, "no such file")
-    return {p.name: p for p in expression}, False
+        if path.name in by_name:  # the sample sheet knows files by name only
+            raise InputError(path, f"the same file name as {by_name[path.name]}")
+        by_name[path.name] = path
+    return by_name, is_folder
 
 
 def _read_star_samples(expression: Sequence[Path], sheet_path: Path, value: str,
@@ -382,7 +386,9 @@ def build_matrix(expression: str | os.PathLike | Sequence[str | os.PathLike],
     if transform != "none" and (samples.values < 0).any():
         raise InputError(paths[0], f"negative {value} values: already transformed? "
                                    "(then use --transform none)")
-    values = apply_transform(_select_and_average(samples, sample_types, summary), transform)
+    source = Path(sample_sheet) if sample_sheet is not None else paths[0]
+    values = apply_transform(_select_and_average(samples, sample_types, summary, source),
+                             transform)
     if drop_median_zero_genes:
         values = drop_median_zero(values)
     summary.genes_kept = values.shape[1]
@@ -402,10 +408,14 @@ def write_matrix(path: str | os.PathLike, matrix: ExpressionMatrix) -> None:
     """Write the matrix TSV and its `<stem>.genes.tsv`; both appear or neither."""
     genes = matrix.genes.loc[matrix.values.columns].reset_index()
     genes.columns = list(GENE_COLUMNS)
-    values = matrix.values.rename_axis(PATIENT_COLUMN)
+    values = matrix.values
     with atomic_path(path) as matrix_tmp, atomic_path(genes_path(path)) as genes_tmp:
         genes.to_csv(genes_tmp, sep="\t", index=False, lineterminator="\n")
-        values.to_csv(matrix_tmp, sep="\t", float_format="%.7g", lineterminator="\n")
+        # row by row: pandas' to_csv is slow for tens of thousands of columns
+        with open(matrix_tmp, "w", newline="\n") as out:
+            out.write("\t".join([PATIENT_COLUMN, *map(str, values.columns)]) + "\n")
+            for patient, row in zip(values.index, values.to_numpy(dtype=np.float64)):
+                out.write(f"{patient}\t" + "\t".join(f"{v:.7g}" for v in row) + "\n")
 
 
 def read_matrix(path: str | os.PathLike) -> ExpressionMatrix:
