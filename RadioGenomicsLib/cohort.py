@@ -26,8 +26,9 @@ LABEL_COLUMN = "label"
 
 # BraTS-TCGA: TCGA-02-0006_1996.08.23_t1Gd.nii.gz; the manually corrected GLISTRboost
 # segmentation is preferred to the automatic one. Labels 1 necrosis, 2 oedema, 4 enhancing.
-BRATS_CHANNELS = {"t1": "t1", "t1Gd": "t1gd", "t2": "t2", "flair": "flair"}
-BRATS_SEGMENTATIONS = ("GlistrBoost_ManuallyCorrected", "GlistrBoost")
+# (file name parts compared in lower case)
+BRATS_CHANNELS = ("t1", "t1gd", "t2", "flair")
+BRATS_SEGMENTATIONS = ("glistrboost_manuallycorrected", "glistrboost")
 BRATS_LABELS = {1: "necrosis", 2: "oedema", 4: "enhancing"}
 _BRATS_NAME = re.compile(r"^(TCGA-[A-Z0-9]{2}-[A-Z0-9]{4})_([^_]+)_(.+)\.nii(\.gz)?$")
 
@@ -188,7 +189,7 @@ def read_brats(folder: str | os.PathLike) -> ManifestReport:
     for file in sorted(folder.rglob("TCGA-*.nii*")):
         match = _BRATS_NAME.match(file.name)
         if match:
-            studies.setdefault((match.group(1), match.group(2)), {})[match.group(3)] = file
+            studies.setdefault((match.group(1), match.group(2)), {})[match.group(3).lower()] = file
     if not studies:
         raise InputError(folder, "no BraTS-TCGA files (TCGA-XX-XXXX_DATE_t1.nii.gz ...) inside")
     report = ManifestReport(pd.DataFrame())
@@ -207,16 +208,16 @@ def read_brats(folder: str | os.PathLike) -> ManifestReport:
             report.skipped[patient] = f"no {', '.join(absent)}"
             continue
         row = {PATIENT_COLUMN: gdc.case_id(patient, folder)}
-        row.update({channel: os.fspath(files[kind].absolute())
-                    for kind, channel in BRATS_CHANNELS.items()})
+        row.update({channel: os.fspath(files[channel].absolute()) for channel in BRATS_CHANNELS})
         row[SEGMENTATION_COLUMN] = os.fspath(segmentation.absolute())
-        if "ManuallyCorrected" not in segmentation.name:
+        if BRATS_SEGMENTATIONS[0] not in segmentation.name.lower():
             report.notes.append(f"{patient}: automatic GlistrBoost segmentation "
                                 "(no manually corrected one)")
         rows.append(row)
     report.table = pd.DataFrame(rows, columns=[PATIENT_COLUMN, *MRI_CHANNELS, SEGMENTATION_COLUMN])
-    report.notes.append("BraTS labels: 1 necrosis, 2 oedema, 4 enhancing; label left empty "
-                        "(the tumour is every non-zero voxel)")
+    labels = ", ".join(f"{value} {name}" for value, name in BRATS_LABELS.items())
+    report.notes.append(f"BraTS labels: {labels}; label left empty (the tumour is every "
+                        "non-zero voxel)")
     return report
 
 

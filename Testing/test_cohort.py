@@ -245,3 +245,19 @@ def test_mixed_modalities_and_missing_columns(tmp_path):
     path.write_text("patient_id,image,segmentation\nP1,a.nii,s.nii\n")
     with pytest.raises(InputError, match="one or more channels"):
         validate_cohort(path)
+
+
+def test_tcia_ct_series(tmp_path):
+    root = tmp_path / "luad"
+    rows = []
+    for number, (description, modality, images) in enumerate(
+            [("Scout", "CT", 2), ("CHEST 5MM", "CT", 60), ("CHEST 1.25MM", "CT", 240),
+             ("PET AC", "PT", 200)]):
+        (root / f"s{number}").mkdir(parents=True)
+        rows.append({"Subject ID": "TCGA-05-4244", "Series Description": description,
+                     "Modality": modality, "Number of Images": images,
+                     "File Location": f"./s{number}"})
+    pd.DataFrame(rows).to_csv(root / "metadata.csv", index=False)
+    report = read_tcia(root)
+    assert report.table.columns.tolist() == ["patient_id", "ct", "segmentation"]
+    assert report.table["ct"].iat[0] == os.fspath((root / "s2").absolute())  # most images
