@@ -21,6 +21,7 @@ testdata: $(STAMP)
 
 test: testdata
 	$(PY) -m pytest -q
+	$(MAKE) slicer-test
 
 demo: testdata
 	$(PY) -m RadioGenomicsLib.demo --out demo-out
