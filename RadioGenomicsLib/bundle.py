@@ -1,0 +1,372 @@
+"""Model bundles: the shipped model, a folder anyone can check before using it.
+
+    BUNDLE/
+      metadata.json          format version, channels, preprocessing, target, model
+                             settings, training cohort, fold count, sha256 per weight file
+      genes.tsv              gene_id, gene_name, train_mean, train_std, validation_r,
+                             validation_p_adj (Holm-Sidak), one row per head output
+      fold_0.safetensors     one GenePredictor state dict per fold model (never pickle)
+      fold_1.safetensors ...
+
+A PyTorch pickle (`.pt`/`.pth`) can run code when loaded, so it is refused; convert it
+explicitly once with `convert_torch_weights` (which loads tensors only).
+"""
+
+from __future__ import annotations
+
+import datetime
+import hashlib
+import json
+import math
+import os
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save
+
+from RadioGenomicsLib import __version__
+from RadioGenomicsLib.atomic import atomic_path
+from RadioGenomicsLib.errors import InputError
+from RadioGenomicsLib.model import GenePredictor, ModelConfig
+
+FORMAT_VERSION = 1
+METADATA_FILE = "metadata.json"
+GENES_FILE = "genes.tsv"
+GENE_COLUMNS = ("gene_id", "gene_name", "train_mean", "train_std", "validation_r", "validation_p_adj")
+NUMERIC_GENE_COLUMNS = GENE_COLUMNS[2:]
+PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".ckpt")
+REQUIRED_FIELDS = ("format_version", "channels", "preprocessing", "target", "model",
+                   "training_cohort", "folds", "weights")
+
+
+def fold_file(fold: int) -> str:
+    return f"fold_{fold}.safetensors"
+
+
+def refuse_pickle(path: str | os.PathLike) -> None:
+    """Refuse a PyTorch pickle with the way out in the message."""
+    path = Path(path)
+    if path.suffix.lower() in PICKLE_SUFFIXES:
+        raise InputError(path, "is a PyTorch pickle, which can run code when loaded; convert it "
+                               "once with RadioGenomicsLib.bundle.convert_torch_weights(path, "
+                               "'weights.safetensors')")
+
+
+def convert_torch_weights(source: str | os.PathLike, destination: str | os.PathLike) -> Path:
+    """Explicit, one-off conversion of a `.pt`/`.pth` state dict to safetensors.
+
+    Loads with `torch.load(weights_only=True)` (tensors and plain containers only, no
+    code); accepts a state dict or a dict holding one under "state_dict" or "model".
+    """
+    source, destination = Path(source), Path(destination)
+    try:
+        loaded = torch.load(source, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise InputError(source, "holds objects other than tensors and plain containers: "
+                                 "refused, loading them could run code") from None
+    except Exception as error:  # torch raises many types for unreadable files
+        raise InputError(source, f"cannot read as PyTorch weights ({type(error).__name__})") from None
+    for key in ("state_dict", "model"):
+        if isinstance(loaded, dict) and isinstance(loaded.get(key), dict):
+            loaded = loaded[key]
+    if not isinstance(loaded, dict) or not all(isinstance(v, torch.Tensor) for v in loaded.values()):
+        raise InputError(source, "holds no state dict (a mapping of names to tensors)")
+    with atomic_path(destination) as tmp:
+        tmp.write_bytes(save({k: v.detach().contiguous() for k, v in loaded.items()}))
+    return destination
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as file:
+        while block := file.read(1 << 22):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@dataclass
+class BundleMetadata:
+    """What the training side knows about a model; `write_bundle` adds the file-level facts."""
+
+    channels: list[str]
+    preprocessing: dict[str, Any]  # PreprocessSettings.to_dict(), opaque here
+    model: ModelConfig
+    target_transform: str = "log10(1+x)"
+    target_units: str = "FPKM-UQ"
+    training_cohort: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "channels": list(self.channels),
+            "preprocessing": self.preprocessing,
+            "target": {"transform": self.target_transform, "units": self.target_units},
+            "model": self.model.to_dict(),
+            "training_cohort": self.training_cohort,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: Path) -> "BundleMetadata":
+        channels, target = data["channels"], data["target"]
+        if not (isinstance(channels, list) and channels and all(isinstance(c, str) for c in channels)):
+            raise InputError(source, "channels must be a non-empty list of names")
+        if not isinstance(target, dict) or not {"transform", "units"} <= set(target):
+            raise InputError(source, "target must give 'transform' and 'units'")
+        if not isinstance(data["preprocessing"], dict) or not isinstance(data["training_cohort"], dict):
+            raise InputError(source, "preprocessing and training_cohort must be JSON objects")
+        return cls(channels=channels, preprocessing=data["preprocessing"],
+                   model=ModelConfig.from_dict(data["model"], source=source),
+                   target_transform=target["transform"], target_units=target["units"],
+                   training_cohort=data["training_cohort"])
+
+
+def _check_genes(genes: pd.DataFrame, source: Path | None) -> pd.DataFrame:
+    missing = [c for c in GENE_COLUMNS if c not in genes.columns]
+    if missing:
+        raise InputError(source, f"gene table lacks column(s) {', '.join(missing)}")
+    if genes.empty:
+        raise InputError(source, "gene table has no genes")
+    genes = genes.loc[:, list(GENE_COLUMNS)].reset_index(drop=True)
+    for column in NUMERIC_GENE_COLUMNS:
+        numbers = pd.to_numeric(genes[column].replace("", np.nan), errors="coerce")
+        bad = numbers.isna() & genes[column].notna() & (genes[column].astype(str) != "")
+        if bad.any():
+            raise InputError(source, f"{column}: not a number in row {int(bad.idxmax()) + 1}: "
+                                     f"{genes[column][bad.idxmax()]!r}")
+        genes[column] = numbers.astype(float)
+    genes["gene_id"] = genes["gene_id"].astype(str)
+    genes["gene_name"] = genes["gene_name"].astype(str)
+    if genes["gene_id"].duplicated().any():
+        raise InputError(source, f"gene id {genes['gene_id'][genes['gene_id'].duplicated()].iloc[0]!r} twice")
+    return genes
+
+
+def write_bundle(path: str | os.PathLike, fold_state_dicts: Sequence[Mapping[str, torch.Tensor]],
+                 metadata: BundleMetadata, genes: pd.DataFrame) -> Path:
+    """Write a bundle folder atomically (all of it or nothing); an existing bundle is replaced."""
+    path = Path(path)
+    if path.exists() and not (path / METADATA_FILE).is_file():
+        raise InputError(path, "exists and is not a bundle; refusing to replace it")
+    if not fold_state_dicts:
+        raise ValueError("a bundle needs at least one fold model")
+    genes = _check_genes(genes, None)
+    for fold, state in enumerate(fold_state_dicts):
+        n_outputs = state["head.conv.bias"].shape[0]
+        if n_outputs != len(genes):
+            raise ValueError(f"fold {fold} predicts {n_outputs} genes, the gene table has {len(genes)}")
+    with atomic_path(path) as tmp:
+        tmp.mkdir()
+        checksums = {}
+        for fold, state in enumerate(fold_state_dicts):
+            name = fold_file(fold)
+            # via bytes: safetensors' own file writer leaves owner-only permissions
+            data = save({k: v.detach().to("cpu").contiguous() for k, v in state.items()},
+                        metadata={"format": "pt"})
+            (tmp / name).write_bytes(data)
+            checksums[name] = hashlib.sha256(data).hexdigest()
+        document = {
+            "format_version": FORMAT_VERSION,
+            "library_version": __version__,
+            "created": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            **metadata.to_dict(),
+            "folds": len(fold_state_dicts),
+            "weights": checksums,
+        }
+        (tmp / METADATA_FILE).write_text(json.dumps(document, indent=2, allow_nan=False) + "\n",
+                                         encoding="utf-8")
+        genes.to_csv(tmp / GENES_FILE, sep="\t", index=False, na_rep="")
+    return path
+
+
+@dataclass
+class Bundle:
+    """A checked bundle folder. Weights are read only by `state_dict`/`models`."""
+
+    path: Path
+    metadata: BundleMetadata
+    genes: pd.DataFrame
+    checksums: dict[str, str]  # weight file name -> sha256, in fold order
+    format_version: int
+    library_version: str
+    created: str
+    _verified: set[str] = field(default_factory=set, repr=False)
+
+    @property
+    def channels(self) -> list[str]:
+        return self.metadata.channels
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.metadata.model
+
+    @property
+    def folds(self) -> int:
+        return len(self.checksums)
+
+    def significant(self, alpha: float = 0.05) -> np.ndarray:
+        """Genes significant in the bundle's validation: adjusted p < alpha and r > 0."""
+        p, r = self.genes["validation_p_adj"].to_numpy(), self.genes["validation_r"].to_numpy()
+        with np.errstate(invalid="ignore"):
+            return (p < alpha) & (r > 0)
+
+    def verify(self, fold: int | None = None) -> None:
+        """Check the sha256 of one fold's weights, or of all; each file is hashed once."""
+        for index, (name, expected) in enumerate(self.checksums.items()):
+            if (fold is None or fold == index) and name not in self._verified:
+                if sha256_of(self.path / name) != expected:
+                    raise InputError(self.path / name, "checksum mismatch: the weight file was "
+                                                       "changed or damaged after the bundle was written")
+                self._verified.add(name)
+
+    def state_dict(self, fold: int) -> dict[str, torch.Tensor]:
+        self.verify(fold)
+        file = self.path / fold_file(fold)
+        try:
+            return load_file(file)
+        except SafetensorError as error:
+            raise InputError(file, f"unreadable safetensors file ({error})") from None
+
+    def build_model(self) -> GenePredictor:
+        """An untrained model of the bundle's shape."""
+        return GenePredictor(self.config, len(self.channels), len(self.genes))
+
+    def models(self, device: str | torch.device = "cpu",
+               folds: Literal["all", "first"] = "all") -> list[GenePredictor]:
+        """The fold models in eval mode on `device` (all folds, or the first only)."""
+        if folds not in ("all", "first"):
+            raise ValueError(f"folds must be 'all' or 'first', not {folds!r}")
+        models = []
+        for fold in range(self.folds if folds == "all" else 1):
+            model = self.build_model()
+            try:
+                model.load_state_dict(self.state_dict(fold))
+            except RuntimeError as error:
+                problem = str(error).splitlines()[0]
+                raise InputError(self.path / fold_file(fold), f"weights do not fit the model "
+                                                              f"described in metadata.json: {problem}") from None
+            models.append(model.to(device).eval())
+        return models
+
+    def summary(self, alpha: float = 0.05) -> dict[str, Any]:
+        """What a user needs before using the bundle (as `radiogenomics info` shows it)."""
+        r = self.genes["validation_r"]
+        return {
+            "path": str(self.path),
+            "format_version": self.format_version,
+            "library_version": self.library_version,
+            "created": self.created,
+            **self.metadata.to_dict(),
+            "genes": len(self.genes),
+            "folds": self.folds,
+            "validated": bool(r.notna().any()),
+            "significant_genes": {str(a): int(self.significant(a).sum()) for a in (0.05, 0.01)},
+            "median_validation_r": None if r.isna().all() else float(r.median()),
+        }
+
+
+def _read_metadata(path: Path) -> dict[str, Any]:
+    meta_path = path / METADATA_FILE
+    if not meta_path.is_file():
+        raise InputError(path, f"not a model bundle: no {METADATA_FILE}")
+    try:
+        document = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(meta_path, f"not valid JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise InputError(meta_path, "must hold a JSON object")
+    version = document.get("format_version")
+    if not isinstance(version, int) or isinstance(version, bool):
+        raise InputError(meta_path, "format_version missing or not an integer")
+    if version > FORMAT_VERSION:
+        raise InputError(meta_path, f"bundle format version {version} is newer than this "
+                                    f"RadioGenomics {__version__} reads (up to {FORMAT_VERSION}): "
+                                    f"upgrade RadioGenomics")
+    missing = [key for key in REQUIRED_FIELDS if key not in document]
+    if missing:
+        raise InputError(meta_path, f"missing field(s) {', '.join(missing)}")
+    return document
+
+
+def _weight_checksums(path: Path, document: dict[str, Any]) -> dict[str, str]:
+    meta_path = path / METADATA_FILE
+    folds, weights = document["folds"], document["weights"]
+    if not isinstance(folds, int) or folds < 1 or not isinstance(weights, dict):
+        raise InputError(meta_path, "folds must be a positive integer and weights an object")
+    expected = [fold_file(i) for i in range(folds)]
+    if sorted(weights) != sorted(expected):
+        raise InputError(meta_path, f"weights list {sorted(weights)} but {folds} fold(s) need {expected}")
+    for name in expected:
+        refuse_pickle(path / name)
+        if not (path / name).is_file():
+            raise InputError(path / name, "missing weight file (listed in metadata.json)")
+    return {name: str(weights[name]) for name in expected}
+
+
+def _read_genes(path: Path) -> pd.DataFrame:
+    genes_path = path / GENES_FILE
+    if not genes_path.is_file():
+        raise InputError(path, f"not a complete bundle: no {GENES_FILE}")
+    try:
+        # as text first: gene names such as "NA" must stay names
+        genes = pd.read_csv(genes_path, sep="\t", dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
+        raise InputError(genes_path, f"not a readable TSV: {error}") from None
+    return _check_genes(genes, genes_path)
+
+
+def load_bundle(path: str | os.PathLike, verify_checksums: bool = True) -> Bundle:
+    """Read and check a bundle folder: format version, required fields, gene table, weight
+    files present and (unless `verify_checksums=False`, which defers each check to the
+    moment a fold's weights are read) their sha256."""
+    path = Path(path)
+    refuse_pickle(path)
+    if not path.exists():
+        raise InputError(path, "no such bundle folder")
+    if not path.is_dir():
+        raise InputError(path, f"not a model bundle: expected a folder with {METADATA_FILE}, "
+                               f"{GENES_FILE} and fold_<i>.safetensors")
+    document = _read_metadata(path)
+    bundle = Bundle(
+        path=path,
+        metadata=BundleMetadata.from_dict(document, path / METADATA_FILE),
+        genes=_read_genes(path),
+        checksums=_weight_checksums(path, document),
+        format_version=document["format_version"],
+        library_version=str(document.get("library_version", "unknown")),
+        created=str(document.get("created", "unknown")),
+    )
+    if verify_checksums:
+        bundle.verify()
+    return bundle
+
+
+def make_untrained_bundle(path: str | os.PathLike, config: ModelConfig, channels: Sequence[str],
+                          genes: pd.DataFrame, preprocessing: dict[str, Any], seed: int = 0,
+                          folds: int = 1) -> Bundle:
+    """A bundle of randomly initialised fold models, for tests and demos until training lands.
+
+    `genes` needs gene_id and gene_name; missing statistics default to mean 0, std 1 and
+    no validation (NaN). The head bias is set to train_mean, as training does.
+    """
+    genes = genes.copy()
+    for column, default in (("train_mean", 0.0), ("train_std", 1.0),
+                            ("validation_r", math.nan), ("validation_p_adj", math.nan)):
+        if column not in genes.columns:
+            genes[column] = default
+    genes = _check_genes(genes, None)
+    states = []
+    for fold in range(folds):
+        torch.manual_seed(seed + fold)
+        model = GenePredictor(config, len(channels), len(genes))
+        model.set_output_bias(genes["train_mean"].to_numpy())
+        states.append(model.state_dict())
+    metadata = BundleMetadata(
+        channels=list(channels), preprocessing=preprocessing, model=config,
+        training_cohort={"name": "untrained", "patients": 0,
+                         "note": "random weights: for tests and demos only, not for use"})
+    return load_bundle(write_bundle(path, states, metadata, genes))

@@ -1,0 +1,81 @@
+"""HE2RNA's gene head: a value per token and gene, the patient value a top-k mean.
+
+Dropout, then Conv1d(hidden -> genes, kernel 1) on every token of every slice. Per
+gene, a patient's value is the mean of its k highest token values: k drawn from a list
+in training, the mean over the list at evaluation. A patient with fewer valid tokens
+than k uses all of them. Genes are processed in chunks so that tokens x genes values
+never take more than the memory budget (31,793 genes x 6,272 tokens would be 800 MB).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+BYTES_PER_VALUE = 4  # the head runs in float32, also under autocast
+
+
+def top_k_mean(values: torch.Tensor, n_valid: torch.Tensor, ks: Sequence[int]) -> torch.Tensor:
+    """(B, G, N) token values whose invalid tokens are -inf -> (B, G): the mean over `ks`
+    of the mean of the k largest values (k capped at each patient's `n_valid`)."""
+    k_max = min(max(ks), values.shape[-1])
+    top = values.topk(k_max, dim=-1, sorted=True).values
+    rank = torch.arange(k_max, device=values.device)
+    # a patient with fewer valid tokens than k_max has -inf at the end of its top list
+    top = top.masked_fill(rank >= n_valid[:, None, None], 0.0)
+    running_sum = top.cumsum(dim=-1)
+    result = values.new_zeros(values.shape[:2])
+    for k in ks:
+        k_used = n_valid.clamp(max=min(k, k_max))  # (B,)
+        index = (k_used - 1).view(-1, 1, 1).expand(-1, values.shape[1], 1)
+        result = result + running_sum.gather(-1, index).squeeze(-1) / k_used[:, None]
+    return result / len(ks)
+
+
+class GeneHead(nn.Module):
+    """Dropout then Conv1d(hidden -> genes, kernel 1): a value per token and gene."""
+
+    def __init__(self, hidden_size: int, n_genes: int, dropout: float):
+        super().__init__()
+        self.dropout = nn.Dropout(dropout)
+        self.conv = nn.Conv1d(hidden_size, n_genes, kernel_size=1)
+
+    @property
+    def n_genes(self) -> int:
+        return self.conv.out_channels
+
+    def values(self, tokens: torch.Tensor, genes: slice | torch.Tensor) -> torch.Tensor:
+        """(B, N, hidden) dropped-out tokens -> (B, genes, N) values of the chosen genes."""
+        weight = self.conv.weight[genes, :, 0].unsqueeze(0).expand(tokens.shape[0], -1, -1)
+        return torch.baddbmm(self.conv.bias[genes, None], weight, tokens.transpose(1, 2))
+
+    def gene_chunk(self, batch: int, n_tokens: int, memory_mb: float) -> int:
+        per_gene = batch * n_tokens * BYTES_PER_VALUE
+        return int(max(1, min(self.n_genes, memory_mb * 2**20 // per_gene)))
+
+    def forward(self, tokens: torch.Tensor, token_mask: torch.Tensor, ks: Sequence[int],
+                memory_mb: float) -> torch.Tensor:
+        """(B, N, hidden) tokens, (B, N) bool mask of real tokens -> (B, genes)."""
+        n_valid = token_mask.sum(dim=1)
+        if int(n_valid.min()) < 1:
+            raise ValueError("every patient needs at least one slice")
+        with torch.autocast(device_type=tokens.device.type, enabled=False):
+            tokens = self.dropout(tokens.float())
+            chunk = self.gene_chunk(tokens.shape[0], tokens.shape[1], memory_mb)
+            invalid = ~token_mask[:, None, :]
+            parts = []
+            for start in range(0, self.n_genes, chunk):
+                values = self.values(tokens, slice(start, start + chunk))
+                parts.append(top_k_mean(values.masked_fill_(invalid, -torch.inf), n_valid, ks))
+            return torch.cat(parts, dim=1)
+
+    @torch.no_grad()
+    def set_bias(self, mean: np.ndarray | torch.Tensor | Sequence[float]) -> None:
+        if not isinstance(mean, torch.Tensor):
+            mean = torch.tensor(np.array(mean, dtype=np.float32))  # a copy: pandas arrays may be read-only
+        if mean.shape != (self.n_genes,):
+            raise ValueError(f"bias needs {self.n_genes} values, got shape {tuple(mean.shape)}")
+        self.conv.bias.copy_(mean)

@@ -1,0 +1,96 @@
+"""The gene predictor: slices of a patient -> a value per gene, and per-token gene maps."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from RadioGenomicsLib.model.config import ModelConfig
+from RadioGenomicsLib.model.encoder import HybridEncoder
+from RadioGenomicsLib.model.head import GeneHead
+
+
+class GenePredictor(nn.Module):
+    """TransUNet R50+ViT encoder and HE2RNA top-k head.
+
+    Inputs: `x` (B, S, C, H, W) float slices, H = W = config.image_size, and
+    `slice_mask` (B, S) bool, False for padding slices (never encoded, never selected).
+    """
+
+    def __init__(self, config: ModelConfig, in_channels: int, n_genes: int):
+        super().__init__()
+        self.config = config
+        self.in_channels = in_channels
+        self.encoder = HybridEncoder(config, in_channels)
+        self.head = GeneHead(config.hidden_size, n_genes, config.head_dropout)
+
+    @property
+    def n_genes(self) -> int:
+        return self.head.n_genes
+
+    def encode(self, x: torch.Tensor, slice_mask: torch.Tensor,
+               slices_per_pass: int | None = None) -> torch.Tensor:
+        """-> tokens (B, S, T, hidden), T = grid**2 (row-major); zeros for padding slices.
+
+        `slices_per_pass` bounds the encoder's activation memory at inference.
+        """
+        if x.dim() != 5 or x.shape[2] != self.in_channels or slice_mask.shape != x.shape[:2]:
+            raise ValueError(f"expected x (B, S, {self.in_channels}, H, W) and slice_mask (B, S); "
+                             f"got {tuple(x.shape)} and {tuple(slice_mask.shape)}")
+        slices = x[slice_mask]
+        step = slices_per_pass or max(1, len(slices))
+        encoded = torch.cat([self.encoder(slices[i:i + step]) for i in range(0, len(slices), step)])
+        tokens = encoded.new_zeros(*slice_mask.shape, *encoded.shape[1:])
+        tokens[slice_mask] = encoded
+        return tokens
+
+    def top_k_list(self) -> list[int]:
+        """The k to use now: one drawn at random in training, the whole list in eval."""
+        ks = self.config.top_k
+        if self.training:
+            return [ks[int(torch.randint(len(ks), ()))]]
+        return list(ks)
+
+    def predict_genes(self, tokens: torch.Tensor, slice_mask: torch.Tensor,
+                      memory_mb: float | None = None) -> torch.Tensor:
+        """(B, S, T, hidden) tokens -> (B, genes) patient values (float32)."""
+        batch, n_slices, per_slice, hidden = tokens.shape
+        token_mask = slice_mask[:, :, None].expand(-1, -1, per_slice).reshape(batch, -1)
+        return self.head(tokens.reshape(batch, n_slices * per_slice, hidden), token_mask,
+                         self.top_k_list(), memory_mb or self.config.head_memory_mb)
+
+    def forward(self, x: torch.Tensor, slice_mask: torch.Tensor) -> torch.Tensor:
+        return self.predict_genes(self.encode(x, slice_mask), slice_mask)
+
+    def gene_maps(self, tokens: torch.Tensor, gene_indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """(B, S, T, hidden) tokens -> (B, S, n_sel, grid, grid) per-token values of the
+        chosen genes (no dropout, float32): each gene's map over each slice."""
+        batch, n_slices, per_slice, hidden = tokens.shape
+        genes = torch.as_tensor(gene_indices, dtype=torch.long, device=tokens.device)
+        grid = self.config.grid_size
+        with torch.autocast(device_type=tokens.device.type, enabled=False):
+            flat = tokens.float().reshape(batch * n_slices, per_slice, hidden)
+            values = self.head.values(flat, genes)  # (B*S, n_sel, T)
+        return values.reshape(batch, n_slices, len(genes), grid, grid)
+
+    def token_values(self, x: torch.Tensor, slice_mask: torch.Tensor,
+                     gene_indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """Encode and map in one call: -> (B, S, n_sel, grid, grid)."""
+        return self.gene_maps(self.encode(x, slice_mask), gene_indices)
+
+    def set_output_bias(self, mean: np.ndarray | torch.Tensor | Sequence[float]) -> None:
+        """Start the head at the training mean of each gene (HE2RNA)."""
+        self.head.set_bias(mean)
+
+    def prepare_inference(self, channels_last: bool = False, compile: bool = False) -> "GenePredictor":
+        """Eval mode, optionally channels-last convolutions and a compiled encoder."""
+        self.eval()
+        if channels_last:
+            self.encoder.cnn.to(memory_format=torch.channels_last)
+            self.encoder.channels_last = True
+        if compile:
+            self.encoder.compile()
+        return self
