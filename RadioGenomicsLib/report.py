@@ -1,0 +1,174 @@
+"""The evaluation report: per-gene statistics, a summary, the out-of-fold predictions, Figure 2.
+
+A report folder holds
+- `summary.json`: patients, genes, folds, significant_genes_0.05, significant_genes_0.01,
+  pearson_mean, pearson_median, pearson_min, pearson_max, genes_without_r, alpha, markers
+  ({symbol: r}) and per_fold (one dict of the same numbers per fold, with its label);
+- `gene_stats.tsv`: gene_id, gene_name, pearson_r, p_value, p_adj, significant (one row per
+  gene, in the tables' column order; significant at the report's alpha);
+- `oof_predictions.tsv`: the predictions, patients x genes, first column patient_id;
+- `pearson_hist.png`: the distribution of per-gene r with its minimum, mean and maximum
+  marked and the significant genes counted (the paper's Figure 2).
+The folder appears whole or not at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Mapping, Sequence
+from typing import TextIO
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from RadioGenomicsLib.atomic import atomic_path
+from RadioGenomicsLib.progress import progress
+from RadioGenomicsLib.stats import (ALPHAS, fold_statistics, gene_statistics, significant_key,
+                                    summarize)
+
+MARKER_GENES = ("IDH1", "EGFR", "MGMT", "KRAS", "ALK", "BRAF", "CHEK2", "TP53")
+SUMMARY_FILE = "summary.json"
+GENE_STATS_FILE = "gene_stats.tsv"
+PREDICTIONS_FILE = "oof_predictions.tsv"
+FIGURE_FILE = "pearson_hist.png"
+GENE_STATS_COLUMNS = ("gene_id", "gene_name", "pearson_r", "p_value", "p_adj", "significant")
+
+
+def marker_correlations(stats: pd.DataFrame, markers: Sequence[str]) -> dict[str, float | None]:
+    """r of each marker symbol (None when the tables lack it or its r is undefined).
+
+    A marker is looked up by gene_name, then by gene_id (tables whose columns are symbols);
+    of several genes with one symbol the first with a defined r counts.
+    """
+    found: dict[str, float | None] = {}
+    for marker in dict.fromkeys(markers):
+        rows = stats[stats["gene_name"] == marker]
+        if rows.empty:
+            rows = stats[stats.index == marker]
+        defined = rows["pearson_r"].dropna()
+        found[marker] = float(defined.iloc[0]) if len(defined) else None
+    return found
+
+
+def _alphas(alpha: float) -> list[float]:
+    return sorted(set(ALPHAS) | {alpha}, reverse=True)
+
+
+def _summary(stats: pd.DataFrame, patients: int, per_fold: Mapping[object, pd.DataFrame],
+             fold_sizes: Mapping[object, int], alpha: float, markers: Sequence[str]) -> dict:
+    alphas = _alphas(alpha)
+    overall = summarize(stats, patients, alphas)
+    return {"patients": overall.pop("patients"), "genes": overall.pop("genes"),
+            "folds": len(per_fold), **overall, "alpha": alpha,
+            "markers": marker_correlations(stats, markers),
+            "per_fold": [{"fold": label, **summarize(fold_stats, fold_sizes[label], alphas)}
+                         for label, fold_stats in per_fold.items()]}
+
+
+def plot_pearson_histogram(pearson_r: np.ndarray, significant: np.ndarray, summary: Mapping,
+                           path: str | os.PathLike) -> None:
+    """Figure 2: histogram of per-gene r, the significant genes (a boolean mask) stacked in red."""
+    pearson_r = np.asarray(pearson_r, dtype=np.float64)
+    significant = np.asarray(significant, dtype=bool)
+    defined = ~np.isnan(pearson_r)
+    figure = Figure(figsize=(9.0, 4.6), layout="constrained")
+    axes = figure.subplots()
+    alpha = summary["alpha"]
+    counts = "\n".join(f"{summary[significant_key(a)]:,} at α = {a:g}" for a in _alphas(alpha))
+    heading = (f"{summary['patients']:,} patients, {summary['genes']:,} genes\n"
+               f"significant (Holm–Šidák, r > 0):\n{counts}")
+    if defined.any():
+        bins = np.histogram_bin_edges(pearson_r[defined],
+                                      bins=int(np.clip(np.sqrt(defined.sum()), 10, 80)))
+        axes.hist([pearson_r[defined & ~significant], pearson_r[defined & significant]], bins=bins,
+                  stacked=True, color=["#9db4cf", "#d1495b"],
+                  label=["not significant", f"significant (α = {alpha:g})"])
+        for key, label, style in (("pearson_min", "min", ":"), ("pearson_mean", "mean", "-"),
+                                  ("pearson_max", "max", "--")):
+            axes.axvline(summary[key], color="#222222", linestyle=style, linewidth=1.3,
+                         label=f"{label} r = {summary[key]:.3f}")
+        # beside the axes, with the counts as its heading: it never hides a bar or a line
+        axes.legend(title=heading, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
+                    title_fontsize=8.5, alignment="left", frameon=False)
+    else:
+        axes.set_xlim(-1.0, 1.0)
+        axes.text(1.01, 1.0, f"{heading}\n\nno gene has a defined r", transform=axes.transAxes,
+                  va="top", fontsize=8.5)
+    axes.set_xlabel("Pearson r, predicted vs measured expression (per gene, across patients)")
+    axes.set_ylabel("genes")
+    axes.set_title("Per-gene correlation of the predictions")
+    axes.margins(x=0.04, y=0.1)
+    figure.savefig(path, dpi=150)
+
+
+def write_report(out_dir: str | os.PathLike, predictions: pd.DataFrame, truth: pd.DataFrame,
+                 gene_names: Mapping[str, str] | None = None, folds: pd.Series | None = None,
+                 alpha: float = 0.05, markers: Sequence[str] = MARKER_GENES,
+                 names: Sequence[str] = ("predictions", "truth", "folds")) -> dict:
+    """Evaluate `predictions` against `truth` (patients x genes, indexed by patient id) into `out_dir`.
+
+    gene_names: gene id -> symbol ("" for ids it lacks); folds: patient id -> fold label, for
+    the per-fold statistics; names: how error messages call the two tables and the folds.
+    Everything is checked before anything is written. Returns the summary dict.
+    """
+    stats = gene_statistics(predictions, truth, alpha, names[:2])
+    per_fold = {} if folds is None else fold_statistics(predictions, truth, folds, alpha, names)
+    fold_sizes = {} if folds is None else folds.value_counts().to_dict()
+    symbols = dict(gene_names or {})
+    stats.insert(0, "gene_name", [symbols.get(gene, "") for gene in stats.index])
+    summary = _summary(stats, len(predictions), per_fold, fold_sizes, alpha, markers)
+    with atomic_path(out_dir) as folder:
+        folder.mkdir()
+        stats.reset_index().loc[:, list(GENE_STATS_COLUMNS)].to_csv(
+            folder / GENE_STATS_FILE, sep="\t", index=False, lineterminator="\n")
+        write_predictions(folder / PREDICTIONS_FILE, predictions)
+        plot_pearson_histogram(stats["pearson_r"].to_numpy(), stats["significant"].to_numpy(),
+                               summary, folder / FIGURE_FILE)
+        (folder / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    return summary
+
+
+def write_predictions(path: str | os.PathLike, predictions: pd.DataFrame) -> None:
+    """patients x genes TSV, first column patient_id, 6 significant digits.
+
+    numpy formats a row ten times faster than pandas' to_csv: 550 x 31,793 values in seconds.
+    """
+    with open(path, "w", encoding="utf-8", newline="\n") as handle:
+        handle.write("\t".join(["patient_id", *map(str, predictions.columns)]) + "\n")
+        values = predictions.to_numpy(dtype=np.float64)
+        for patient, row in progress(zip(predictions.index, values), "writing predictions",
+                                     total=len(values)):
+            handle.write(f"{patient}\t")
+            np.savetxt(handle, row[np.newaxis], fmt="%.6g", delimiter="\t")
+
+
+def print_summary(summary: Mapping, file: TextIO | None = None) -> None:
+    """A few lines for people: counts, the spread of r, each fold, the markers."""
+    file = file or sys.stdout
+    alphas = _alphas(summary["alpha"])
+
+    def counts(numbers: Mapping) -> str:
+        return ", ".join(f"{numbers[significant_key(a)]:,} at α = {a:g}" for a in alphas)
+
+    def spread(numbers: Mapping) -> str:
+        if numbers["pearson_mean"] is None:
+            return "no gene has a defined r"
+        return (f"mean {numbers['pearson_mean']:.3f}, median {numbers['pearson_median']:.3f}, "
+                f"min {numbers['pearson_min']:.3f}, max {numbers['pearson_max']:.3f}")
+
+    folds = f", {summary['folds']} folds" if summary["folds"] else ""
+    lines = [f"{summary['patients']:,} patients, {summary['genes']:,} genes{folds}",
+             f"significant genes (Holm-Sidak, r > 0): {counts(summary)}",
+             f"Pearson r: {spread(summary)}"]
+    if summary["genes_without_r"]:
+        lines.append(f"{summary['genes_without_r']:,} genes without a defined r "
+                     "(constant or missing values): never significant")
+    lines += [f"  fold {fold['fold']} ({fold['patients']} patients): {counts(fold)}; r {spread(fold)}"
+              for fold in summary["per_fold"]]
+    lines.append("markers: " + ", ".join(
+        f"{symbol} {'n/a' if r is None else f'{r:.3f}'}" for symbol, r in summary["markers"].items()))
+    print("\n".join(lines), file=file)
+

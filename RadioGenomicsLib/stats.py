@@ -1,0 +1,203 @@
+"""Per-gene Pearson correlation between predicted and measured expression, as the paper judges it.
+
+Everything here is patient-level: the tables are patients x genes, indexed by patient id,
+one row per patient. Counting slices or tokens as samples would inflate n and shrink p.
+
+Per gene: Pearson r and the two-sided p from the t distribution with n - 2 degrees of
+freedom, for all genes at once; Holm-Sidak across genes (statsmodels). A gene is
+significant when its adjusted p < alpha and r > 0. A gene whose r is undefined (a constant
+column, a missing value) gets r = p = NaN, stays out of the Holm-Sidak family and is never
+significant.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import special
+from statsmodels.stats.multitest import multipletests
+
+from RadioGenomicsLib.errors import InputError
+
+MIN_PATIENTS = 3  # a p-value needs n - 2 >= 1 degrees of freedom
+ALPHAS = (0.05, 0.01)
+STAT_COLUMNS = ("pearson_r", "p_value", "p_adj", "significant")
+
+
+def pearson_columns(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pearson r and two-sided p of each column of `x` (n x g) with the same column of `y`.
+
+    A column that is constant in either array, or holds a NaN, gets r = p = NaN.
+    """
+    x = np.asarray(x, dtype=np.float64)
+    y = np.asarray(y, dtype=np.float64)
+    if x.shape != y.shape or x.ndim != 2:
+        raise ValueError(f"expected two n x g arrays of one shape, got {x.shape} and {y.shape}")
+    n = x.shape[0]
+    x_centred = x - x.mean(axis=0)
+    y_centred = y - y.mean(axis=0)
+    # exact equality, as scipy tests it: a centred constant column can be off zero by rounding
+    constant = (x == x[0]).all(axis=0) | (y == y[0]).all(axis=0)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        r = np.einsum("ij,ij->j", x_centred, y_centred) / np.sqrt(
+            np.einsum("ij,ij->j", x_centred, x_centred) * np.einsum("ij,ij->j", y_centred, y_centred))
+        r = np.clip(r, -1.0, 1.0)
+        r[constant] = np.nan
+        df = n - 2
+        t = r * np.sqrt(df / ((1.0 - r) * (1.0 + r)))
+    # 2 * P(T_df <= -|t|); stdtr keeps the precision of tiny p-values
+    p = 2.0 * special.stdtr(df, -np.abs(t)) if df > 0 else np.full_like(r, np.nan)
+    return r, p
+
+
+def holm_sidak(p_values: np.ndarray) -> np.ndarray:
+    """Holm-Sidak adjusted p-values; NaN p-values are left out of the family and stay NaN."""
+    p_values = np.asarray(p_values, dtype=np.float64)
+    adjusted = np.full(p_values.shape, np.nan)
+    defined = ~np.isnan(p_values)
+    if defined.any():
+        adjusted[defined] = multipletests(p_values[defined], method="holm-sidak")[1]
+    return adjusted
+
+
+def _first_five(labels: Sequence) -> str:
+    return ", ".join(map(str, labels[:5])) + (", ..." if len(labels) > 5 else "")
+
+
+def _duplicates(labels: pd.Index) -> str:
+    repeated = labels[labels.duplicated()].unique()
+    return f"{len(repeated)} ({_first_five(repeated)})"
+
+
+def _differences(first: pd.Index, second: pd.Index, names: Sequence[str]) -> str:
+    """What only one of two label sets holds: "3 only in a.tsv (x, y, z); 1 only in b.tsv (w)"."""
+    return "; ".join(f"{len(only)} only in {name} ({_first_five(only)})"
+                     for only, name in ((first.difference(second), names[0]),
+                                        (second.difference(first), names[1])) if len(only))
+
+
+def _is_number_dtype(dtype: np.dtype) -> bool:
+    return pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+
+
+def _as_float(table: pd.DataFrame, name: str) -> pd.DataFrame:
+    # dtypes are checked once per distinct dtype: 31,793 columns share one or two
+    if all(_is_number_dtype(dtype) for dtype in table.dtypes.unique()):
+        return table.astype(np.float64)
+    numbers = table.apply(pd.to_numeric, errors="coerce")
+    bad = (numbers.isna() & table.notna()).to_numpy()
+    if bad.any():
+        row, column = (int(i[0]) for i in np.nonzero(bad))
+        raise InputError(name, f"non-numeric values in gene {table.columns[column]} "
+                               f"(patient {table.index[row]}: {table.iat[row, column]!r})")
+    return numbers.astype(np.float64)
+
+
+def _check_table(table: pd.DataFrame, name: str) -> None:
+    if table.index.has_duplicates:
+        raise InputError(name, f"duplicated patient ids: {_duplicates(table.index)}")
+    if table.columns.has_duplicates:
+        raise InputError(name, f"duplicated gene ids: {_duplicates(table.columns)}")
+    if table.shape[1] == 0:
+        raise InputError(name, "no gene columns")
+    if table.shape[0] < MIN_PATIENTS:
+        raise InputError(name, f"{table.shape[0]} patient(s); a p-value needs at least {MIN_PATIENTS}")
+
+
+def check_tables(predictions: pd.DataFrame, truth: pd.DataFrame,
+                 names: Sequence[str] = ("predictions", "truth")) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Validate two patients x genes tables and return them as float64, truth in the predictions' order.
+
+    Raises InputError (naming the table by `names`) on duplicated patients or genes, non-numeric
+    values, fewer than MIN_PATIENTS patients, or patients or genes that differ between the two.
+    """
+    for table, name in zip((predictions, truth), names):
+        _check_table(table, name)
+    for axis, what in ((0, "patients"), (1, "genes")):
+        ours, theirs = predictions.axes[axis], truth.axes[axis]
+        if not ours.equals(theirs) and set(ours) != set(theirs):
+            raise InputError(f"{names[0]} vs {names[1]}",
+                             f"different {what}: {_differences(ours, theirs, names)}")
+    if not (truth.index.equals(predictions.index) and truth.columns.equals(predictions.columns)):
+        truth = truth.loc[predictions.index, predictions.columns]
+    return _as_float(predictions, names[0]), _as_float(truth, names[1])
+
+
+def check_folds(folds: pd.Series, patients: pd.Index, name: str = "folds") -> pd.Series:
+    """The fold label of each patient, in the order of `patients`.
+
+    Every patient needs exactly one fold, the fold table names no other patient, and every
+    fold holds at least MIN_PATIENTS patients.
+    """
+    if folds.index.has_duplicates:
+        raise InputError(name, f"duplicated patient ids: {_duplicates(folds.index)}")
+    if set(folds.index) != set(patients):
+        raise InputError(name, "not the same patients as the tables: "
+                         + _differences(patients, folds.index, ("the tables", name)))
+    if folds.isna().any():
+        raise InputError(name, f"no fold for patient {folds.index[folds.isna()][0]}")
+    sizes = folds.value_counts()
+    if (sizes < MIN_PATIENTS).any():
+        small = sizes[sizes < MIN_PATIENTS]
+        raise InputError(name, f"fold {small.index[0]} has {small.iloc[0]} patient(s); "
+                         f"a p-value needs at least {MIN_PATIENTS}")
+    return folds.loc[patients]
+
+
+def gene_statistics(predictions: pd.DataFrame, truth: pd.DataFrame, alpha: float = 0.05,
+                    names: Sequence[str] = ("predictions", "truth")) -> pd.DataFrame:
+    """Per gene (index `gene_id`, in the predictions' column order): pearson_r, p_value, p_adj, significant."""
+    predictions, truth = check_tables(predictions, truth, names)
+    r, p = pearson_columns(predictions.to_numpy(), truth.to_numpy())
+    p_adj = holm_sidak(p)
+    return pd.DataFrame({"pearson_r": r, "p_value": p, "p_adj": p_adj,
+                         "significant": (p_adj < alpha) & (r > 0)},
+                        index=pd.Index(predictions.columns, name="gene_id"))
+
+
+def count_significant(stats: pd.DataFrame, alpha: float) -> int:
+    """Genes with Holm-Sidak adjusted p < alpha and a positive r."""
+    return int(((stats["p_adj"] < alpha) & (stats["pearson_r"] > 0)).sum())
+
+
+def significant_key(alpha: float) -> str:
+    """The summary key of the count at `alpha`: 0.05 -> "significant_genes_0.05"."""
+    return f"significant_genes_{alpha:g}"
+
+
+def summarize(stats: pd.DataFrame, patients: int, alphas: Sequence[float] = ALPHAS) -> dict:
+    """The numbers of one evaluation: patients, genes, significant counts, the spread of r.
+
+    The r statistics cover the genes with a defined r; they are None when there is none.
+    """
+    r = stats["pearson_r"].to_numpy()
+    defined = r[~np.isnan(r)]
+
+    def of_r(function) -> float | None:
+        return float(function(defined)) if defined.size else None
+
+    summary: dict = {"patients": int(patients), "genes": int(len(stats)),
+                     "genes_without_r": int(len(r) - defined.size)}
+    for alpha in sorted(set(alphas), reverse=True):
+        summary[significant_key(alpha)] = count_significant(stats, alpha)
+    summary.update(pearson_mean=of_r(np.mean), pearson_median=of_r(np.median),
+                   pearson_min=of_r(np.min), pearson_max=of_r(np.max))
+    return summary
+
+
+def fold_statistics(predictions: pd.DataFrame, truth: pd.DataFrame, folds: pd.Series,
+                    alpha: float = 0.05, names: Sequence[str] = ("predictions", "truth", "folds"),
+                    ) -> dict:
+    """gene_statistics inside each fold (its own Holm-Sidak family), keyed by fold label in sorted order.
+
+    `folds` maps patient id -> fold label (a Series indexed by patient id).
+    """
+    predictions, truth = check_tables(predictions, truth, names[:2])
+    folds = check_folds(folds, predictions.index, names[2])
+    per_fold = {}
+    for label in sorted(folds.unique().tolist()):
+        members = (folds == label).to_numpy()
+        per_fold[label] = gene_statistics(predictions.loc[members], truth.loc[members], alpha, names[:2])
+    return per_fold

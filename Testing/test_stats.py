@@ -1,0 +1,186 @@
+"""Per-gene Pearson r and p, Holm-Sidak, significance, per-fold statistics, bad tables."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats as scipy_stats
+from statsmodels.stats.multitest import multipletests
+
+from RadioGenomicsLib import stats
+from RadioGenomicsLib.errors import InputError
+
+
+def _tables(values_x: np.ndarray, values_y: np.ndarray) -> tuple[pd.DataFrame, pd.DataFrame]:
+    patients = pd.Index([f"TCGA-{i:02d}-{i:04d}" for i in range(values_x.shape[0])], name="patient_id")
+    genes = [f"ENSG{j:011d}.{j % 7 + 1}" for j in range(values_x.shape[1])]
+    return (pd.DataFrame(values_x, index=patients, columns=genes),
+            pd.DataFrame(values_y, index=patients, columns=genes))
+
+
+def _scipy(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    results = [scipy_stats.pearsonr(x[:, j], y[:, j]) for j in range(x.shape[1])]
+    return (np.array([result.statistic for result in results]),
+            np.array([result.pvalue for result in results]))
+
+
+@pytest.fixture
+def correlated() -> tuple[np.ndarray, np.ndarray]:
+    """40 patients x 300 genes on very different scales, from no to strong (and negative) correlation."""
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(40, 300)) * rng.uniform(0.01, 100, 300) + rng.uniform(-50, 50, 300)
+    y = x * rng.normal(size=300) * 0.05 + rng.normal(size=(40, 300))
+    return x, y
+
+
+def test_r_and_p_equal_scipy_pearsonr_per_gene(correlated):
+    x, y = correlated
+    r, p = stats.pearson_columns(x, y)
+    expected_r, expected_p = _scipy(x, y)
+    np.testing.assert_allclose(r, expected_r, rtol=0, atol=1e-10)
+    np.testing.assert_allclose(p, expected_p, rtol=1e-8, atol=1e-10)
+    assert expected_p.min() < 1e-20 and expected_p.max() > 0.5  # the range was covered
+
+
+def test_perfect_correlation_gives_p_zero():
+    x = np.arange(10.0)[:, np.newaxis]
+    r, p = stats.pearson_columns(np.hstack([x, x]), np.hstack([2 * x + 1, -x]))
+    np.testing.assert_allclose(r, [1.0, -1.0])
+    np.testing.assert_allclose(p, [0.0, 0.0], atol=1e-300)
+
+
+def test_constant_and_missing_genes_get_nan_and_leave_the_family(correlated):
+    x, y = (a[:, :50].copy() for a in correlated)
+    x[:, 3] = 0.1          # constant prediction; its mean is off 0.1 by rounding
+    y[:, 7] = 5.0          # constant truth
+    x[4, 11] = np.nan      # a missing value
+    predictions, truth = _tables(x, y)
+    table = stats.gene_statistics(predictions, truth)
+    undefined = table.index[[3, 7, 11]]
+    assert table.loc[undefined, ["pearson_r", "p_value", "p_adj"]].isna().all().all()
+    assert not table.loc[undefined, "significant"].any()
+    defined = table.drop(undefined)
+    expected = multipletests(defined["p_value"].to_numpy(), method="holm-sidak")[1]
+    np.testing.assert_allclose(defined["p_adj"], expected, rtol=1e-12)
+    others = np.delete(np.arange(50), [3, 7, 11])
+    np.testing.assert_allclose(defined["pearson_r"], _scipy(x[:, others], y[:, others])[0], atol=1e-10)
+    summary = stats.summarize(table, patients=40)
+    assert summary["genes"] == 50 and summary["genes_without_r"] == 3
+    assert summary["pearson_mean"] == pytest.approx(defined["pearson_r"].mean())
+
+
+def test_holm_sidak_equals_statsmodels_by_hand_with_nans_left_out():
+    rng = np.random.default_rng(5)
+    p = rng.uniform(size=500) ** 4
+    p[[10, 20, 30]] = np.nan
+    adjusted = stats.holm_sidak(p)
+    kept = ~np.isnan(p)
+    np.testing.assert_allclose(adjusted[kept], multipletests(p[kept], method="holm-sidak")[1],
+                               rtol=1e-12)
+    assert np.isnan(adjusted[~kept]).all()
+
+
+def test_holm_sidak_tiny_case_by_hand():
+    # sorted 0.01, 0.03, 0.04 over m = 3: 1 - 0.99**3, 1 - 0.97**2, 1 - 0.96, then step-down maximum
+    adjusted = stats.holm_sidak(np.array([0.01, 0.04, 0.03]))
+    np.testing.assert_allclose(adjusted, [0.029701, 0.0591, 0.0591], rtol=1e-12)
+
+
+def test_significant_needs_positive_r_and_adjusted_p_below_alpha():
+    rng = np.random.default_rng(8)
+    signal = rng.normal(size=(60, 1))
+    x = np.hstack([signal, signal, signal * 0.1 + rng.normal(size=(60, 1)), rng.normal(size=(60, 1))])
+    y = np.hstack([signal + 0.3 * rng.normal(size=(60, 1)), -signal, signal, rng.normal(size=(60, 1))])
+    table = stats.gene_statistics(*_tables(x, y), alpha=0.05)
+    r, p_adj = table["pearson_r"].to_numpy(), table["p_adj"].to_numpy()
+    assert r[1] < 0 and p_adj[1] < 1e-10           # strongly anti-correlated
+    assert r[3] > 0 and p_adj[3] > 0.05            # positive, not enough
+    assert 0.001 < p_adj[2] < 0.01 and r[2] > 0
+    assert table["significant"].tolist() == [True, False, True, False]
+    strict = stats.gene_statistics(*_tables(x, y), alpha=0.001)
+    assert strict["significant"].tolist() == [True, False, False, False]
+    assert stats.count_significant(table, 0.01) == 2
+    assert stats.count_significant(table, 0.001) == 1
+
+
+def test_null_genes_stay_within_the_family_wise_level():
+    """Over 200 cohorts of 500 pure-noise genes, a false positive in at most ~5 % of them."""
+    rng = np.random.default_rng(2024)
+    cohorts, genes, patients, alpha = 200, 500, 30, 0.05
+    any_false_positive, raw_below_alpha = 0, 0
+    for _ in range(cohorts):
+        r, p = stats.pearson_columns(rng.normal(size=(patients, genes)), rng.normal(size=(patients, genes)))
+        any_false_positive += bool(((stats.holm_sidak(p) < alpha) & (r > 0)).any())
+        raw_below_alpha += int((p < alpha).sum())
+    # raw p-values of null genes are uniform: wrong degrees of freedom or a one-sided p fail this
+    tests = cohorts * genes
+    low, high = scipy_stats.binom.ppf([0.0005, 0.9995], tests, alpha)
+    assert low <= raw_below_alpha <= high
+    # family-wise error <= alpha: the count of cohorts with any false positive is at most binomial
+    assert any_false_positive <= scipy_stats.binom.ppf(0.999, cohorts, alpha)
+
+
+def test_planted_genes_are_found_and_null_genes_are_not():
+    rng = np.random.default_rng(11)
+    patients, planted, null = 100, 100, 2000
+    truth = rng.normal(size=(patients, planted + null))
+    predictions = rng.normal(size=truth.shape)
+    predictions[:, :planted] += 0.8 * truth[:, :planted]   # r about 0.6
+    table = stats.gene_statistics(*_tables(predictions, truth))
+    assert table["significant"].iloc[:planted].all()
+    # Holm-Sidak holds P(any null gene significant) <= 0.05; two or more: well below 0.01
+    assert table["significant"].iloc[planted:].sum() <= 1
+
+
+def test_truth_is_aligned_to_the_predictions_order(correlated):
+    predictions, truth = _tables(*(a[:, :20] for a in correlated))
+    shuffled = truth.sample(frac=1.0, random_state=1).iloc[:, ::-1]
+    pd.testing.assert_frame_equal(stats.gene_statistics(predictions, shuffled),
+                                  stats.gene_statistics(predictions, truth))
+
+
+def test_fold_statistics_are_each_folds_own(correlated):
+    x, y = (a[:, :30] for a in correlated)
+    predictions, truth = _tables(x, y)
+    labels = np.array([0, 1, 2, 3] * 10)
+    folds = pd.Series(labels, index=predictions.index).sample(frac=1.0, random_state=2)
+    per_fold = stats.fold_statistics(predictions, truth, folds)
+    assert list(per_fold) == [0, 1, 2, 3]
+    for label, table in per_fold.items():
+        expected_r, expected_p = _scipy(x[labels == label], y[labels == label])
+        np.testing.assert_allclose(table["pearson_r"], expected_r, atol=1e-10)
+        np.testing.assert_allclose(table["p_value"], expected_p, rtol=1e-8, atol=1e-10)
+        np.testing.assert_allclose(table["p_adj"], multipletests(expected_p, method="holm-sidak")[1],
+                                   rtol=1e-8, atol=1e-10)
+
+
+@pytest.mark.parametrize("folds, message", [
+    (lambda ids: pd.Series([0, 0, 1, 1] * 5, index=ids).iloc[:-1], "1 only in the tables"),
+    (lambda ids: pd.concat([pd.Series([0, 1] * 10, index=ids), pd.Series([1], index=["X"])]),
+     "1 only in folds (X)"),
+    (lambda ids: pd.Series([0] * 18 + [1, 1], index=ids), "fold 1 has 2 patient(s)"),
+    (lambda ids: pd.Series([0, 1] * 10, index=ids[:10].append(ids[:10])), "duplicated patient ids"),
+])
+def test_bad_folds(correlated, folds, message):
+    predictions, truth = _tables(*(a[:20, :5] for a in correlated))
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        stats.fold_statistics(predictions, truth, folds(predictions.index))
+
+
+def test_bad_tables(correlated):
+    predictions, truth = _tables(*(a[:10, :6] for a in correlated))
+    with pytest.raises(InputError, match=r"predictions: duplicated patient ids: 1 \(TCGA-00-0000\)"):
+        stats.gene_statistics(pd.concat([predictions, predictions.iloc[:1]]), truth)
+    with pytest.raises(InputError, match="truth: duplicated gene ids"):
+        stats.gene_statistics(predictions, truth.iloc[:, [0, 1, 1, 2, 3, 4, 5]])
+    with pytest.raises(InputError, match=r"different genes: 2 only in truth \(ENSG"):
+        stats.gene_statistics(predictions.iloc[:, :4], truth)
+    with pytest.raises(InputError, match="different patients: 1 only in predictions"):
+        stats.gene_statistics(predictions, truth.iloc[1:])
+    with pytest.raises(InputError, match=r"2 patient\(s\); a p-value needs at least 3"):
+        stats.gene_statistics(predictions.iloc[:2], truth.iloc[:2])
+    text = predictions.astype(object)
+    text.iloc[4, 2] = "high"
+    with pytest.raises(InputError, match=r"non-numeric values in gene \S+ \(patient TCGA-04-0004: 'high'\)"):
+        stats.gene_statistics(text, truth)
