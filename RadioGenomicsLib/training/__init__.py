@@ -1,0 +1,1 @@
+"""Training: the shared fold assignment, cross-validated training and the radiomics baseline."""
