@@ -23,7 +23,6 @@ from RadioGenomicsLib.errors import InputError
 
 MIN_PATIENTS = 3  # a p-value needs n - 2 >= 1 degrees of freedom
 ALPHAS = (0.05, 0.01)
-STAT_COLUMNS = ("pearson_r", "p_value", "p_adj", "significant")
 
 
 def pearson_columns(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
