@@ -86,9 +86,12 @@ def test_segmentation_is_brats_labelled_inside_the_brain(mri):
     truth = _truth(mri)
     for patient in truth["patients"]:
         folder = mri / "images" / patient["patient_id"]
-        seg = _array(folder / f"{patient['patient_id']}_seg.nii.gz")
+        seg_image = sitk.ReadImage(str(folder / f"{patient['patient_id']}_seg.nii.gz"))
+        seg = sitk.GetArrayFromImage(seg_image)
         t1 = _array(folder / f"{patient['patient_id']}_t1.nii.gz")
         assert set(np.unique(seg)) <= {0, 1, 2, 4}
+        centre = seg_image.TransformPhysicalPointToIndex(patient["centre_lps_mm"])
+        assert seg_image[centre] in (1, 4)  # the recorded centre is inside the tumour core
         assert (seg == 4).any() and (seg == 2).any()
         assert (t1[seg > 0] > 0).all()  # every labelled voxel is brain (not background)
         voxel_ml = 1.5 ** 3 / 1000

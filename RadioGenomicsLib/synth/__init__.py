@@ -4,7 +4,13 @@
     DIR/expression/<file id>/<uuid>.rna_seq.augmented_star_gene_counts.tsv
     DIR/gdc_sample_sheet.tsv
     DIR/manifest.csv        patient_id, channels..., segmentation, label
-    DIR/truth.json          latent factors, tumour traits, linked genes and effects
+    DIR/truth.json          what was drawn (below)
+
+truth.json: `factors` (name -> the traits it drives); `expression.linked` (gene_id,
+gene_name, factor, effect_log2: log2 fold change of the expected count per SD of the
+factor, baseline_count), `linked_genes`, `null_genes`; per patient `latent` (factor ->
+standard-normal value), `traits` (tumour.Traits), `centre_lps_mm`, `label_ml`
+(segmentation label -> volume) and `samples` (its TCGA sample barcodes).
 
 Every patient draws latent factors (tumour.FACTORS); they set the tumour's traits
 (anatomy + tumour -> images) and, for a known share of the genes, the expression
@@ -107,7 +113,9 @@ def _patient_images(task: tuple[Path, int, np.ndarray, str, int]) -> dict[str, o
         sitk.WriteImage(image, str(paths[name]), useCompression=True)
     voxel_ml = float(np.prod(body.spacing)) / 1000
     labels, counts = np.unique(drawn.labels[drawn.labels > 0], return_counts=True)
+    centre = body.reference.TransformContinuousIndexToPhysicalPoint(drawn.centre[::-1].tolist())
     return {"patient_id": case, "paths": paths, "traits": traits.as_dict(),
+            "centre_lps_mm": [round(c, 3) for c in centre],
             "label_ml": {int(k): round(float(n) * voxel_ml, 3) for k, n in zip(labels, counts)}}
 
 
@@ -182,6 +190,7 @@ def _write_truth(folder: Path, latent: np.ndarray, images: list[dict[str, object
             "patient_id": image["patient_id"],
             "latent": {f: round(float(v), 6) for f, v in zip(tumour.FACTORS, latent[i])},
             "traits": image["traits"],
+            "centre_lps_mm": image["centre_lps_mm"],
             "label_ml": {str(k): v for k, v in image["label_ml"].items()},
             "samples": [s.sample_id for s in samples if s.case_id == image["patient_id"]],
         } for i, image in enumerate(images)],

@@ -90,6 +90,7 @@ def traits_from_factors(latent: np.ndarray, modality: str,
 class Tumour:
     """Soft memberships of the tumour's parts and the hard labels, in a box of the grid."""
 
+    centre: np.ndarray  # voxel index (z, y, x) of the tumour's centre
     box: tuple[slice, slice, slice]
     weights: dict[str, np.ndarray]  # necrosis, core, enhancing, oedema: 0..1
     labels: np.ndarray  # uint8, segmentation labels inside the box
@@ -171,7 +172,7 @@ def draw(anatomy: Anatomy, traits: Traits, rng: np.random.Generator) -> Tumour:
     noise = ndimage.gaussian_filter(rng.standard_normal(distance.shape, dtype=np.float32),
                                     TEXTURE_SMOOTHING_VOXELS)
     texture = 1 + traits.texture * noise / max(float(noise.std()), 1e-6)
-    return Tumour(box, weights, labels, texture.astype(np.float32))
+    return Tumour(centre, box, weights, labels, texture.astype(np.float32))
 
 
 def _host_share(anatomy: Anatomy, box: tuple[slice, ...]) -> np.ndarray:
