@@ -1,0 +1,47 @@
+"""`radiogenomics train`: cross-validated training -> model bundle + evaluation report."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+
+def register(subparsers) -> None:
+    parser = subparsers.add_parser(
+        "train", help="cross-validated training -> model bundle + evaluation report",
+        description="Train the gene predictor with k-fold cross-validation by patient; the "
+                    "fold models are the bundle, their out-of-fold predictions the report "
+                    "(BUNDLE/report). Several processes or GPUs: start it with torchrun.")
+    parser.add_argument("--manifest", required=True, metavar="CSV", help="the cohort manifest")
+    parser.add_argument("--expression", required=True, metavar="PATH",
+                        help="GDC STAR-Counts folder (with --sample-sheet), a Xena or plain "
+                             "table, or a matrix from `radiogenomics expression`")
+    parser.add_argument("--sample-sheet", metavar="TSV", help="the GDC sample sheet")
+    parser.add_argument("--out", required=True, metavar="BUNDLE", help="the bundle folder to write")
+    parser.add_argument("--config", default="paper", metavar="paper|small|FILE",
+                        help="a preset or a JSON recipe (see training/)")
+    parser.add_argument("--folds", type=int, help="cross-validation folds (recipe: 5)")
+    parser.add_argument("--epochs", type=int, help="most epochs per fold")
+    parser.add_argument("--seed", type=int, help="seed of folds, batches and weights")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--resume", action="store_true",
+                        help="continue from the checkpoints in BUNDLE.work after a crash or kill")
+    parser.add_argument("--cache", metavar="DIR", type=Path,
+                        help="where preprocessed slices are cached (~/.cache/radiogenomics/slices)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from RadioGenomicsLib.predict import choose_device
+    from RadioGenomicsLib.training.crossval import train
+    from RadioGenomicsLib.training.loop import start_runtime
+    from RadioGenomicsLib.training.recipe import load_recipe
+
+    recipe = load_recipe(args.config).with_training(folds=args.folds, epochs=args.epochs,
+                                                    seed=args.seed)
+    runtime = start_runtime(choose_device(args.device))
+    train(args.manifest, args.expression, args.sample_sheet, Path(args.out), recipe, runtime,
+          resume=args.resume, cache_dir=args.cache)
+    if runtime.main:
+        print(f"bundle -> {args.out} (report in {Path(args.out) / 'report'})")
+    return 0

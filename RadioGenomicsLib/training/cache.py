@@ -1,0 +1,95 @@
+"""Preprocess each patient once: tumour slices cached by input content and settings.
+
+The key is the sha256 of the preprocessing settings, the channel names and the bytes
+of every input file (a DICOM folder: all its files), so a changed image or setting is
+preprocessed again and nothing else is. Slices are stored as float16 `.npy` files that
+training reads memory-mapped, a few patients at a time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from RadioGenomicsLib.atomic import atomic_path
+from RadioGenomicsLib.errors import InputError
+from RadioGenomicsLib.imaging import load_study
+from RadioGenomicsLib.preprocess import PreprocessSettings, preprocess
+from RadioGenomicsLib.progress import progress
+
+
+def default_cache_dir() -> Path:
+    root = os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")
+    return Path(root) / "radiogenomics" / "slices"
+
+
+def _hash_path(digest: "hashlib._Hash", path: Path) -> None:
+    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
+    for file in files:
+        digest.update(file.name.encode())
+        with open(file, "rb") as handle:
+            while block := handle.read(1 << 22):
+                digest.update(block)
+
+
+def patient_key(row: pd.Series, channels: list[str], settings: PreprocessSettings) -> str:
+    digest = hashlib.sha256(json.dumps(settings.to_dict(), sort_keys=True).encode())
+    for column in [*channels, "segmentation"]:
+        digest.update(column.encode())
+        _hash_path(digest, Path(row[column]))
+    label = row.get("label")
+    digest.update(str(None if label is None or pd.isna(label) else int(label)).encode())
+    return digest.hexdigest()[:32]
+
+
+@dataclass
+class SliceCache:
+    folder: Path
+
+    def path(self, key: str) -> Path:
+        return self.folder / f"{key}.npy"
+
+    def load(self, key: str) -> np.ndarray:
+        """(S, C, H, W) float16, memory-mapped."""
+        return np.load(self.path(key), mmap_mode="r")
+
+    def store(self, key: str, images: np.ndarray) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with atomic_path(self.path(key)) as tmp:
+            with open(tmp, "wb") as handle:
+                np.save(handle, images.astype(np.float16))
+
+
+def preprocess_cohort(cohort: pd.DataFrame, channels: list[str], settings: PreprocessSettings,
+                      cache: SliceCache) -> dict[str, str]:
+    """patient -> cache key, preprocessing every patient not yet cached.
+
+    Every patient is tried before anything fails, and all problems are reported at once
+    (an empty segmentation must stop a run at its start, not in its fifth fold).
+    """
+    keys, problems = {}, []
+    for patient, row in progress(list(cohort.iterrows()), "preprocessing (cached)"):
+        key = patient_key(row, channels, settings)
+        if not cache.path(key).exists():
+            label = row.get("label")
+            try:
+                study = load_study({c: row[c] for c in channels}, row["segmentation"],
+                                   label=None if label is None or pd.isna(label) else int(label),
+                                   channels=tuple(channels))
+                cache.store(key, preprocess(study, settings).images)
+            except InputError as error:
+                problems.append(f"{patient}: {error}")
+                continue
+        keys[str(patient)] = key
+    if problems:
+        more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+        error = InputError(None, f"cannot preprocess {problems[0]}{more}")
+        error.problems = problems
+        raise error
+    return keys

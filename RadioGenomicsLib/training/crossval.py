@@ -1,0 +1,232 @@
+"""Cross-validated training: a cohort and its expression -> a model bundle and its report.
+
+Everything that can fail on the input is checked before the first epoch: the manifest
+and its match with the expression, the fold sizes, the genes left after each training
+fold's median-zero filter, and the preprocessing of every patient (cached). Each
+patient is then predicted once, by the fold model that never saw it, and those
+out-of-fold predictions are the evaluation. The fold models, cut to the genes that
+every fold kept, are the shipped ensemble.
+"""
+
+from __future__ import annotations
+
+import datetime
+import shutil
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from RadioGenomicsLib.atomic import atomic_path
+from RadioGenomicsLib.bundle import BundleMetadata, write_bundle
+from RadioGenomicsLib.cohort import channel_columns, validate_cohort
+from RadioGenomicsLib.errors import InputError
+from RadioGenomicsLib.expression import ExpressionMatrix, build_matrix, read_matrix
+from RadioGenomicsLib.report import print_summary, write_report
+from RadioGenomicsLib.stats import MIN_PATIENTS, gene_statistics
+from RadioGenomicsLib.training.cache import SliceCache, preprocess_cohort
+from RadioGenomicsLib.training.checkpoint import load_checkpoint, save_checkpoint
+from RadioGenomicsLib.training.data import PatientSlices
+from RadioGenomicsLib.training.folds import assign_folds, inner_validation_split
+from RadioGenomicsLib.training.loop import Runtime, fit_fold, predict_patients
+from RadioGenomicsLib.training.recipe import Recipe
+
+HEAD_KEYS = ("head.conv.weight", "head.conv.bias")
+
+
+@dataclass
+class TrainingInputs:
+    """The checked cohort: image paths, targets and the fold of every patient."""
+
+    cohort: pd.DataFrame  # manifest rows, indexed by patient_id
+    channels: list[str]
+    targets: pd.DataFrame  # patients x genes, transformed
+    gene_names: pd.Series  # gene_id -> symbol
+    folds: pd.Series  # patient -> fold
+    fold_genes: list[list[str]]  # genes kept by each training fold's median-zero filter
+    notes: list[str]
+
+
+def load_expression(path: str, sample_sheet: str | None, recipe: Recipe
+                    ) -> tuple[ExpressionMatrix, str]:
+    """A matrix from `radiogenomics expression` (already transformed) or raw GDC/Xena/plain."""
+    if sample_sheet is None and Path(path).is_file():
+        with open(path, encoding="utf-8", errors="replace") as handle:
+            first = handle.readline().split("\t")[0].strip()
+        if first == "patient_id":
+            return read_matrix(path), f"matrix {path} (used as given: already transformed)"
+    matrix, summary = build_matrix(path, sample_sheet, value=recipe.value,
+                                   transform=recipe.transform, drop_median_zero_genes=False)
+    return matrix, f"{summary.source}: {summary.patients} patients, {summary.files_read} files"
+
+
+def check_inputs(manifest: str, expression: str, sample_sheet: str | None,
+                 recipe: Recipe) -> TrainingInputs:
+    matrix, source = load_expression(expression, sample_sheet, recipe)
+    cohort = validate_cohort(manifest, matrix.values, allow_extra_expression=True)
+    notes = [source]
+    extra = sorted(set(matrix.values.index) - set(cohort.index))
+    if extra:
+        notes.append(f"{len(extra)} patient(s) with expression but no images are not used: "
+                     + ", ".join(extra[:5]) + (" ..." if len(extra) > 5 else ""))
+    targets = matrix.values.loc[cohort.index].astype(np.float64)
+    if not np.isfinite(targets.to_numpy()).all():
+        raise InputError(expression, "the expression of the imaged patients has missing values")
+    folds = assign_folds(list(cohort.index), recipe.training.folds, recipe.training.seed, manifest)
+    smallest = int(folds.value_counts().min())
+    if smallest < MIN_PATIENTS:
+        raise InputError(manifest, f"{len(folds)} patients in {recipe.training.folds} folds leave "
+                                   f"{smallest} in a fold; each needs {MIN_PATIENTS} for its "
+                                   "correlations")
+    fold_genes = []
+    for fold in range(recipe.training.folds):
+        train = targets.loc[folds.index[folds != fold]]
+        kept = train.columns[train.median(axis=0) != 0].tolist()
+        if not kept:
+            raise InputError(expression, f"no gene is left in fold {fold + 1} after dropping the "
+                                         "genes whose median over its training patients is zero")
+        fold_genes.append(kept)
+    common = set.intersection(*(set(g) for g in fold_genes))
+    if not common:
+        raise InputError(expression, "no gene is kept by every fold's median-zero filter")
+    names = matrix.genes["gene_name"].reindex(targets.columns).fillna("")
+    return TrainingInputs(cohort.loc[folds.index], channel_columns(cohort.reset_index()),
+                          targets.loc[folds.index], names, folds, fold_genes, notes)
+
+
+def _fold_data(inputs: TrainingInputs, cache: SliceCache, keys: dict[str, str], fold: int,
+               seed: int, fraction: float) -> tuple[PatientSlices, PatientSlices, PatientSlices]:
+    genes = inputs.fold_genes[fold]
+    held_out = inputs.folds.index[inputs.folds == fold].tolist()
+    train, validation = inner_validation_split(
+        inputs.folds.index[inputs.folds != fold].tolist(), fraction, seed + fold)
+
+    def part(patients: list[str]) -> PatientSlices:
+        return PatientSlices(cache, keys, inputs.targets.loc[patients, genes].to_numpy(), patients)
+
+    return part(train), part(validation), part(held_out)
+
+
+def _restrict_head(state: dict[str, torch.Tensor], fold_genes: list[str],
+                   common: list[str]) -> dict[str, torch.Tensor]:
+    """The fold model's head cut to the genes every fold kept, in the common order."""
+    position = {gene: i for i, gene in enumerate(fold_genes)}
+    rows = torch.tensor([position[g] for g in common])
+    return {k: (v[rows] if k in HEAD_KEYS else v) for k, v in state.items()}
+
+
+def run_folds(inputs: TrainingInputs, recipe: Recipe, runtime: Runtime, cache: SliceCache,
+              keys: dict[str, str], work: Path, resume: bool
+              ) -> tuple[list[dict[str, torch.Tensor]], pd.DataFrame, list[dict]]:
+    """Train every fold (or take it from a finished checkpoint): states, OOF predictions."""
+    settings = recipe.training
+    fingerprint = _fingerprint(recipe, inputs)
+    states, oof_parts, histories = [], [], []
+    for fold in range(settings.folds):
+        done = work / f"fold_{fold}.done.safetensors"
+        train, validation, held_out = _fold_data(inputs, cache, keys, fold, settings.seed,
+                                                 settings.validation_fraction)
+        if resume and done.exists():
+            saved = load_checkpoint(done, fingerprint)
+            best, state, oof = saved.best, saved.fold_state, saved.extra["oof"].numpy()
+        else:
+            best, state = fit_fold(recipe, fold, train, validation, runtime,
+                                   work / f"fold_{fold}.safetensors", resume, fingerprint)
+            model = _model_from(recipe, best, train)
+            oof = predict_patients(model.to(runtime.device), held_out, runtime,
+                                   settings.batch_patients)
+            if runtime.main:
+                save_checkpoint(done, fingerprint, state, {}, best, {"state": {},
+                                "param_groups": []}, extra={"oof": torch.from_numpy(oof)})
+        states.append(best)
+        oof_parts.append(pd.DataFrame(oof, index=held_out.patients,
+                                      columns=inputs.fold_genes[fold]))
+        histories.append({"fold": fold, "best_epoch": state.best_epoch,
+                          "best_validation_r": state.best_score, "epochs": state.epoch,
+                          "history": state.history})
+    common = [g for g in inputs.targets.columns
+              if all(g in set(genes) for genes in inputs.fold_genes)]
+    states = [_restrict_head(s, genes, common) for s, genes in zip(states, inputs.fold_genes)]
+    oof = pd.concat([part[common] for part in oof_parts]).loc[inputs.targets.index]
+    oof.index.name = "patient_id"
+    return states, oof, histories
+
+
+def _model_from(recipe: Recipe, state: dict[str, torch.Tensor], data: PatientSlices):
+    from RadioGenomicsLib.model import GenePredictor
+
+    model = GenePredictor(recipe.model, data.slices(0).shape[1], data.targets.shape[1])
+    model.load_state_dict(state)
+    return model
+
+
+def _fingerprint(recipe: Recipe, inputs: TrainingInputs) -> str:
+    import hashlib
+
+    digest = hashlib.sha256(recipe.fingerprint().encode())
+    digest.update(",".join(f"{p}:{f}" for p, f in inputs.folds.items()).encode())
+    digest.update(",".join(inputs.targets.columns).encode())
+    return digest.hexdigest()
+
+
+def write_trained_bundle(out: Path, recipe: Recipe, inputs: TrainingInputs,
+                         states: list[dict[str, torch.Tensor]], oof: pd.DataFrame,
+                         histories: list[dict], manifest: str) -> dict:
+    """The bundle folder with its report inside, appearing whole or not at all."""
+    truth = inputs.targets[oof.columns]
+    stats = gene_statistics(oof, truth)
+    genes = pd.DataFrame({
+        "gene_id": oof.columns, "gene_name": inputs.gene_names.reindex(oof.columns).to_numpy(),
+        "train_mean": truth.mean(axis=0).to_numpy(), "train_std": truth.std(axis=0).to_numpy(),
+        "validation_r": stats["pearson_r"].to_numpy(), "validation_p_adj": stats["p_adj"].to_numpy(),
+    })
+    cohort = {"name": recipe.name, "manifest": str(manifest), "patients": len(truth),
+              "genes": len(oof.columns), "folds": recipe.training.folds,
+              "seed": recipe.training.seed, "trained": datetime.date.today().isoformat(),
+              "recipe": recipe.to_dict(), "notes": inputs.notes,
+              "fold_training": [{k: v for k, v in h.items() if k != "history"}
+                                for h in histories]}
+    metadata = BundleMetadata(channels=inputs.channels, preprocessing=recipe.preprocessing.to_dict(),
+                              model=recipe.model, target_transform=recipe.transform_name,
+                              target_units=recipe.target_units, training_cohort=cohort)
+    with atomic_path(out) as staging:
+        write_bundle(staging, states, metadata, genes)
+        summary = write_report(staging / "report", oof, truth,
+                               dict(zip(genes["gene_id"], genes["gene_name"])),
+                               folds=inputs.folds.loc[oof.index], markers=recipe.markers)
+        pd.DataFrame([{"fold": h["fold"], **e} for h in histories for e in h["history"]]).to_csv(
+            staging / "report" / "training_history.tsv", sep="\t", index=False)
+    return summary
+
+
+def train(manifest: str, expression: str, sample_sheet: str | None, out: Path, recipe: Recipe,
+          runtime: Runtime, resume: bool = False, cache_dir: Path | None = None) -> dict:
+    """The whole cross-validated training; returns the evaluation summary."""
+    from RadioGenomicsLib.training.cache import default_cache_dir
+
+    inputs = check_inputs(manifest, expression, sample_sheet, recipe)
+    if runtime.main:
+        for note in inputs.notes:
+            print(f"note: {note}", file=sys.stderr)
+    cache = SliceCache(cache_dir or default_cache_dir())
+    if runtime.main:
+        keys = preprocess_cohort(inputs.cohort, inputs.channels, recipe.preprocessing, cache)
+    runtime.barrier()
+    if not runtime.main:
+        keys = preprocess_cohort(inputs.cohort, inputs.channels, recipe.preprocessing, cache)
+    work = out.with_name(out.name + ".work")
+    if not resume and work.exists() and runtime.main:
+        shutil.rmtree(work)
+    work.mkdir(parents=True, exist_ok=True)
+    runtime.barrier()
+    states, oof, histories = run_folds(inputs, recipe, runtime, cache, keys, work, resume)
+    summary = {}
+    if runtime.main:
+        summary = write_trained_bundle(out, recipe, inputs, states, oof, histories, manifest)
+        shutil.rmtree(work, ignore_errors=True)
+        print_summary(summary)
+    runtime.barrier()
+    return summary

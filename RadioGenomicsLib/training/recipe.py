@@ -1,0 +1,165 @@
+"""A training recipe: model, preprocessing, training and target settings in one place.
+
+`--config paper|small|FILE`: the presets, or a JSON file such as the per-cohort recipes
+in `training/`:
+
+    {"name": "tcga-gbm", "model": "paper" | {...ModelConfig fields...},
+     "preprocessing": {...PreprocessSettings fields...},
+     "training": {...TrainSettings fields...},
+     "target": {"value": "fpkm_uq", "transform": "log10p1"},
+     "markers": ["IDH1", "EGFR", ...]}
+
+Fields a file leaves out take the preset's value (`"base": "paper"` by default).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from RadioGenomicsLib.errors import InputError
+from RadioGenomicsLib.model import ModelConfig
+from RadioGenomicsLib.preprocess import PreprocessSettings
+from RadioGenomicsLib.report import MARKER_GENES
+
+TARGET_UNITS = {"fpkm_uq": "FPKM-UQ", "tpm": "TPM", "counts": "counts"}
+TRANSFORM_NAMES = {"log10p1": "log10(1+x)", "log2p1": "log2(1+x)", "none": "x"}
+
+
+@dataclass(frozen=True)
+class TrainSettings:
+    """Cross-validation and optimisation (the paper's: MSE, AdamW, 5 folds, early stop)."""
+
+    folds: int = 5
+    epochs: int = 40
+    patience: int = 8  # epochs without a better validation r before stopping
+    validation_fraction: float = 0.1  # of each training fold, for early stopping
+    batch_patients: int = 4
+    train_slices: int = 8  # slices drawn per patient and step (all slices at evaluation)
+    learning_rate: float = 1e-4
+    weight_decay: float = 0.01
+    seed: int = 0
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.folds < 2:
+            found.append(f"folds {self.folds}: need at least 2")
+        if self.epochs < 1 or self.patience < 1 or self.batch_patients < 1 or self.train_slices < 1:
+            found.append("epochs, patience, batch_patients and train_slices must be >= 1")
+        if not 0 < self.validation_fraction < 0.5:
+            found.append(f"validation_fraction {self.validation_fraction}: need 0 < f < 0.5")
+        if self.learning_rate <= 0 or self.weight_decay < 0:
+            found.append("learning_rate must be > 0 and weight_decay >= 0")
+        return found
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    model: ModelConfig
+    preprocessing: PreprocessSettings
+    training: TrainSettings
+    value: str = "fpkm_uq"
+    transform: str = "log10p1"
+    markers: tuple[str, ...] = MARKER_GENES
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "model": self.model.to_dict(),
+                "preprocessing": self.preprocessing.to_dict(),
+                "training": dataclasses.asdict(self.training),
+                "target": {"value": self.value, "transform": self.transform},
+                "markers": list(self.markers)}
+
+    def fingerprint(self) -> str:
+        """Identifies the settings a checkpoint was made with."""
+        return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+    @property
+    def target_units(self) -> str:
+        return TARGET_UNITS[self.value]
+
+    @property
+    def transform_name(self) -> str:
+        return TRANSFORM_NAMES[self.transform]
+
+    def with_training(self, **changes: Any) -> Recipe:
+        """The recipe with some training settings replaced (command-line overrides)."""
+        changes = {k: v for k, v in changes.items() if v is not None}
+        training = dataclasses.replace(self.training, **changes)
+        _check(training.problems(), None)
+        return dataclasses.replace(self, training=training)
+
+
+PRESETS: dict[str, Recipe] = {
+    "paper": Recipe("paper", ModelConfig.preset("paper"), PreprocessSettings(), TrainSettings()),
+    # the same shape, sized to train on a CPU in minutes (tests, the demo)
+    "small": Recipe("small", ModelConfig.preset("small"), PreprocessSettings(max_slices=16),
+                    TrainSettings(epochs=12, patience=4, batch_patients=4, train_slices=4,
+                                  learning_rate=5e-4)),
+}
+
+
+def _check(problems: list[str], source: str | os.PathLike | None) -> None:
+    if problems:
+        raise InputError(source, "bad training settings: " + "; ".join(problems))
+
+
+def _fields(cls, values: Any, section: str, source: Path) -> dict[str, Any]:
+    if not isinstance(values, dict):
+        raise InputError(source, f"'{section}' must be a JSON object")
+    unknown = sorted(set(values) - {f.name for f in dataclasses.fields(cls)})
+    if unknown:
+        raise InputError(source, f"unknown {section} setting(s) {', '.join(unknown)}")
+    return values
+
+
+def recipe_from_dict(document: dict[str, Any], source: Path) -> Recipe:
+    known = {"name", "base", "model", "preprocessing", "training", "target", "markers"}
+    unknown = sorted(set(document) - known)
+    if unknown:
+        raise InputError(source, f"unknown recipe section(s) {', '.join(unknown)}")
+    base = PRESETS.get(document.get("base", "paper"))
+    if base is None:
+        raise InputError(source, f"unknown base {document['base']!r} ({', '.join(PRESETS)})")
+    model = document.get("model", base.model.to_dict())
+    model = ModelConfig.load(model) if isinstance(model, str) else \
+        ModelConfig.from_dict({**base.model.to_dict(), **model}, source)
+    preprocessing = {**base.preprocessing.to_dict(),
+                     **_fields(PreprocessSettings, document.get("preprocessing", {}),
+                               "preprocessing", source)}
+    training = {**dataclasses.asdict(base.training),
+                **_fields(TrainSettings, document.get("training", {}), "training", source)}
+    target = document.get("target", {})
+    value, transform = target.get("value", base.value), target.get("transform", base.transform)
+    if value not in TARGET_UNITS or transform not in TRANSFORM_NAMES:
+        raise InputError(source, f"target: value one of {', '.join(TARGET_UNITS)}, transform "
+                                 f"one of {', '.join(TRANSFORM_NAMES)}")
+    try:
+        recipe = Recipe(str(document.get("name", source.stem)), model,
+                        PreprocessSettings.from_dict(preprocessing), TrainSettings(**training),
+                        value, transform, tuple(document.get("markers", base.markers)))
+    except (TypeError, ValueError) as error:
+        raise InputError(source, f"bad recipe: {error}") from None
+    _check(recipe.training.problems(), source)
+    return recipe
+
+
+def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
+    """A preset (`paper`, `small`) or a JSON recipe file."""
+    if str(name_or_path) in PRESETS:
+        return PRESETS[str(name_or_path)]
+    path = Path(name_or_path)
+    if not path.is_file():
+        raise InputError(path, f"neither a preset ({', '.join(PRESETS)}) nor a recipe file")
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise InputError(path, f"not valid JSON: {error}") from None
+    if not isinstance(document, dict):
+        raise InputError(path, "a recipe must be a JSON object")
+    return recipe_from_dict(document, path)

@@ -1,0 +1,228 @@
+"""Cross-validated training on a small synthetic cohort: bundle, report, resume, DDP, errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+import torch
+from safetensors.torch import load_file
+
+from RadioGenomicsLib.bundle import load_bundle
+from RadioGenomicsLib.training.cache import SliceCache
+from RadioGenomicsLib.training.data import batch_tensors
+
+PATIENTS, GENES = 12, 40
+
+# a tiny model of the same shape, so that a cross-validation takes seconds on a CPU
+RECIPE = {
+    "name": "test-tiny",
+    "base": "small",
+    "model": {"resnet_width": 16, "norm_groups": 8, "resnet_layers": [1, 1, 1],
+              "hidden_size": 32, "num_layers": 1, "num_heads": 2, "mlp_dim": 64,
+              "dropout": 0.0, "head_dropout": 0.0},
+    "preprocessing": {"max_slices": 3},
+    "training": {"folds": 3, "epochs": 3, "patience": 3, "batch_patients": 4,
+                 "train_slices": 2, "learning_rate": 1e-3},
+}
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory) -> Path:
+    from RadioGenomicsLib.cli import main
+
+    out = tmp_path_factory.mktemp("synth") / "cohort"
+    assert main(["synth", "--out", str(out), "--patients", str(PATIENTS), "--genes", str(GENES),
+                 "--seed", "5", "--jobs", "1"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory, cohort):
+    folder = tmp_path_factory.mktemp("train")
+    recipe = folder / "recipe.json"
+    recipe.write_text(json.dumps(RECIPE))
+    return {"recipe": recipe, "cache": folder / "cache", "folder": folder}
+
+
+def train_args(cohort: Path, workspace: dict, out: Path, *extra: str) -> list[str]:
+    return ["train", "--manifest", str(cohort / "manifest.csv"),
+            "--expression", str(cohort / "expression"),
+            "--sample-sheet", str(cohort / "gdc_sample_sheet.tsv"), "--out", str(out),
+            "--config", str(workspace["recipe"]), "--cache", str(workspace["cache"]),
+            "--device", "cpu", *extra]
+
+
+@pytest.fixture(scope="module")
+def trained(cohort, workspace) -> Path:
+    from RadioGenomicsLib.cli import main
+
+    out = workspace["folder"] / "bundle"
+    assert main(train_args(cohort, workspace, out)) == 0
+    return out
+
+
+def test_bundle_and_report(trained):
+    bundle = load_bundle(trained)
+    assert bundle.folds == 3 and bundle.channels == ["t1", "t1gd", "t2", "flair"]
+    summary = json.loads((trained / "report" / "summary.json").read_text())
+    assert summary["patients"] == PATIENTS and summary["folds"] == 3
+    assert summary["genes"] == len(bundle.genes) <= GENES
+    for key in ("significant_genes_0.05", "significant_genes_0.01", "pearson_mean",
+                "pearson_median", "pearson_min", "pearson_max", "per_fold"):
+        assert key in summary
+    stats = pd.read_csv(trained / "report" / "gene_stats.tsv", sep="\t")
+    np.testing.assert_allclose(bundle.genes["validation_r"], stats["pearson_r"], atol=1e-9)
+    assert (trained / "report" / "pearson_hist.png").stat().st_size > 10_000
+    assert not Path(str(trained) + ".work").exists()  # checkpoints removed when done
+    meta = json.loads((trained / "metadata.json").read_text())
+    assert meta["target"] == {"transform": "log10(1+x)", "units": "FPKM-UQ"}
+    assert meta["training_cohort"]["patients"] == PATIENTS
+
+
+def test_every_patient_predicted_by_the_fold_that_never_saw_it(trained, cohort, workspace):
+    """Re-predict patients with their own fold's model from the bundle: the OOF values."""
+    from RadioGenomicsLib.cohort import validate_cohort
+    from RadioGenomicsLib.preprocess import PreprocessSettings
+    from RadioGenomicsLib.training.cache import patient_key
+    from RadioGenomicsLib.training.folds import assign_folds
+
+    bundle = load_bundle(trained)
+    oof = pd.read_csv(trained / "report" / "oof_predictions.tsv", sep="\t", index_col=0)
+    assert oof.shape == (PATIENTS, len(bundle.genes))
+    assert list(oof.columns) == bundle.genes["gene_id"].tolist()
+    folds = assign_folds(list(oof.index), 3, 0)
+    models = bundle.models("cpu")
+    manifest = validate_cohort(cohort / "manifest.csv")
+    settings = PreprocessSettings.from_dict(bundle.metadata.preprocessing)
+    cache = SliceCache(workspace["cache"])
+    for patient in oof.index[:4]:
+        key = patient_key(manifest.loc[patient], bundle.channels, settings)
+        x, mask = batch_tensors([np.asarray(cache.load(key), np.float32)])
+        with torch.no_grad():
+            values = [model(x, mask).numpy()[0] for model in models]
+        fold = int(folds[patient])
+        expected = oof.loc[patient].to_numpy()
+        np.testing.assert_allclose(values[fold], expected, rtol=1e-4, atol=1e-4)
+        assert all(np.abs(v - expected).max() > 1e-4 for i, v in enumerate(values) if i != fold)
+
+
+def test_resume_after_a_kill_ends_with_the_same_bundle(cohort, workspace, trained, monkeypatch):
+    from RadioGenomicsLib.cli import main
+    from RadioGenomicsLib.training import loop
+
+    out = workspace["folder"] / "resumed"
+    calls = {"n": 0}
+    real_save = loop.save_checkpoint
+
+    def dying_save(*args, **kwargs):
+        real_save(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 5:  # fold 2, epoch 2 of 3: killed mid-fold
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "save_checkpoint", dying_save)
+    assert main(train_args(cohort, workspace, out)) == 130
+    assert not out.exists() and Path(str(out) + ".work").exists()
+    monkeypatch.setattr(loop, "save_checkpoint", real_save)
+    assert main(train_args(cohort, workspace, out, "--resume")) == 0
+    for fold in range(3):
+        first = load_file(trained / f"fold_{fold}.safetensors")
+        again = load_file(out / f"fold_{fold}.safetensors")
+        assert first.keys() == again.keys()
+        for key in first:
+            torch.testing.assert_close(again[key], first[key], rtol=0, atol=0)
+    assert (json.loads((out / "report" / "summary.json").read_text())
+            == json.loads((trained / "report" / "summary.json").read_text()))
+
+
+def test_two_processes_match_one(cohort, workspace, trained):
+    out = workspace["folder"] / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "RADIOGENOMICS_PROGRESS": "lines"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+               "--master_port", "29517", "-m", "RadioGenomicsLib",
+               *train_args(cohort, workspace, out)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-2000:]
+    single = pd.read_csv(trained / "report" / "oof_predictions.tsv", sep="\t", index_col=0)
+    double = pd.read_csv(out / "report" / "oof_predictions.tsv", sep="\t", index_col=0)
+    # Adam turns rounding noise in near-zero gradients into +-lr steps: equal to ~1 %
+    np.testing.assert_allclose(double.to_numpy(), single.to_numpy(), rtol=0.03)
+    assert np.corrcoef(double.to_numpy().ravel(), single.to_numpy().ravel())[0, 1] > 0.9999
+
+
+def test_sharded_batches_give_the_full_batch_gradient(cohort, workspace, trained):
+    """What DDP averages over two processes equals one process's gradient on the batch."""
+    from RadioGenomicsLib.model import GenePredictor
+    from RadioGenomicsLib.training.data import PatientSlices
+    from RadioGenomicsLib.training.loop import Runtime, _train_epoch
+    from RadioGenomicsLib.training.recipe import load_recipe
+
+    recipe = load_recipe(workspace["recipe"]).with_training(batch_patients=5)
+    cache = SliceCache(workspace["cache"])
+    keys = {f"p{i}": path.stem for i, path in enumerate(sorted(cache.folder.glob("*.npy"))[:5])}
+    targets = np.random.default_rng(0).normal(size=(5, 7)).astype(np.float32)
+    data = PatientSlices(cache, keys, targets, list(keys))
+
+    def gradient(rank: int, world: int) -> torch.Tensor:
+        torch.manual_seed(0)
+        model = GenePredictor(recipe.model, 4, 7)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.0)  # keep the weights
+        _train_epoch(model, optimizer, data, recipe, np.random.default_rng(1),
+                     Runtime(torch.device("cpu"), rank, world))
+        return torch.cat([p.grad.flatten() for p in model.parameters()])
+
+    full = gradient(0, 1)
+    shared = (gradient(0, 2) + gradient(1, 2)) / 2  # what DDP's all-reduce computes
+    # float rounding only: a wrong loss scale would be off by a factor of 2 or 5/3
+    torch.testing.assert_close(shared, full, rtol=1e-3, atol=1e-4 * float(full.abs().max()))
+
+
+def _copy_cohort(cohort: Path, target: Path) -> Path:
+    import shutil
+
+    shutil.copytree(cohort, target)
+    return target
+
+
+@pytest.mark.parametrize("case, message", [
+    ("folds", "fewer than the 13 folds"),
+    ("empty_segmentation", "the segmentation is empty"),
+    ("no_genes", "no gene is left"),
+    ("resume_other_settings", "checkpoint was made with other settings"),
+])
+def test_bad_input_fails_at_the_start(tmp_path, cohort, workspace, run_cli, case, message):
+    data = cohort
+    extra: list[str] = []
+    if case == "folds":
+        extra = ["--folds", "13"]
+    elif case == "empty_segmentation":
+        data = _copy_cohort(cohort, tmp_path / "cohort")
+        segmentation = next((data / "images").rglob("*_seg.nii.gz"))
+        image = sitk.ReadImage(str(segmentation))
+        sitk.WriteImage(image * 0, str(segmentation))
+    elif case == "no_genes":
+        data = _copy_cohort(cohort, tmp_path / "cohort")
+        for star in (data / "expression").rglob("*.tsv"):
+            lines = star.read_text().splitlines()
+            head, genes = lines[:6], lines[6:]
+            zeroed = ["\t".join(row.split("\t")[:3] + ["0"] * 6) for row in genes]
+            star.write_text("\n".join(head + zeroed) + "\n")
+    elif case == "resume_other_settings":
+        from RadioGenomicsLib.training.checkpoint import FoldState, save_checkpoint
+
+        save_checkpoint(tmp_path / "bundle.work" / "fold_0.safetensors", "other settings",
+                        FoldState(epoch=1), {}, {}, {"state": {}, "param_groups": []})
+        extra = ["--resume"]
+    out = tmp_path / "bundle"
+    code, _, stderr = run_cli(*train_args(data, workspace, out, *extra))
+    errors = [line for line in stderr.replace("\r", "\n").splitlines() if "error:" in line]
+    assert code == 2 and len(errors) == 1 and message in errors[0], stderr[-500:]
+    assert not out.exists()
