@@ -223,6 +223,15 @@ def test_patient_without_expression(cohort, run_cli, tmp_path):
     _assert_refused(code, err, tmp_path / "out", "manifest.csv", "no expression", "TCGA-02-0000")
 
 
+def test_a_folder_that_is_no_earlier_baseline_is_never_replaced(cohort, run_cli, tmp_path):
+    out = tmp_path / "precious"
+    out.mkdir()
+    (out / "notes.txt").write_text("keep me")
+    code, _, err = _run(run_cli, cohort, out)
+    assert code == 2 and "no earlier baseline" in err
+    assert (out / "notes.txt").read_text() == "keep me"
+
+
 def test_bad_alphas_refused(cohort, run_cli, tmp_path):
     code, _, err = _run(run_cli, cohort, tmp_path / "out", "--alphas", "1", "-2")
     _assert_refused(code, err, tmp_path / "out", "--alphas")

@@ -32,7 +32,7 @@ import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -44,6 +44,9 @@ from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.imaging import Study, load_study
 from RadioGenomicsLib.preprocess import PreprocessSettings, normalisation_region, zscore
 from RadioGenomicsLib.progress import progress
+
+if TYPE_CHECKING:
+    from RadioGenomicsLib.training.recipe import Recipe
 
 FEATURE_CLASSES = ("firstorder", "glcm", "glrlm", "glszm", "gldm", "ngtdm")
 # GLCM's maximal correlation coefficient solves an eigenvalue problem per direction: half
@@ -78,7 +81,6 @@ def _extractor(modality: str, shape: bool):
     from radiomics.featureextractor import RadiomicsFeatureExtractor
 
     classes = radiomics.getFeatureClasses()
-
     radiomics.logger.setLevel(logging.ERROR)  # it warns on every study otherwise
     extractor = RadiomicsFeatureExtractor(**extractor_settings(modality))
     extractor.disableAllImageTypes()
@@ -216,13 +218,15 @@ def _single_threaded_itk() -> None:
     sitk.ProcessObject.SetGlobalDefaultNumberOfThreads(1)  # the processes share the cores
 
 
-def _run_all(function, tasks: list[PatientTask], description: str, jobs: int) -> list:
+def _each(function, tasks: list[PatientTask], description: str, jobs: int) -> Iterator:
+    """function(task) for every task, in order, as each finishes (so each can be cached)."""
     if jobs <= 1 or len(tasks) <= 1:
-        return list(progress(map(function, tasks), description, total=len(tasks)))
+        yield from progress(map(function, tasks), description, total=len(tasks))
+        return
     # spawn, not fork: a forked ITK thread pool can hang the children
     with ProcessPoolExecutor(min(jobs, len(tasks)), mp_context=multiprocessing.get_context("spawn"),
                              initializer=_single_threaded_itk) as pool:
-        return list(progress(pool.map(function, tasks), description, total=len(tasks)))
+        yield from progress(pool.map(function, tasks), description, total=len(tasks))
 
 
 def cohort_features(cohort: pd.DataFrame, channels: list[str], settings: PreprocessSettings,
@@ -236,11 +240,11 @@ def cohort_features(cohort: pd.DataFrame, channels: list[str], settings: Preproc
     tasks = _tasks(cohort, channels, settings)
     keys = {task.patient: feature_key(task) for task in tasks}
     todo = [task for task in tasks if not cache.path(keys[task.patient]).exists()]
-    problems = [p for p in _run_all(_check_task, todo, "checking studies", jobs) if p]
+    problems = [p for p in _each(_check_task, todo, "checking studies", jobs) if p]
     if problems:
         raise CohortError(manifest, problems)
-    for task, (features, problem) in zip(todo, _run_all(_extract_task, todo,
-                                                        "radiomic features", jobs)):
+    for task, (features, problem) in zip(todo, _each(_extract_task, todo,
+                                                     "radiomic features", jobs)):
         if problem:
             problems.append(problem)
         else:
@@ -320,8 +324,17 @@ def check_alphas(alphas: Sequence[float]) -> tuple[float, ...]:
     return tuple(sorted(set(alphas)))
 
 
+def check_out(out: Path) -> None:
+    """A new or empty folder, or an earlier baseline's (replaced whole): never anything else."""
+    if out.exists() and not out.is_dir():
+        raise InputError(out, "exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()) and not (out / DETAILS_FILE).is_file():
+        raise InputError(out, f"folder is not empty and holds no earlier baseline "
+                              f"({DETAILS_FILE}); give a new or empty folder")
+
+
 def run_baseline(manifest: str, expression: str, sample_sheet: str | None, out: Path,
-                 recipe, alphas: Sequence[float] = DEFAULT_ALPHAS,
+                 recipe: Recipe, alphas: Sequence[float] = DEFAULT_ALPHAS,
                  cache_dir: Path | None = None, jobs: int = 1) -> dict:
     """Features, ridge on the recipe's folds, and `out/` (features.tsv, folds.tsv,
     baseline.json, report/); returns the evaluation summary."""
@@ -331,6 +344,7 @@ def run_baseline(manifest: str, expression: str, sample_sheet: str | None, out: 
     from RadioGenomicsLib.training.crossval import check_inputs
 
     alphas = check_alphas(alphas)
+    check_out(out)
     inputs = check_inputs(manifest, expression, sample_sheet, recipe)
     for note in inputs.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -372,7 +386,8 @@ def run_baseline(manifest: str, expression: str, sample_sheet: str | None, out: 
     return summary
 
 
-def baseline_recipe(config: str, folds: int | None, seed: int | None, region: str | None):
+def baseline_recipe(config: str, folds: int | None, seed: int | None,
+                    region: str | None) -> Recipe:
     """The recipe whose targets, folds and MRI normalisation the baseline shares."""
     from RadioGenomicsLib.training.recipe import load_recipe
 
