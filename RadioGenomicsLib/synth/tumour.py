@@ -72,8 +72,9 @@ def traits_from_factors(latent: np.ndarray, modality: str,
                         rng: np.random.Generator) -> Traits:
     """latent: (len(FACTORS),) standard-normal factor values of one patient."""
     f = dict(zip(FACTORS, latent + rng.normal(0, TRAIT_NOISE_SD, len(FACTORS))))
-    necrosis = 0.6 * expit(1.6 * f["necrosis"] - 0.3)
-    rim = min(0.08 + 0.22 * expit(1.5 * f["proliferation"]), 1.0 - necrosis)
+    necrosis = 0.05 + 0.7 * expit(1.6 * f["necrosis"])
+    # the enhancing rim takes this share of the viable shell; the rest is non-enhancing core
+    rim = (1.0 - necrosis) * (0.3 + 0.7 * expit(1.5 * f["proliferation"]))
     return Traits(
         radius_mm=MEDIAN_RADIUS_MM[modality] * float(np.exp(RADIUS_LOG_SD * f["proliferation"])),
         rim_fraction=rim,
