@@ -1,0 +1,61 @@
+"""Training recipes: the presets, the per-cohort files in training/, and their errors."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from RadioGenomicsLib.errors import InputError
+from RadioGenomicsLib.report import MARKER_GENES
+from RadioGenomicsLib.training.recipe import PRESETS, load_recipe
+
+RECIPES = sorted((Path(__file__).parent.parent / "training").glob("*.json"))
+
+
+def test_the_four_cohorts_of_the_paper_have_recipes():
+    assert [r.stem for r in RECIPES] == ["tcga-brca", "tcga-gbm", "tcga-lgg", "tcga-luad"]
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.stem)
+def test_recipe_loads_with_the_paper_model(path):
+    recipe = load_recipe(path)
+    assert recipe.name == path.stem
+    assert recipe.model == PRESETS["paper"].model  # 8 layers of 768, 12 heads
+    assert recipe.model.num_layers == 8 and recipe.training.folds == 5
+    assert (recipe.value, recipe.transform) == ("fpkm_uq", "log10p1")
+    assert set(MARKER_GENES) <= set(recipe.markers)
+    expected_region = "brain" if path.stem in ("tcga-gbm", "tcga-lgg") else "body"
+    assert recipe.preprocessing.region == expected_region
+
+
+def test_file_fields_override_the_base_and_fingerprints_differ(tmp_path):
+    path = tmp_path / "mine.json"
+    path.write_text(json.dumps({"base": "small", "training": {"epochs": 3}}))
+    recipe = load_recipe(path)
+    assert recipe.training.epochs == 3
+    assert recipe.training.learning_rate == PRESETS["small"].training.learning_rate
+    assert recipe.model == PRESETS["small"].model
+    assert recipe.fingerprint() != PRESETS["small"].fingerprint()
+    assert recipe.with_training(epochs=None).training.epochs == 3  # None: not given
+
+
+@pytest.mark.parametrize("document, message", [
+    ({"training": {"epoch": 3}}, "unknown training setting(s) epoch"),
+    ({"trainig": {}}, "unknown recipe section(s) trainig"),
+    ({"training": {"folds": 1}}, "folds 1: need at least 2"),
+    ({"target": {"transform": "log"}}, "transform one of"),
+    ({"model": {"num_heads": 5}}, "not a multiple of num_heads"),
+])
+def test_bad_recipes(tmp_path, document, message):
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(document))
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")) as error:
+        load_recipe(path)
+    assert str(path) in str(error.value)
+
+
+def test_unknown_preset():
+    with pytest.raises(InputError, match="neither a preset"):
+        load_recipe("huge")
