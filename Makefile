@@ -23,7 +23,7 @@ test: testdata
 	$(PY) -m pytest -q
 	$(MAKE) slicer-test
 
-demo: testdata
+demo: $(STAMP)
 	$(PY) -m RadioGenomicsLib.demo --out demo-out
 
 bench: testdata
