@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[test,radiomics]"
+	$(PY) -m pip install -q -e ".[test,radiomics,synth]"
 	touch $(STAMP)
 
 testdata: $(STAMP)

@@ -586,10 +586,10 @@ class RadioGenomicsLogic(ScriptedLoadableModuleLogic):
 
     def tableUnits(self, bundle: Path) -> dict[str, str]:
         """Units of the gene table's columns: the bundle's target for the predicted values."""
+        from RadioGenomicsLib.genetable import column_units
+
         target = self.bundleMetadata(bundle)["target"]
-        value = f"{target.get('transform', '?')} of {target.get('units', '?')}"
-        return {"predicted": value, "lower": value, "upper": value,
-                "cohort_z": "SD of the training cohort", "cohort_percentile": "%"}
+        return column_units(target.get("transform", "?"), target.get("units", "?"))
 
     def bundleGenes(self, bundle: Path) -> set[str]:
         """Gene symbols of a bundle (`gene_name` in genes.tsv)."""
@@ -711,7 +711,7 @@ class RadioGenomicsLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def markerGenes() -> tuple[str, ...]:
-        from RadioGenomicsLib.report import MARKER_GENES
+        from RadioGenomicsLib.genetable import MARKER_GENES
 
         return MARKER_GENES
 

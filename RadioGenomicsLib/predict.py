@@ -20,14 +20,11 @@ from scipy.stats import norm
 from RadioGenomicsLib.atomic import atomic_path
 from RadioGenomicsLib.bundle import Bundle
 from RadioGenomicsLib.errors import InputError
+from RadioGenomicsLib.genetable import TABLE_COLUMNS
 from RadioGenomicsLib.maps import values_to_volume
 from RadioGenomicsLib.preprocess import Slices
 from RadioGenomicsLib.progress import progress
 
-TABLE_COLUMNS = ("rank", "gene_id", "gene_name", "predicted", "lower", "upper", "cohort_z",
-                 "cohort_percentile", "validation_r", "validation_p_adj", "reliable")
-# genes a radiologist looks for first (the Slicer module pins them on top)
-MARKER_GENES = ("IDH1", "EGFR", "MGMT", "KRAS", "ALK", "BRAF", "CHEK2", "TP53")
 
 
 def choose_device(name: str = "auto") -> torch.device:

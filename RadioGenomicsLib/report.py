@@ -24,12 +24,12 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from RadioGenomicsLib.genetable import MARKER_GENES
 from RadioGenomicsLib.atomic import atomic_path
 from RadioGenomicsLib.progress import progress
 from RadioGenomicsLib.stats import (ALPHAS, fold_statistics, gene_statistics, significant_key,
                                     summarize)
 
-MARKER_GENES = ("IDH1", "EGFR", "MGMT", "KRAS", "ALK", "BRAF", "CHEK2", "TP53")
 SUMMARY_FILE = "summary.json"
 GENE_STATS_FILE = "gene_stats.tsv"
 PREDICTIONS_FILE = "oof_predictions.tsv"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from RadioGenomicsLib.errors import InputError
-from RadioGenomicsLib.report import MARKER_GENES
+from RadioGenomicsLib.genetable import MARKER_GENES
 from RadioGenomicsLib.training.recipe import PRESETS, load_recipe
 
 RECIPES = sorted((Path(__file__).parent.parent / "training").glob("*.json"))

@@ -19,11 +19,8 @@ import vtk
 from vtk.util import numpy_support
 
 from RadioGenomicsLib.atomic import atomic_path
+from RadioGenomicsLib.genetable import BOOLEAN_COLUMNS, INTEGER_COLUMNS, TEXT_COLUMNS
 
-# The gene table's columns by type (see `radiogenomics predict`); all others are numbers.
-INTEGER_COLUMNS = ("rank",)
-BOOLEAN_COLUMNS = ("reliable",)
-TEXT_COLUMNS = ("gene_id", "gene_name")
 
 _TRUE = {"true", "1", "yes"}
 _FALSE = {"false", "0", "no"}

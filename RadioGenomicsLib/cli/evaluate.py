@@ -9,7 +9,8 @@ import pandas as pd
 
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.expression import genes_path, read_matrix
-from RadioGenomicsLib.report import MARKER_GENES, print_summary, write_report
+from RadioGenomicsLib.genetable import MARKER_GENES
+from RadioGenomicsLib.report import print_summary, write_report
 
 FOLD_COLUMNS = ("patient_id", "fold")
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import numpy as np
 import SimpleITK as sitk
+
+from RadioGenomicsLib.errors import InputError
 from scipy import ndimage
 
 MRI_SPACING_MM = (1.5, 1.5, 1.5)
@@ -72,7 +74,8 @@ def _nilearn_data() -> Path:
     # nilearn's package folder without importing nilearn (its import is slow and heavy)
     spec = importlib.util.find_spec("nilearn")
     if spec is None or not spec.submodule_search_locations:
-        raise RuntimeError("nilearn is not installed: the MRI template ships inside it")
+        raise InputError(None, "a synthetic MRI cohort needs the MNI152 template inside the "
+                               "nilearn wheel: pip install 'radiogenomics[synth]'")
     return Path(spec.submodule_search_locations[0]) / "datasets" / "data"
 
 

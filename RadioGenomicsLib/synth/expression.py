@@ -16,12 +16,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from RadioGenomicsLib.genetable import MARKER_GENES
 from RadioGenomicsLib import gdc
 from RadioGenomicsLib.gencode import gene_table
 from RadioGenomicsLib.synth.tumour import FACTORS
 
 # always among the genes (the first G when fewer are asked); some linked to a fixed factor
-MARKER_GENES = ("IDH1", "EGFR", "MGMT", "KRAS", "ALK", "BRAF", "CHEK2", "TP53")
 MARKER_LINKS = {"EGFR": ("proliferation", 1.0), "MGMT": ("necrosis", -0.8),
                 "KRAS": ("infiltration", 0.8), "TP53": ("heterogeneity", 0.7),
                 "IDH1": ("location", -0.8)}  # ALK, BRAF and CHEK2 stay pure noise

@@ -25,7 +25,7 @@ from typing import Any
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.model import ModelConfig
 from RadioGenomicsLib.preprocess import PreprocessSettings
-from RadioGenomicsLib.report import MARKER_GENES
+from RadioGenomicsLib.genetable import MARKER_GENES
 
 TARGET_UNITS = {"fpkm_uq": "FPKM-UQ", "tpm": "TPM", "counts": "counts"}
 TRANSFORM_NAMES = {"log10p1": "log10(1+x)", "log2p1": "log2(1+x)", "none": "x"}
