@@ -239,3 +239,16 @@ def test_bad_config_file(tmp_path, settings, problem):
 def test_unknown_preset():
     with pytest.raises(InputError, match="neither a model preset"):
         ModelConfig.load("huge")
+
+
+def test_top_k_without_grad_equals_the_differentiable_path():
+    torch.manual_seed(0)
+    values = torch.randn(2, 7, 300)
+    values[1, :, 250:] = -torch.inf
+    n_valid = torch.tensor([300, 250])
+    with torch.no_grad():
+        fast = top_k_mean(values, n_valid, [1, 2, 5, 10, 20, 50, 100])
+    differentiable = top_k_mean(values.requires_grad_(), n_valid, [1, 2, 5, 10, 20, 50, 100])
+    assert torch.allclose(fast, differentiable.detach(), atol=1e-6)
+    differentiable.sum().backward()
+    assert torch.isfinite(values.grad).all() and (values.grad[1, :, 250:] == 0).all()

@@ -18,11 +18,21 @@ from torch import nn
 BYTES_PER_VALUE = 4  # the head runs in float32, also under autocast
 
 
+def largest(values: torch.Tensor, k: int) -> torch.Tensor:
+    """The k largest values along the last dimension, in descending order."""
+    if values.requires_grad or values.device.type != "cpu":
+        return values.topk(k, dim=-1, sorted=True).values
+    # without grad on a CPU numpy's introselect is several times faster than torch's
+    # top-k for k ~ 100 among thousands of tokens
+    part = np.partition(values.numpy(), values.shape[-1] - k, axis=-1)[..., -k:]
+    return torch.from_numpy(part).sort(dim=-1, descending=True).values
+
+
 def top_k_mean(values: torch.Tensor, n_valid: torch.Tensor, ks: Sequence[int]) -> torch.Tensor:
     """(B, G, N) token values whose invalid tokens are -inf -> (B, G): the mean over `ks`
     of the mean of the k largest values (k capped at each patient's `n_valid`)."""
     k_max = min(max(ks), values.shape[-1])
-    top = values.topk(k_max, dim=-1, sorted=True).values
+    top = largest(values, k_max)
     rank = torch.arange(k_max, device=values.device)
     # a patient with fewer valid tokens than k_max has -inf at the end of its top list
     top = top.masked_fill(rank >= n_valid[:, None, None], 0.0)

@@ -40,6 +40,8 @@ class GenePredictor(nn.Module):
         if x.dim() != 5 or x.shape[2] != self.in_channels or slice_mask.shape != x.shape[:2]:
             raise ValueError(f"expected x (B, S, {self.in_channels}, H, W) and slice_mask (B, S); "
                              f"got {tuple(x.shape)} and {tuple(slice_mask.shape)}")
+        if not slice_mask.any():
+            raise ValueError("no slice to encode: every slice is masked out")
         slices = x[slice_mask]
         step = slices_per_pass or max(1, len(slices))
         encoded = torch.cat([self.encoder(slices[i:i + step]) for i in range(0, len(slices), step)])
