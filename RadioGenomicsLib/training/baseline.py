@@ -44,6 +44,7 @@ from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.imaging import Study, load_study
 from RadioGenomicsLib.preprocess import PreprocessSettings, normalisation_region, zscore
 from RadioGenomicsLib.progress import progress
+from RadioGenomicsLib.training.cache import hash_path
 
 if TYPE_CHECKING:
     from RadioGenomicsLib.training.recipe import Recipe
@@ -157,15 +158,6 @@ def _tasks(cohort: pd.DataFrame, channels: list[str],
     return tasks
 
 
-def _hash_path(digest: "hashlib._Hash", path: Path) -> None:
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        digest.update(file.name.encode())
-        with open(file, "rb") as handle:
-            while block := handle.read(1 << 22):
-                digest.update(block)
-
-
 def feature_key(task: PatientTask) -> str:
     """sha256 of the input files' bytes, the label and every setting that shapes the features."""
     from radiomics import __version__ as pyradiomics_version
@@ -178,7 +170,7 @@ def feature_key(task: PatientTask) -> str:
     digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
     for name, path in [*task.images.items(), ("segmentation", task.segmentation)]:
         digest.update(name.encode())
-        _hash_path(digest, Path(path))
+        hash_path(digest, Path(path))
     return digest.hexdigest()[:32]
 
 

@@ -29,7 +29,8 @@ def default_cache_dir() -> Path:
     return Path(root) / "radiogenomics" / "slices"
 
 
-def _hash_path(digest: "hashlib._Hash", path: Path) -> None:
+def hash_path(digest: "hashlib._Hash", path: Path) -> None:
+    """Add a file's bytes (a folder: every file in it, by name) to `digest`."""
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
     for file in files:
         digest.update(file.name.encode())
@@ -42,7 +43,7 @@ def patient_key(row: pd.Series, channels: list[str], settings: PreprocessSetting
     digest = hashlib.sha256(json.dumps(settings.to_dict(), sort_keys=True).encode())
     for column in [*channels, "segmentation"]:
         digest.update(column.encode())
-        _hash_path(digest, Path(row[column]))
+        hash_path(digest, Path(row[column]))
     label = row.get("label")
     digest.update(str(None if label is None or pd.isna(label) else int(label)).encode())
     return digest.hexdigest()[:32]
