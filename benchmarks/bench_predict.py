@@ -76,7 +76,8 @@ def run_predict(bundle: Path, study: dict[str, Path], out: Path, folds: str) -> 
                "--maps", str(out / "maps"), "--map-gene", "EGFR", "--device", "cpu",
                "--folds", folds]
     start = time.perf_counter()
-    result = subprocess.run(command, check=True, capture_output=True, text=True)
+    result = subprocess.run(command, check=True, capture_output=True, encoding="utf-8",
+                            errors="replace")
     wall = time.perf_counter() - start
     peak_kb = int(result.stderr.rsplit("PEAK_RSS_KB ", 1)[1].split()[0])
     return wall, peak_kb / 1024 ** 2
