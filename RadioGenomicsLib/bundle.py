@@ -235,22 +235,26 @@ class Bundle:
         """An untrained model of the bundle's shape."""
         return GenePredictor(self.config, len(self.channels), len(self.genes))
 
+    def model(self, fold: int, device: str | torch.device = "cpu") -> GenePredictor:
+        """One fold model in eval mode on `device`."""
+        model = self.build_model()
+        try:
+            model.load_state_dict(self.state_dict(fold))
+        except RuntimeError as error:
+            problem = str(error).splitlines()[0]
+            raise InputError(self.path / fold_file(fold), f"weights do not fit the model "
+                                                          f"described in metadata.json: {problem}") from None
+        return model.to(device).eval()
+
+    def fold_indices(self, folds: Literal["all", "first"] = "all") -> range:
+        if folds not in ("all", "first"):
+            raise ValueError(f"folds must be 'all' or 'first', not {folds!r}")
+        return range(self.folds if folds == "all" else 1)
+
     def models(self, device: str | torch.device = "cpu",
                folds: Literal["all", "first"] = "all") -> list[GenePredictor]:
         """The fold models in eval mode on `device` (all folds, or the first only)."""
-        if folds not in ("all", "first"):
-            raise ValueError(f"folds must be 'all' or 'first', not {folds!r}")
-        models = []
-        for fold in range(self.folds if folds == "all" else 1):
-            model = self.build_model()
-            try:
-                model.load_state_dict(self.state_dict(fold))
-            except RuntimeError as error:
-                problem = str(error).splitlines()[0]
-                raise InputError(self.path / fold_file(fold), f"weights do not fit the model "
-                                                              f"described in metadata.json: {problem}") from None
-            models.append(model.to(device).eval())
-        return models
+        return [self.model(fold, device) for fold in self.fold_indices(folds)]
 
     def summary(self, alpha: float = 0.05) -> dict[str, Any]:
         """What a user needs before using the bundle (as `radiogenomics info` shows it)."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,12 @@ from RadioGenomicsLib.maps import values_to_volume
 from RadioGenomicsLib.preprocess import Slices
 from RadioGenomicsLib.progress import progress
 
+
+
+def slices_per_pass(device: torch.device) -> int:
+    """Encoder batch at inference: on a CPU 8 slices at a time ran 30 % faster than 32
+    (BENCHMARKS.md), a GPU wants them all at once."""
+    return 8 if device.type == "cpu" else 64
 
 
 def choose_device(name: str = "auto") -> torch.device:
@@ -62,9 +69,15 @@ class Prediction:
         return self.fold_values.mean(axis=0)
 
 
+def one_at_a_time(bundle: Bundle, device: torch.device, folds: str) -> Iterator[torch.nn.Module]:
+    """The fold models loaded in turn: a paper model takes ~0.4 GB, five at once 2 GB."""
+    for fold in bundle.fold_indices(folds):
+        yield bundle.model(fold, device)
+
+
 @torch.no_grad()
-def run_models(models: list[torch.nn.Module], slices: Slices, device: torch.device,
-               map_genes: list[int] | None = None) -> Prediction:
+def run_models(models: Iterable[torch.nn.Module], slices: Slices, device: torch.device,
+               map_genes: list[int] | None = None, count: int | None = None) -> Prediction:
     """Every fold model on the slices: patient values and the maps of `map_genes`."""
     map_genes = map_genes or []
     x = torch.from_numpy(slices.images)[None].to(device)
@@ -72,9 +85,10 @@ def run_models(models: list[torch.nn.Module], slices: Slices, device: torch.devi
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16,
                               enabled=device.type == "cuda")
     values, maps = [], []
-    for model in progress(models, "fold models", disable=len(models) == 1):
+    count = count or len(models)  # type: ignore[arg-type]
+    for model in progress(models, "fold models", total=count, disable=count == 1):
         with autocast:
-            tokens = model.encode(x, mask)
+            tokens = model.encode(x, mask, slices_per_pass(device))
         values.append(model.predict_genes(tokens, mask).float().cpu().numpy()[0])
         if map_genes:
             maps.append(model.gene_maps(tokens, map_genes).float().cpu().numpy()[0])

@@ -30,12 +30,13 @@ from RadioGenomicsLib.preprocess import PreprocessSettings
 from Testing.fetch_data import data_root
 
 GENES = 31_793
-# the CLI in a child that reports its own peak resident memory when it exits
-MEASURED = ("import atexit, resource, runpy, sys; atexit.register(lambda: print('PEAK_RSS_KB',"
-            " resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)); "
+SIZE = (240, 240, 155)
+# the CLI in a child that reports its peak resident memory (VmHWM: ru_maxrss would carry the
+# parent's from before the exec) when it exits
+MEASURED = ("import atexit, runpy, sys; atexit.register(lambda: print('PEAK_RSS_KB', [line.split()[1]"
+            " for line in open('/proc/self/status') if line.startswith('VmHWM')][0], file=sys.stderr)); "
             "sys.argv = ['radiogenomics'] + sys.argv[1:]; "
             "runpy.run_module('RadioGenomicsLib', run_name='__main__')")
-SIZE = (240, 240, 155)
 
 
 def make_study(folder: Path) -> dict[str, Path]:

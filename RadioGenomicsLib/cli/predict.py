@@ -71,7 +71,8 @@ def _predict_study(args, bundle, device, map_genes: list[int]) -> int:
     from RadioGenomicsLib.imaging import load_study
     from RadioGenomicsLib.maps import write_volume
     from RadioGenomicsLib.predict import (check_bundle_fits, ensure_writable_folder, gene_table,
-                                          map_file_name, map_volumes, run_models, write_table)
+                                          map_file_name, map_volumes, one_at_a_time, run_models,
+                                          write_table)
     from RadioGenomicsLib.preprocess import PreprocessSettings, preprocess
 
     study = load_study(parse_named_paths(args.image, "--image"), args.segmentation,
@@ -80,8 +81,9 @@ def _predict_study(args, bundle, device, map_genes: list[int]) -> int:
                        series=parse_named_paths(args.series, "--series"))
     slices = preprocess(study, PreprocessSettings.from_dict(bundle.metadata.preprocessing))
     check_bundle_fits(bundle, slices)
-    models = bundle.models(device, args.folds)
-    prediction = run_models(models, slices, device, map_genes)
+    count = len(bundle.fold_indices(args.folds))
+    prediction = run_models(one_at_a_time(bundle, device, args.folds), slices, device, map_genes,
+                            count)
     table = gene_table(bundle, prediction)
     write_table(table, args.out)
     written = []
@@ -90,7 +92,7 @@ def _predict_study(args, bundle, device, map_genes: list[int]) -> int:
         for name, volume in map_volumes(bundle, prediction, slices).items():
             written.append(folder / map_file_name(name, "." + args.map_format))
             write_volume(volume, written[-1])
-    print(f"{len(table)} genes from {len(models)} fold model(s) on {len(slices.images)} "
+    print(f"{len(table)} genes from {count} fold model(s) on {len(slices.images)} "
           f"tumour slices -> {args.out}")
     _print_top(table)
     for path in written:

@@ -72,11 +72,15 @@ def epoch_rng(seed: int, fold: int, epoch: int) -> np.random.Generator:
 def predict_patients(model: GenePredictor, data: PatientSlices, runtime: Runtime,
                      batch_patients: int) -> np.ndarray:
     """(patients, genes) values with all slices, eval mode (the mean over the k list)."""
+    from RadioGenomicsLib.predict import slices_per_pass
+
     model.eval()
     out = []
     for x, mask in data.evaluation_batches(batch_patients):
+        x, mask = x.to(runtime.device), mask.to(runtime.device)
         with runtime.autocast():
-            values = model(x.to(runtime.device), mask.to(runtime.device))
+            tokens = model.encode(x, mask, slices_per_pass(runtime.device))
+            values = model.predict_genes(tokens, mask)
         out.append(values.float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, model.n_genes), np.float32)
 
