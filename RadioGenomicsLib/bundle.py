@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save
 
 from RadioGenomicsLib import __version__
 from RadioGenomicsLib.atomic import atomic_path
-from RadioGenomicsLib.errors import InputError
+from RadioGenomicsLib.errors import InputError, read_json_object
 from RadioGenomicsLib.model import GenePredictor, ModelConfig
 
 FORMAT_VERSION = 1
@@ -277,12 +277,7 @@ def _read_metadata(path: Path) -> dict[str, Any]:
     meta_path = path / METADATA_FILE
     if not meta_path.is_file():
         raise InputError(path, f"not a model bundle: no {METADATA_FILE}")
-    try:
-        document = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(meta_path, f"not valid JSON: {error}") from None
-    if not isinstance(document, dict):
-        raise InputError(meta_path, "must hold a JSON object")
+    document = read_json_object(meta_path)
     version = document.get("format_version")
     if not isinstance(version, int) or isinstance(version, bool):
         raise InputError(meta_path, "format_version missing or not an integer")

@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from RadioGenomicsLib.errors import InputError
+from RadioGenomicsLib.errors import InputError, read_json_object
 
 # The R50 hybrid downsamples by 16: a 224x224 slice gives a 14x14 token grid.
 CNN_STRIDE = 16
@@ -115,13 +114,7 @@ class ModelConfig:
         path = Path(name_or_path)
         if not path.is_file():
             raise InputError(path, f"neither a model preset ({', '.join(PRESETS)}) nor a JSON file")
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as error:
-            raise InputError(path, f"not valid JSON: {error}") from None
-        if isinstance(data, dict):
-            data.setdefault("name", path.stem)
-        return cls.from_dict(data, source=path)
+        return cls.from_dict({"name": path.stem, **read_json_object(path)}, source=path)
 
 
 PRESETS: dict[str, ModelConfig] = {

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from RadioGenomicsLib.errors import InputError
+from RadioGenomicsLib.errors import InputError, read_json_object
 from RadioGenomicsLib.model import ModelConfig
 from RadioGenomicsLib.preprocess import PreprocessSettings
 from RadioGenomicsLib.genetable import MARKER_GENES
@@ -156,10 +156,4 @@ def load_recipe(name_or_path: str | os.PathLike) -> Recipe:
     path = Path(name_or_path)
     if not path.is_file():
         raise InputError(path, f"neither a preset ({', '.join(PRESETS)}) nor a recipe file")
-    try:
-        document = json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise InputError(path, f"not valid JSON: {error}") from None
-    if not isinstance(document, dict):
-        raise InputError(path, "a recipe must be a JSON object")
-    return recipe_from_dict(document, path)
+    return recipe_from_dict(read_json_object(path), path)
