@@ -41,7 +41,7 @@ def test_constant_token_grid_fills_exactly_the_slabs(lung):
     assert np.allclose(volume[painted], 3.5)
     # thick CT slices (lung1: 5 mm) are painted whole: 8 chosen 1-mm slices fall in few planes
     planes = np.flatnonzero(painted.any(axis=(1, 2)))
-    assert 1 <= len(planes) <= len(slices.images)
+    assert 0 < len(planes) <= len(slices.images)
     spacing = study.reference.GetSpacing()
     side_mm = np.linalg.norm(slices.pixel_to_lps[0][:3, 0]) * 224
     area_voxels = painted[planes[0]].sum()

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from RadioGenomicsLib.cli.common import add_cohort_arguments
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     from RadioGenomicsLib.preprocess import REGIONS
@@ -17,16 +19,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "fold, on the same folds, genes and targets as `train` with the same "
                     "--config, --folds and --seed. Writes DIR/features.tsv, folds.tsv, "
                     "baseline.json and the evaluation report DIR/report/.")
-    parser.add_argument("--manifest", required=True, metavar="CSV", help="the cohort manifest")
-    parser.add_argument("--expression", required=True, metavar="PATH",
-                        help="GDC STAR-Counts folder (with --sample-sheet), a Xena or plain "
-                             "table, or a matrix from `radiogenomics expression`")
-    parser.add_argument("--sample-sheet", metavar="TSV", help="the GDC sample sheet")
-    parser.add_argument("--out", required=True, metavar="DIR", help="the folder to write")
-    parser.add_argument("--config", default="paper", metavar="paper|small|FILE",
-                        help="the training recipe whose targets, folds and seed to share")
-    parser.add_argument("--folds", type=int, help="cross-validation folds (recipe: 5)")
-    parser.add_argument("--seed", type=int, help="seed of the folds (recipe: 0)")
+    add_cohort_arguments(parser, "the folder to write")
     parser.add_argument("--alphas", type=float, nargs="+", metavar="A",
                         help="ridge penalties to choose from (default 15 on a log grid, "
                              "0.01 to 100000)")

@@ -30,3 +30,18 @@ def add_segmentation_arguments(parser: argparse.ArgumentParser) -> None:
                         help="label value of the tumour in a labelmap (default: any non-zero)")
     choice.add_argument("--segment", metavar="NAME",
                         help="segment name in a .seg.nrrd (default: all segments)")
+
+
+def add_cohort_arguments(parser: argparse.ArgumentParser, out_help: str) -> None:
+    """The cohort, its expression and the recipe, as `train` and `baseline` take them:
+    the same --config, --folds and --seed give both the same folds and genes."""
+    parser.add_argument("--manifest", required=True, metavar="CSV", help="the cohort manifest")
+    parser.add_argument("--expression", required=True, metavar="PATH",
+                        help="GDC STAR-Counts folder (with --sample-sheet), a Xena or plain "
+                             "table, or a matrix from `radiogenomics expression`")
+    parser.add_argument("--sample-sheet", metavar="TSV", help="the GDC sample sheet")
+    parser.add_argument("--out", required=True, metavar="PATH", help=out_help)
+    parser.add_argument("--config", default="paper", metavar="paper|small|FILE",
+                        help="a preset or a JSON recipe (see training/)")
+    parser.add_argument("--folds", type=int, help="cross-validation folds (recipe: 5)")
+    parser.add_argument("--seed", type=int, help="seed of the folds, batches and weights")

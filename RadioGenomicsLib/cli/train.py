@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from RadioGenomicsLib.cli.common import add_cohort_arguments
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -12,17 +14,8 @@ def register(subparsers) -> None:
         description="Train the gene predictor with k-fold cross-validation by patient; the "
                     "fold models are the bundle, their out-of-fold predictions the report "
                     "(BUNDLE/report). Several processes or GPUs: start it with torchrun.")
-    parser.add_argument("--manifest", required=True, metavar="CSV", help="the cohort manifest")
-    parser.add_argument("--expression", required=True, metavar="PATH",
-                        help="GDC STAR-Counts folder (with --sample-sheet), a Xena or plain "
-                             "table, or a matrix from `radiogenomics expression`")
-    parser.add_argument("--sample-sheet", metavar="TSV", help="the GDC sample sheet")
-    parser.add_argument("--out", required=True, metavar="BUNDLE", help="the bundle folder to write")
-    parser.add_argument("--config", default="paper", metavar="paper|small|FILE",
-                        help="a preset or a JSON recipe (see training/)")
-    parser.add_argument("--folds", type=int, help="cross-validation folds (recipe: 5)")
+    add_cohort_arguments(parser, "the bundle folder to write")
     parser.add_argument("--epochs", type=int, help="most epochs per fold")
-    parser.add_argument("--seed", type=int, help="seed of folds, batches and weights")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoints in BUNDLE.work after a crash or kill")
