@@ -227,3 +227,40 @@ def test_bad_input_fails_at_the_start(tmp_path, cohort, workspace, run_cli, case
     errors = [line for line in stderr.replace("\r", "\n").splitlines() if "error:" in line]
     assert code == 2 and len(errors) == 1 and message in errors[0], stderr[-500:]
     assert not out.exists()
+
+
+def test_pretrained_encoder_is_where_training_starts(tmp_path, cohort, workspace, run_cli):
+    """With a learning rate of ~0 the trained encoder is the imported TransUNet encoder."""
+    from RadioGenomicsLib.model import GenePredictor
+    from RadioGenomicsLib.pretrained import load_transunet_weights
+    from RadioGenomicsLib.training.recipe import load_recipe
+    from Testing.test_pretrained import checkpoint_shapes
+
+    model = RECIPE["model"]
+    shapes = checkpoint_shapes(model["resnet_width"], tuple(model["resnet_layers"]),
+                               model["hidden_size"], model["num_heads"], model["mlp_dim"],
+                               layers=2, grid=14)
+    rng = np.random.default_rng(0)
+    npz = tmp_path / "R50+ViT-B_16.npz"
+    np.savez(npz, **{k: rng.standard_normal(s).astype(np.float32) for k, s in shapes.items()})
+    recipe = tmp_path / "frozen.json"
+    recipe.write_text(json.dumps({**RECIPE, "training": {**RECIPE["training"], "epochs": 1,
+                                                         "learning_rate": 1e-12}}))
+    out = tmp_path / "bundle"
+    args = train_args(cohort, {**workspace, "recipe": recipe}, out, "--pretrained", str(npz))
+    code, _, stderr = run_cli(*args)
+    assert code == 0, stderr[-500:]
+    expected = GenePredictor(load_recipe(recipe).model, 4, 1)
+    load_transunet_weights(expected, npz)
+    trained = load_file(out / "fold_0.safetensors")
+    for name, value in expected.encoder.state_dict().items():
+        torch.testing.assert_close(trained[f"encoder.{name}"], value, rtol=1e-5, atol=1e-6)
+
+    broken = tmp_path / "broken.npz"
+    np.savez(broken, **{k: v for k, v in np.load(npz).items() if "block2" not in k})
+    args[args.index(str(npz))] = str(broken)
+    args[args.index(str(out))] = str(tmp_path / "other")
+    code, _, stderr = run_cli(*args)
+    errors = [line for line in stderr.replace("\r", "\n").splitlines() if "error:" in line]
+    assert code == 2 and len(errors) == 1 and "broken.npz" in errors[0]
+    assert not (tmp_path / "other").exists()

@@ -16,6 +16,8 @@ def register(subparsers) -> None:
                     "(BUNDLE/report). Several processes or GPUs: start it with torchrun.")
     add_cohort_arguments(parser, "the bundle folder to write")
     parser.add_argument("--epochs", type=int, help="most epochs per fold")
+    parser.add_argument("--pretrained", metavar="NPZ",
+                        help="start the encoder from TransUNet's ImageNet-21k R50+ViT-B_16.npz")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoints in BUNDLE.work after a crash or kill")
@@ -31,7 +33,7 @@ def run(args: argparse.Namespace) -> int:
     from RadioGenomicsLib.training.recipe import load_recipe
 
     recipe = load_recipe(args.config).with_training(folds=args.folds, epochs=args.epochs,
-                                                    seed=args.seed)
+                                                    seed=args.seed, pretrained=args.pretrained)
     runtime = start_runtime(choose_device(args.device))
     train(args.manifest, args.expression, args.sample_sheet, Path(args.out), recipe, runtime,
           resume=args.resume, cache_dir=args.cache)

@@ -25,6 +25,8 @@ from RadioGenomicsLib.bundle import BundleMetadata, write_bundle
 from RadioGenomicsLib.cohort import channel_columns, validate_cohort
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.expression import ExpressionMatrix, build_matrix, read_matrix
+from RadioGenomicsLib.model import GenePredictor
+from RadioGenomicsLib.pretrained import load_transunet_weights
 from RadioGenomicsLib.report import print_summary, write_report
 from RadioGenomicsLib.stats import MIN_PATIENTS, gene_statistics
 from RadioGenomicsLib.training.cache import SliceCache, preprocess_cohort
@@ -156,8 +158,6 @@ def run_folds(inputs: TrainingInputs, recipe: Recipe, runtime: Runtime, cache: S
 
 
 def _model_from(recipe: Recipe, state: dict[str, torch.Tensor], data: PatientSlices):
-    from RadioGenomicsLib.model import GenePredictor
-
     model = GenePredictor(recipe.model, data.slices(0).shape[1], data.targets.shape[1])
     model.load_state_dict(state)
     return model
@@ -208,6 +208,9 @@ def train(manifest: str, expression: str, sample_sheet: str | None, out: Path, r
     from RadioGenomicsLib.training.cache import default_cache_dir
 
     inputs = check_inputs(manifest, expression, sample_sheet, recipe)
+    if recipe.training.pretrained:  # a checkpoint that does not fit fails now, not in fold 1
+        load_transunet_weights(GenePredictor(recipe.model, len(inputs.channels), 1),
+                               recipe.training.pretrained)
     if runtime.main:
         for note in inputs.notes:
             print(f"note: {note}", file=sys.stderr)

@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch import nn
 
 from RadioGenomicsLib.model import GenePredictor
+from RadioGenomicsLib.pretrained import load_transunet_weights
 from RadioGenomicsLib.progress import ProgressBar
 from RadioGenomicsLib.stats import pearson_columns
 from RadioGenomicsLib.training.checkpoint import (FoldState, load_checkpoint,
@@ -121,6 +122,8 @@ def fit_fold(recipe: Recipe, fold: int, train: PatientSlices, validation: Patien
     settings = recipe.training
     torch.manual_seed(settings.seed * 1000 + fold)
     model = GenePredictor(recipe.model, train.slices(0).shape[1], train.targets.shape[1])
+    if settings.pretrained:
+        load_transunet_weights(model, settings.pretrained)
     model.set_output_bias(train.targets.mean(axis=0))
     model.to(runtime.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,

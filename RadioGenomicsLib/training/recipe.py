@@ -44,6 +44,8 @@ class TrainSettings:
     learning_rate: float = 1e-4
     weight_decay: float = 0.01
     seed: int = 0
+    # TransUNet's ImageNet-21k R50+ViT-B_16.npz to start the encoder from ("": random)
+    pretrained: str = ""
 
     def problems(self) -> list[str]:
         found = []
