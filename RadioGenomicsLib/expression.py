@@ -408,14 +408,19 @@ def write_matrix(path: str | os.PathLike, matrix: ExpressionMatrix) -> None:
     """Write the matrix TSV and its `<stem>.genes.tsv`; both appear or neither."""
     genes = matrix.genes.loc[matrix.values.columns].reset_index()
     genes.columns = list(GENE_COLUMNS)
-    values = matrix.values
     with atomic_path(path) as matrix_tmp, atomic_path(genes_path(path)) as genes_tmp:
         genes.to_csv(genes_tmp, sep="\t", index=False, lineterminator="\n")
-        # row by row: pandas' to_csv is slow for tens of thousands of columns
-        with open(matrix_tmp, "w", newline="\n") as out:
-            out.write("\t".join([PATIENT_COLUMN, *map(str, values.columns)]) + "\n")
-            for patient, row in zip(values.index, values.to_numpy(dtype=np.float64)):
-                out.write(f"{patient}\t" + "\t".join(f"{v:.7g}" for v in row) + "\n")
+        write_values(matrix_tmp, matrix.values)
+
+
+def write_values(path: str | os.PathLike, values: pd.DataFrame, digits: int = 7) -> None:
+    """A patients x genes table as TSV (`patient_id`, then one column per gene), as
+    `read_matrix` reads it. Row by row: pandas' to_csv is ten times slower for tens of
+    thousands of columns."""
+    with open(path, "w", encoding="utf-8", newline="\n") as out:
+        out.write("\t".join([PATIENT_COLUMN, *map(str, values.columns)]) + "\n")
+        for patient, row in zip(values.index, values.to_numpy(dtype=np.float64)):
+            out.write(f"{patient}\t" + "\t".join(f"{v:.{digits}g}" for v in row) + "\n")
 
 
 def read_matrix(path: str | os.PathLike) -> ExpressionMatrix:

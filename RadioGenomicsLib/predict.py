@@ -23,15 +23,10 @@ from RadioGenomicsLib.bundle import Bundle
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.genetable import TABLE_COLUMNS
 from RadioGenomicsLib.maps import values_to_volume
+from RadioGenomicsLib.model.predictor import slices_per_pass
 from RadioGenomicsLib.preprocess import Slices
 from RadioGenomicsLib.progress import progress
 
-
-
-def slices_per_pass(device: torch.device) -> int:
-    """Encoder batch at inference: on a CPU 8 slices at a time ran 30 % faster than 32
-    (BENCHMARKS.md), a GPU wants them all at once."""
-    return 8 if device.type == "cpu" else 64
 
 
 def choose_device(name: str = "auto") -> torch.device:

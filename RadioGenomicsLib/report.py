@@ -24,9 +24,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
+from RadioGenomicsLib.expression import write_values
 from RadioGenomicsLib.genetable import MARKER_GENES
 from RadioGenomicsLib.atomic import atomic_path
-from RadioGenomicsLib.progress import progress
 from RadioGenomicsLib.stats import (ALPHAS, fold_statistics, gene_statistics, significant_key,
                                     summarize)
 
@@ -124,25 +124,11 @@ def write_report(out_dir: str | os.PathLike, predictions: pd.DataFrame, truth: p
         folder.mkdir()
         stats.reset_index().loc[:, list(GENE_STATS_COLUMNS)].to_csv(
             folder / GENE_STATS_FILE, sep="\t", index=False, lineterminator="\n")
-        write_predictions(folder / PREDICTIONS_FILE, predictions)
+        write_values(folder / PREDICTIONS_FILE, predictions, digits=6)
         plot_pearson_histogram(stats["pearson_r"].to_numpy(), stats["significant"].to_numpy(),
                                summary, folder / FIGURE_FILE)
         (folder / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
     return summary
-
-
-def write_predictions(path: str | os.PathLike, predictions: pd.DataFrame) -> None:
-    """patients x genes TSV, first column patient_id, 6 significant digits.
-
-    numpy formats a row ten times faster than pandas' to_csv: 550 x 31,793 values in seconds.
-    """
-    with open(path, "w", encoding="utf-8", newline="\n") as handle:
-        handle.write("\t".join(["patient_id", *map(str, predictions.columns)]) + "\n")
-        values = predictions.to_numpy(dtype=np.float64)
-        for patient, row in progress(zip(predictions.index, values), "writing predictions",
-                                     total=len(values)):
-            handle.write(f"{patient}\t")
-            np.savetxt(handle, row[np.newaxis], fmt="%.6g", delimiter="\t")
 
 
 def print_summary(summary: Mapping, file: TextIO | None = None) -> None:

@@ -29,6 +29,15 @@ def slicerio_data() -> Path:
     return Path(slicerio.__file__).parent / "data"
 
 
+@pytest.fixture(scope="session")
+def lung_study(testdata):
+    """The PyRadiomics lung CT and its tumour, read once for the whole session."""
+    from RadioGenomicsLib.imaging import load_study
+
+    data = testdata / "pyradiomics"
+    return load_study({"ct": data / "lung1_image.nrrd"}, data / "lung1_label.nrrd")
+
+
 @pytest.fixture
 def run_cli(capsys):
     """Run `radiogenomics ARGS...` in-process: returns (exit code, stdout, stderr)."""

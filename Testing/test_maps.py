@@ -7,16 +7,14 @@ import pytest
 import SimpleITK as sitk
 
 from RadioGenomicsLib.errors import InputError
-from RadioGenomicsLib.imaging import load_study, same_grid
+from RadioGenomicsLib.imaging import same_grid
 from RadioGenomicsLib.maps import values_to_volume, write_volume
 from RadioGenomicsLib.preprocess import PreprocessSettings, preprocess
 
 
 @pytest.fixture(scope="module")
-def lung(testdata):
-    data = testdata / "pyradiomics"
-    study = load_study({"ct": data / "lung1_image.nrrd"}, data / "lung1_label.nrrd")
-    return study, preprocess(study, PreprocessSettings(max_slices=8))
+def lung(lung_study):
+    return lung_study, preprocess(lung_study, PreprocessSettings(max_slices=8))
 
 
 def test_slice_masks_map_back_onto_the_tumour(lung):

@@ -12,7 +12,7 @@ import torch
 
 from RadioGenomicsLib.bundle import make_untrained_bundle
 from RadioGenomicsLib.errors import InputError
-from RadioGenomicsLib.imaging import load_study, same_grid
+from RadioGenomicsLib.imaging import same_grid
 from RadioGenomicsLib.model import ModelConfig
 from RadioGenomicsLib.predict import (TABLE_COLUMNS, choose_device, gene_table,
                                       map_gene_indices, run_models)
@@ -47,9 +47,8 @@ def lung(testdata):
 
 
 @pytest.fixture(scope="module")
-def slices(lung):
-    study = load_study({"ct": lung[0]}, lung[1])
-    return preprocess(study, PreprocessSettings(max_slices=4))
+def slices(lung_study):
+    return preprocess(lung_study, PreprocessSettings(max_slices=4))
 
 
 @pytest.fixture(scope="module")

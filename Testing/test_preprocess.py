@@ -13,10 +13,8 @@ from RadioGenomicsLib.preprocess import PreprocessSettings, Slices, preprocess, 
 
 
 @pytest.fixture(scope="module")
-def lung(testdata):
-    data = testdata / "pyradiomics"
-    study = load_study({"ct": data / "lung1_image.nrrd"}, data / "lung1_label.nrrd")
-    return study, preprocess(study)
+def lung(lung_study):
+    return lung_study, preprocess(lung_study)
 
 
 @pytest.fixture(scope="module")

@@ -113,6 +113,7 @@ def _predict_cohort(args, bundle, device) -> int:
     import pandas as pd
 
     from RadioGenomicsLib.cohort import LABEL_COLUMN, channel_columns, validate_cohort
+    from RadioGenomicsLib.expression import write_values
     from RadioGenomicsLib.imaging import load_study
     from RadioGenomicsLib.predict import (check_bundle_fits, ensure_writable_folder, gene_table,
                                           run_models, write_table)
@@ -144,9 +145,8 @@ def _predict_cohort(args, bundle, device) -> int:
     if predicted:
         matrix = pd.DataFrame.from_dict(predicted, orient="index",
                                         columns=bundle.genes["gene_id"].tolist())
-        matrix.index.name = "patient_id"
         with atomic_path(out / "predictions.tsv") as tmp:
-            matrix.to_csv(tmp, sep="\t", float_format="%.6g")
+            write_values(tmp, matrix, digits=6)
     if failures:
         with atomic_path(out / "failures.tsv") as tmp:
             pd.DataFrame(failures, columns=["patient_id", "problem"]).to_csv(tmp, sep="\t",

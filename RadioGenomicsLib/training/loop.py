@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch import nn
 
 from RadioGenomicsLib.model import GenePredictor
+from RadioGenomicsLib.model.predictor import slices_per_pass
 from RadioGenomicsLib.pretrained import load_transunet_weights
 from RadioGenomicsLib.progress import ProgressBar
 from RadioGenomicsLib.stats import pearson_columns
@@ -73,8 +74,6 @@ def epoch_rng(seed: int, fold: int, epoch: int) -> np.random.Generator:
 def predict_patients(model: GenePredictor, data: PatientSlices, runtime: Runtime,
                      batch_patients: int) -> np.ndarray:
     """(patients, genes) values with all slices, eval mode (the mean over the k list)."""
-    from RadioGenomicsLib.predict import slices_per_pass
-
     model.eval()
     out = []
     for x, mask in data.evaluation_batches(batch_patients):
