@@ -175,6 +175,20 @@ def test_training_draws_one_k_per_call():
     assert seen == {round(hand_top_k(values, [1]), 4), round(hand_top_k(values, [50]), 4)}
 
 
+def test_whole_top_k_list_in_training_when_not_drawn():
+    config = dataclasses.replace(SMALL, dropout=0.0, head_dropout=0.0, top_k=(1, 50))
+    torch.manual_seed(0)
+    model = GenePredictor(config, CHANNELS, 1).eval()
+    x, mask = slices(1, 1), torch.ones(1, 1, dtype=torch.bool)
+    with torch.no_grad():
+        tokens = model.encode(x, mask)
+        values = model.gene_maps(tokens, [0]).numpy().ravel()
+        model.train()
+        model.draw_top_k = False
+        seen = {round(model.predict_genes(tokens, mask).item(), 4) for _ in range(10)}
+    assert seen == {round(hand_top_k(values, [1, 50]), 4)}
+
+
 def test_output_bias_from_training_mean():
     model = GenePredictor(SMALL, CHANNELS, 3).eval()
     mean = np.array([0.5, 2.0, -1.0])

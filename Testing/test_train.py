@@ -264,3 +264,48 @@ def test_pretrained_encoder_is_where_training_starts(tmp_path, cohort, workspace
     errors = [line for line in stderr.replace("\r", "\n").splitlines() if "error:" in line]
     assert code == 2 and len(errors) == 1 and "broken.npz" in errors[0]
     assert not (tmp_path / "other").exists()
+
+
+def test_standardised_weights_convert_exactly_to_target_units():
+    """A model trained on z-scores, converted, predicts std * z + mean for every gene,
+    padded slices included (the top-k mean commutes with a positive scale and a shift)."""
+    from RadioGenomicsLib.model import GenePredictor, ModelConfig
+    from RadioGenomicsLib.training.loop import in_target_units, target_scale
+
+    torch.manual_seed(3)
+    config = ModelConfig.from_dict({**RECIPE["model"], "name": "tiny"})
+    standardised = GenePredictor(config, 4, 6).eval()
+    targets = np.random.default_rng(0).normal([0, 2, 5, -1, 3, 7], [1, 0.1, 3, 0, 2, 0.5], (20, 6))
+    mean, std = target_scale(targets)
+    assert std[3] == 1.0 and np.allclose(std[[0, 2]], targets.std(0)[[0, 2]], rtol=1e-6)
+    converted = GenePredictor(config, 4, 6).eval()
+    converted.load_state_dict(in_target_units(standardised.state_dict(), mean, std))
+    x = torch.randn(2, 3, 4, 224, 224)
+    mask = torch.tensor([[True, True, True], [True, False, False]])
+    with torch.no_grad():
+        z, values = standardised(x, mask), converted(x, mask)
+    torch.testing.assert_close(values, z * torch.from_numpy(std) + torch.from_numpy(mean),
+                               rtol=1e-5, atol=1e-5)
+    assert z.std(0).max() > 1e-3  # patients differ: the check is not trivially constant
+
+
+def test_standardised_training_ships_weights_in_target_units(tmp_path, cohort, workspace, trained):
+    """`small` trains on z-scores; its bundle predicts at the genes' level, as one trained
+    on the raw values (HE2RNA's loss, random k) does."""
+    from RadioGenomicsLib.cli import main
+
+    recipe = tmp_path / "recipe.json"
+    settings = {**RECIPE, "training": {**RECIPE["training"], "standardize_targets": False,
+                                       "random_top_k": True}}
+    recipe.write_text(json.dumps(settings))
+    out = tmp_path / "bundle"
+    args = train_args(cohort, {**workspace, "recipe": recipe}, out)
+    assert main(args) == 0
+    oof = pd.read_csv(out / "report" / "oof_predictions.tsv", sep="\t", index_col=0)
+    raw = pd.read_csv(trained / "report" / "oof_predictions.tsv", sep="\t", index_col=0)
+    genes = load_bundle(out).genes.set_index("gene_id")
+    # predictions sit at the genes' training level (log10 FPKM-UQ), not around z = 0
+    assert np.abs(oof.mean() - genes.loc[oof.columns, "train_mean"]).max() < \
+        3 * genes["train_std"].max()
+    assert np.corrcoef(oof.mean(), raw.mean())[0, 1] > 0.95
+    assert not np.allclose(oof.to_numpy(), raw.to_numpy(), rtol=1e-3)

@@ -122,6 +122,6 @@ PRESETS: dict[str, ModelConfig] = {
     # same shape (R50-style stages, 14x14 tokens for 224 input), sized for CPU training and tests
     "small": ModelConfig(
         name="small", resnet_width=32, resnet_layers=(1, 1, 2), hidden_size=192,
-        num_layers=4, num_heads=3, mlp_dim=768,
+        num_layers=4, num_heads=3, mlp_dim=768, head_dropout=0.0,
     ),
 }

@@ -55,10 +55,13 @@ class GenePredictor(nn.Module):
         tokens[slice_mask] = encoded
         return tokens
 
+    # HE2RNA draws one k per training step; False trains with the whole list, as evaluated
+    draw_top_k: bool = True
+
     def top_k_list(self) -> list[int]:
         """The k to use now: one drawn at random in training, the whole list in eval."""
         ks = self.config.top_k
-        if self.training:
+        if self.training and self.draw_top_k:
             return [ks[int(torch.randint(len(ks), ()))]]
         return list(ks)
 

@@ -33,6 +33,10 @@ class PatientSlices:
     def __len__(self) -> int:
         return len(self.patients)
 
+    def standardized(self, mean: np.ndarray, std: np.ndarray) -> "PatientSlices":
+        """The same patients with each gene's target as (value - mean) / std."""
+        return PatientSlices(self.cache, self.keys, (self.targets - mean) / std, self.patients)
+
     def slices(self, index: int) -> np.ndarray:
         return self.cache.load(self.keys[self.patients[index]])
 

@@ -114,16 +114,40 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, train: Pati
     return float(np.mean(losses)) if losses else float("nan")
 
 
+def target_scale(targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Each gene's mean and standard deviation over the training patients (1 if constant)."""
+    mean, std = targets.mean(axis=0), targets.std(axis=0)
+    return mean.astype(np.float32), np.where(std > 0, std, 1.0).astype(np.float32)
+
+
+def in_target_units(state: dict[str, torch.Tensor], mean: np.ndarray, std: np.ndarray
+                    ) -> dict[str, torch.Tensor]:
+    """Weights trained on standardised targets -> the same model in the target's units.
+
+    Exact: a gene's patient value is a top-k mean of its token values, which commutes
+    with a positive scale and a shift of that gene's output channel.
+    """
+    weight, bias = state["head.conv.weight"], state["head.conv.bias"]
+    std_t, mean_t = torch.from_numpy(std).to(weight), torch.from_numpy(mean).to(bias)
+    return {**state, "head.conv.weight": weight * std_t[:, None, None],
+            "head.conv.bias": bias * std_t + mean_t}
+
+
 def fit_fold(recipe: Recipe, fold: int, train: PatientSlices, validation: PatientSlices,
              runtime: Runtime, checkpoint: Path, resume: bool, fingerprint: str
              ) -> tuple[dict[str, torch.Tensor], FoldState]:
-    """Train one fold; returns the best epoch's weights (by validation mean r)."""
+    """Train one fold; returns the best epoch's weights (by validation mean r), in the
+    target's units."""
     settings = recipe.training
+    mean, std = target_scale(train.targets)
+    if settings.standardize_targets:
+        train, validation = train.standardized(mean, std), validation.standardized(mean, std)
     torch.manual_seed(settings.seed * 1000 + fold)
     model = GenePredictor(recipe.model, train.slices(0).shape[1], train.targets.shape[1])
     if settings.pretrained:
         load_transunet_weights(model, settings.pretrained)
     model.set_output_bias(train.targets.mean(axis=0))
+    model.draw_top_k = settings.random_top_k
     model.to(runtime.device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
                                   weight_decay=settings.weight_decay)
@@ -154,4 +178,6 @@ def fit_fold(recipe: Recipe, fold: int, train: PatientSlices, validation: Patien
                                 optimizer.state_dict())
             runtime.barrier()
             bar.update(1, loss=loss, validation=score, best=state.best_score)
+    if settings.standardize_targets:
+        best = in_target_units(best, mean, std)
     return best, state
