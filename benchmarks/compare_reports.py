@@ -1,0 +1,54 @@
+"""Reports on a synthetic cohort side by side: significant genes against the known links.
+
+    python -m benchmarks.compare_reports COHORT/truth.json LABEL=REPORT_DIR [LABEL=REPORT_DIR ...]
+
+REPORT_DIR is a `report/` folder (`train`'s `BUNDLE/report` or `baseline`'s
+`OUT/report`). Prints a Markdown table: genes evaluated, significant genes at
+alpha = 0.05 (Holm-Sidak, r > 0), how many of them truth.json links to a tumour factor,
+how many linked genes were found, how many null genes came out significant, and the
+mean out-of-fold r of the linked and of the null genes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pandas as pd
+
+
+def compare(truth_path: Path, report: Path) -> dict:
+    truth = json.loads(truth_path.read_text())
+    linked = {gene["gene_id"] for gene in truth["expression"]["linked"]}
+    stats = pd.read_csv(report / "gene_stats.tsv", sep="\t")
+    is_linked = stats["gene_id"].isin(linked)
+    significant = stats["significant"].astype(bool)
+    return {"genes": len(stats), "linked": int(is_linked.sum()),
+            "significant": int(significant.sum()),
+            "significant_linked": int((significant & is_linked).sum()),
+            "null_significant": int((significant & ~is_linked).sum()),
+            "null": int((~is_linked).sum()),
+            "r_linked": float(stats.loc[is_linked, "pearson_r"].mean()),
+            "r_null": float(stats.loc[~is_linked, "pearson_r"].mean())}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("truth", type=Path)
+    parser.add_argument("reports", nargs="+", metavar="LABEL=REPORT_DIR")
+    args = parser.parse_args()
+    print("| | genes | significant at 0.05 | of them truly linked | linked genes found "
+          "| null genes significant | mean r, linked / null |")
+    print("|---|---|---|---|---|---|---|")
+    for item in args.reports:
+        label, _, folder = item.partition("=")
+        row = compare(args.truth, Path(folder))
+        print(f"| {label} | {row['genes']:,} | {row['significant']} | "
+              f"{row['significant_linked']} | {row['significant_linked']} of {row['linked']} | "
+              f"{row['null_significant']} of {row['null']:,} | "
+              f"{row['r_linked']:.3f} / {row['r_null']:.3f} |")
+
+
+if __name__ == "__main__":
+    main()
