@@ -11,7 +11,6 @@ Every step is the ordinary command line; the paths of what it wrote are printed.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
@@ -19,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from RadioGenomicsLib.cli import main as cli
+from RadioGenomicsLib.synth import score_against_truth
 
 TRAIN_PATIENTS, HELD_OUT, GENES = 40, 2, 500
 # 5 folds x 8 epochs of the small model fit in the 10-minute budget on 2 CPU cores; the
@@ -37,12 +37,9 @@ def _run(*args: object) -> None:
 
 
 def _truly_linked(cohort: Path, report: Path) -> str:
-    truth = json.loads((cohort / "truth.json").read_text())
-    linked = {g["gene_id"] for g in truth["expression"]["linked"]}
-    stats = pd.read_csv(report / "gene_stats.tsv", sep="\t")
-    found = set(stats.loc[stats["significant"], "gene_id"])
-    return (f"{len(found)} significant genes, {len(found & linked)} of them truly linked; "
-            f"{len(linked & set(stats['gene_id']))} linked genes were in the model")
+    score = score_against_truth(cohort / "truth.json", report)
+    return (f"{score['significant']} significant genes, {score['significant_linked']} of them "
+            f"truly linked; {score['linked']} linked genes were in the model")
 
 
 def run(out: Path, epochs: int) -> None:

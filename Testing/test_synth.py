@@ -289,3 +289,17 @@ def test_failure_half_way_leaves_nothing(monkeypatch, tmp_path):
     with pytest.raises(RuntimeError):
         synthesize_cohort(tmp_path / "c", patients=2, genes=3, modality="ct", jobs=1)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_report_scored_against_the_truth(mri, tmp_path):
+    from RadioGenomicsLib.synth import score_against_truth
+
+    linked = [g["gene_id"] for g in _truth(mri)["expression"]["linked"]][:3]
+    stats = pd.DataFrame({"gene_id": linked + ["ENSG_NULL_1", "ENSG_NULL_2"],
+                          "pearson_r": [0.6, 0.4, 0.0, 0.5, -0.1],
+                          "significant": [True, True, False, True, False]})
+    stats.to_csv(tmp_path / "gene_stats.tsv", sep="\t", index=False)
+    score = score_against_truth(mri / "truth.json", tmp_path)
+    assert score == {"genes": 5, "linked": 3, "null": 2, "significant": 3,
+                     "significant_linked": 2, "null_significant": 1,
+                     "r_linked": pytest.approx(1 / 3), "r_null": pytest.approx(0.2)}

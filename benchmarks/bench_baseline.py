@@ -11,7 +11,6 @@ genes are compared with the genes truth.json says are linked to the tumour.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import resource
 import tempfile
@@ -20,7 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from RadioGenomicsLib.synth import synthesize_cohort
+from RadioGenomicsLib.synth import score_against_truth, synthesize_cohort
 from RadioGenomicsLib.training.baseline import baseline_recipe, run_baseline
 
 
@@ -56,22 +55,18 @@ def main() -> None:
         load = os.getloadavg()[0]
         summary, cold_wall, cold_cpu = _timed(lambda: run("cold"))
         _, warm_wall, warm_cpu = _timed(lambda: run("warm"))
-        stats = pd.read_csv(Path(tmp) / "cold" / "report" / "gene_stats.tsv", sep="\t")
-        truth = json.loads((cohort / "truth.json").read_text())
-        linked = {gene["gene_id"] for gene in truth["expression"]["linked"]}
-        evaluated = set(stats["gene_id"])
-        significant = set(stats.loc[stats["significant"], "gene_id"])
+        score = score_against_truth(cohort / "truth.json", Path(tmp) / "cold" / "report")
         features = pd.read_csv(Path(tmp) / "cold" / "features.tsv", sep="\t").shape[1] - 1
         per_patient = (cold_wall - warm_wall) / args.patients
         print(f"{args.modality}: {args.patients} patients, {features} features, "
-              f"{summary['genes']} genes evaluated ({len(linked & evaluated)} truly linked), "
+              f"{summary['genes']} genes evaluated ({score['linked']} truly linked), "
               f"jobs {args.jobs}, load average {load:.1f} before / {os.getloadavg()[0]:.1f} after\n"
               f"  cold (extraction + ridge + report): wall {cold_wall:.1f} s, CPU {cold_cpu:.1f} s\n"
               f"  warm (cached features): wall {warm_wall:.1f} s, CPU {warm_cpu:.1f} s\n"
               f"  extraction: {per_patient:.2f} s per patient (wall), "
               f"{(cold_cpu - warm_cpu) / args.patients:.2f} s CPU\n"
-              f"  significant at 0.05: {len(significant)}, of them truly linked "
-              f"{len(significant & linked)}, null {len(significant - linked)}; "
+              f"  significant at 0.05: {score['significant']}, of them truly linked "
+              f"{score['significant_linked']}, null {score['null_significant']}; "
               f"significant at 0.01: {summary['significant_genes_0.01']}; "
               f"mean r {summary['pearson_mean']:.3f}", flush=True)
 

@@ -12,25 +12,9 @@ mean out-of-fold r of the linked and of the null genes.
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
-import pandas as pd
-
-
-def compare(truth_path: Path, report: Path) -> dict:
-    truth = json.loads(truth_path.read_text())
-    linked = {gene["gene_id"] for gene in truth["expression"]["linked"]}
-    stats = pd.read_csv(report / "gene_stats.tsv", sep="\t")
-    is_linked = stats["gene_id"].isin(linked)
-    significant = stats["significant"].astype(bool)
-    return {"genes": len(stats), "linked": int(is_linked.sum()),
-            "significant": int(significant.sum()),
-            "significant_linked": int((significant & is_linked).sum()),
-            "null_significant": int((significant & ~is_linked).sum()),
-            "null": int((~is_linked).sum()),
-            "r_linked": float(stats.loc[is_linked, "pearson_r"].mean()),
-            "r_null": float(stats.loc[~is_linked, "pearson_r"].mean())}
+from RadioGenomicsLib.synth import score_against_truth
 
 
 def main() -> None:
@@ -43,7 +27,7 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|")
     for item in args.reports:
         label, _, folder = item.partition("=")
-        row = compare(args.truth, Path(folder))
+        row = score_against_truth(args.truth, folder)
         print(f"| {label} | {row['genes']:,} | {row['significant']} | "
               f"{row['significant_linked']} | {row['significant_linked']} of {row['linked']} | "
               f"{row['null_significant']} of {row['null']:,} | "

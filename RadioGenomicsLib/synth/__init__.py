@@ -196,3 +196,20 @@ def _write_truth(folder: Path, latent: np.ndarray, images: list[dict[str, object
         } for i, image in enumerate(images)],
     }
     (folder / "truth.json").write_text(json.dumps(truth, indent=1) + "\n")
+
+
+def score_against_truth(truth_json: str | os.PathLike, report: str | os.PathLike) -> dict:
+    """An evaluation report (`gene_stats.tsv` in `report`) scored against the links a
+    synthetic cohort's truth.json knows: the significant genes, how many of them are
+    truly linked, the null genes called significant, the mean r of either kind."""
+    truth = json.loads(Path(truth_json).read_text())
+    linked = {gene["gene_id"] for gene in truth["expression"]["linked"]}
+    stats = pd.read_csv(Path(report) / "gene_stats.tsv", sep="\t")
+    is_linked = stats["gene_id"].isin(linked)
+    significant = stats["significant"].astype(bool)
+    return {"genes": len(stats), "linked": int(is_linked.sum()), "null": int((~is_linked).sum()),
+            "significant": int(significant.sum()),
+            "significant_linked": int((significant & is_linked).sum()),
+            "null_significant": int((significant & ~is_linked).sum()),
+            "r_linked": float(stats.loc[is_linked, "pearson_r"].mean()),
+            "r_null": float(stats.loc[~is_linked, "pearson_r"].mean())}
