@@ -16,17 +16,16 @@ import argparse
 import os
 import platform
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from RadioGenomicsLib.model import GenePredictor
 from RadioGenomicsLib.training.cache import SliceCache
 from RadioGenomicsLib.training.data import PatientSlices
-from RadioGenomicsLib.training.loop import Runtime, _train_epoch, epoch_rng
+from RadioGenomicsLib.training.loop import Runtime, _train_epoch, epoch_rng, start_model
 from RadioGenomicsLib.training.recipe import load_recipe
+from benchmarks.bench_encoder import seconds
 
 CHANNELS = 4
 SLICES_PER_PATIENT = 16
@@ -42,11 +41,6 @@ def synthetic_patients(folder: Path, patients: int, genes: int, size: int) -> Pa
         keys[key] = key
     targets = rng.standard_normal((patients, genes)).astype(np.float32)
     return PatientSlices(cache, keys, targets, list(keys))
-
-
-def synchronize(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
 
 
 def main() -> None:
@@ -72,18 +66,12 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             data = synthetic_patients(Path(tmp), args.patients, args.genes, recipe.model.image_size)
             torch.manual_seed(0)
-            model = GenePredictor(recipe.model, CHANNELS, args.genes).to(device)
-            model.draw_top_k = settings.random_top_k
-            optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate)
+            model, optimizer = start_model(recipe, data, device)
             if device.type == "cuda":
                 torch.cuda.reset_peak_memory_stats(device)
-            times = []
-            for epoch in range(args.epochs + 1):
-                synchronize(device)
-                start = time.perf_counter()
-                _train_epoch(model, optimizer, data, recipe, epoch_rng(0, 0, epoch), runtime)
-                synchronize(device)
-                times.append(time.perf_counter() - start)
+            times = [seconds(lambda: _train_epoch(model, optimizer, data, recipe,
+                                                  epoch_rng(0, 0, epoch), runtime), device)
+                     for epoch in range(args.epochs + 1)]
             per_epoch = float(np.median(times[1:]))
             slices = args.patients * min(settings.train_slices, SLICES_PER_PATIENT)
             memory = (f"{torch.cuda.max_memory_allocated(device) / 1e9:.2f}"

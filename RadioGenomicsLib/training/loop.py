@@ -133,24 +133,33 @@ def in_target_units(state: dict[str, torch.Tensor], mean: np.ndarray, std: np.nd
             "head.conv.bias": bias * std_t + mean_t}
 
 
+def start_model(recipe: Recipe, train: PatientSlices, device: torch.device
+                ) -> tuple[GenePredictor, torch.optim.Optimizer]:
+    """A fold's model as training starts (pretrained encoder if the recipe names one, the
+    head's bias at the training mean, k chosen as the recipe says) and its optimizer."""
+    settings = recipe.training
+    model = GenePredictor(recipe.model, train.slices(0).shape[1], train.targets.shape[1])
+    if settings.pretrained:
+        load_transunet_weights(model, settings.pretrained)
+    model.set_output_bias(train.targets.mean(axis=0))
+    model.draw_top_k = settings.random_top_k
+    model.to(device)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
+                                  weight_decay=settings.weight_decay)
+    return model, optimizer
+
+
 def fit_fold(recipe: Recipe, fold: int, train: PatientSlices, validation: PatientSlices,
              runtime: Runtime, checkpoint: Path, resume: bool, fingerprint: str
              ) -> tuple[dict[str, torch.Tensor], FoldState]:
     """Train one fold; returns the best epoch's weights (by validation mean r), in the
     target's units."""
     settings = recipe.training
-    mean, std = target_scale(train.targets)
     if settings.standardize_targets:
+        mean, std = target_scale(train.targets)
         train, validation = train.standardized(mean, std), validation.standardized(mean, std)
     torch.manual_seed(settings.seed * 1000 + fold)
-    model = GenePredictor(recipe.model, train.slices(0).shape[1], train.targets.shape[1])
-    if settings.pretrained:
-        load_transunet_weights(model, settings.pretrained)
-    model.set_output_bias(train.targets.mean(axis=0))
-    model.draw_top_k = settings.random_top_k
-    model.to(runtime.device)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
-                                  weight_decay=settings.weight_decay)
+    model, optimizer = start_model(recipe, train, runtime.device)
     state, best = FoldState(), copy.deepcopy(model.state_dict())
     if resume and checkpoint.exists():
         saved = load_checkpoint(checkpoint, fingerprint)
