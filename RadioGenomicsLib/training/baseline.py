@@ -23,7 +23,6 @@ predicted.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import logging
 import multiprocessing
@@ -44,7 +43,7 @@ from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.imaging import Study, load_study
 from RadioGenomicsLib.preprocess import PreprocessSettings, normalisation_region, zscore
 from RadioGenomicsLib.progress import progress
-from RadioGenomicsLib.training.cache import hash_path
+from RadioGenomicsLib.training.cache import content_key
 
 if TYPE_CHECKING:
     from RadioGenomicsLib.training.recipe import Recipe
@@ -167,11 +166,7 @@ def feature_key(task: PatientTask) -> str:
                 "ct": extractor_settings("ct"), "mri": extractor_settings("mri"),
                 "bin_width_sd": BIN_WIDTH_SD, "region": task.settings.region,
                 "skull_strip": task.settings.skull_strip, "label": task.label}
-    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
-    for name, path in [*task.images.items(), ("segmentation", task.segmentation)]:
-        digest.update(name.encode())
-        hash_path(digest, Path(path))
-    return digest.hexdigest()[:32]
+    return content_key(settings, [*task.images.items(), ("segmentation", task.segmentation)])
 
 
 @dataclass

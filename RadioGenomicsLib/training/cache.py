@@ -39,14 +39,21 @@ def hash_path(digest: "hashlib._Hash", path: Path) -> None:
                 digest.update(block)
 
 
-def patient_key(row: pd.Series, channels: list[str], settings: PreprocessSettings) -> str:
-    digest = hashlib.sha256(json.dumps(settings.to_dict(), sort_keys=True).encode())
-    for column in [*channels, "segmentation"]:
-        digest.update(column.encode())
-        hash_path(digest, Path(row[column]))
-    label = row.get("label")
-    digest.update(str(None if label is None or pd.isna(label) else int(label)).encode())
+def content_key(settings: dict, inputs: list[tuple[str, str | os.PathLike]], tail: str = "") -> str:
+    """A cache key: sha256 of the settings (as sorted JSON), each named input's bytes and
+    `tail`, cut to 32 hex digits."""
+    digest = hashlib.sha256(json.dumps(settings, sort_keys=True).encode())
+    for name, path in inputs:
+        digest.update(name.encode())
+        hash_path(digest, Path(path))
+    digest.update(tail.encode())
     return digest.hexdigest()[:32]
+
+
+def patient_key(row: pd.Series, channels: list[str], settings: PreprocessSettings) -> str:
+    label = row.get("label")
+    return content_key(settings.to_dict(), [(c, row[c]) for c in [*channels, "segmentation"]],
+                       str(None if label is None or pd.isna(label) else int(label)))
 
 
 @dataclass
