@@ -238,6 +238,15 @@ class Viewer(TrameApp):
         display = node.GetDisplayNode()
         display.SetOpacity2DFill(0.0)  # outlines only: the gene map shows through
         self._replace("tumour", node)
+        bounds = [0.0] * 6
+        node.GetRASBounds(bounds)
+        self._jump_to([(bounds[0] + bounds[1]) / 2, (bounds[2] + bounds[3]) / 2,
+                       (bounds[4] + bounds[5]) / 2])
+
+    def _jump_to(self, ras) -> None:
+        """Every slice view through this point (RAS), as a click in Slicer does."""
+        for view in self.slicer.view_manager.get_slice_views():
+            view.get_view_node().JumpSliceByOffsetting(*[float(x) for x in ras])
 
     def _replace(self, role: str, node) -> None:
         previous = self.nodes.get(role)
@@ -432,6 +441,7 @@ class Viewer(TrameApp):
             return self._fail(error)
         self._replace("map", node)
         self.slicer.display_manager.show_volume_in_slice_foreground(node)
+        self._jump_to(support_centre(node))
         self._on_opacity(self.state.opacity)
         target = self.summary["target"]
         self.state.map_low, self.state.map_high = round(low, 4), round(high, 4)
@@ -506,8 +516,9 @@ class Viewer(TrameApp):
                       label="Tumour segmentation", density="compact", hide_details=True)
             v.VSelect(v_model=("tumour",), items=("tumour_items",), label="Tumour label or segment",
                       density="compact", hide_details=True, v_if="tumour_items.length")
-            v.VBtnToggle(v_model=("folds",), mandatory=True, density="compact",
-                         children=[v.VBtn("all folds", value="all"), v.VBtn("first fold", value="first")])
+            with v.VBtnToggle(v_model=("folds",), mandatory=True, density="compact"):
+                v.VBtn("all folds", value="all")
+                v.VBtn("first fold (faster)", value="first")
             with html.Div(classes="d-flex ga-2"):
                 v.VBtn("Predict", click=self.predict, disabled=("busy",), color="primary",
                        raw_attrs=['data-testid="predict"'])
@@ -564,6 +575,14 @@ def _cell(value):
     if isinstance(value, float):
         return None if value != value else round(value, 4)
     return value
+
+
+def support_centre(map_node) -> list[float]:
+    """The RAS centre of the voxels that have a value (the tumour slices the model saw)."""
+    import numpy as np
+
+    k, j, i = np.argwhere(np.isfinite(mrml.array_kji(map_node))).mean(axis=0)
+    return list((mrml.ijk_to_ras(map_node) @ np.array([i, j, k, 1.0]))[:3])
 
 
 def tumour_choices(path: Path) -> list[dict]:
