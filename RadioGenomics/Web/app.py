@@ -13,6 +13,7 @@ import csv
 import json
 import os
 import shutil
+import socket
 import sys
 import tempfile
 from dataclasses import dataclass, field
@@ -644,6 +645,7 @@ def main(args: argparse.Namespace) -> int:
 
 def _announce(viewer: Viewer, host: str, token: str | None) -> None:
     port = viewer.server.port
-    shown = "127.0.0.1" if is_loopback(host) else host
+    shown = ("127.0.0.1" if is_loopback(host)
+             else socket.gethostname() if host in ("0.0.0.0", "::") else host)
     url = f"http://{shown}:{port}/" + (f"?secret={token}" if token else "")
     print(f"RadioGenomics viewer: open {url}", flush=True)

@@ -257,8 +257,13 @@ def test_non_loopback_server_needs_its_token(browser, tmp_path):
         assert token, url
         local = f"http://127.0.0.1:{process.port}/"  # only loopback traffic in tests
         page = browser.new_page()
+        console: list[str] = []
+        page.on("console", lambda message: console.append(message.text))
         page.goto(local)
-        page.wait_for_selector("text=Authentication failed", timeout=30_000)
+        deadline = time.monotonic() + 30
+        while not any("Authentication failed" in m for m in console) and time.monotonic() < deadline:
+            page.wait_for_timeout(500)
+        assert any("Authentication failed" in m for m in console), console
         assert page.locator('[data-testid="load-sample"]').count() == 0
         page.goto(f"{local}?secret={token.group(1)}")
         page.wait_for_selector('[data-testid="load-sample"]', timeout=60_000)
