@@ -15,8 +15,8 @@ from RadioGenomicsLib import __version__
 from RadioGenomicsLib.errors import InputError
 
 # in the order `radiogenomics --help` lists them
-SUBCOMMANDS = ("preprocess", "expression", "manifest", "synth", "train", "baseline", "evaluate", "predict", "info",
-               "viewer")
+SUBCOMMANDS = ("preprocess", "expression", "manifest", "synth", "train", "baseline", "evaluate",
+               "predict", "map", "info", "viewer")
 
 
 def build_parser() -> argparse.ArgumentParser:
