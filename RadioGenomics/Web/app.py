@@ -2,14 +2,16 @@
 the Slicer module (study -> tumour -> model -> Predict -> gene table -> gene maps).
 
 Everything the page shows comes from the library's files, turned into MRML nodes by
-the module's glue (RadioGenomicsLogic/mrml.py); prediction runs as `radiogenomics
-predict` in a child process (jobs.py), so the server stays responsive and Cancel works.
+the module's glue (RadioGenomicsLogic/mrml.py). Prediction runs as `radiogenomics
+predict --run DIR` in a child process (jobs.py), so the server stays responsive and
+Cancel works; any gene's map is then drawn from that prediction run in-process
+(`run_maps`, under a second), in a worker thread.
 """
 
 from __future__ import annotations
 
 import argparse
-import csv
+import asyncio
 import json
 import os
 import shutil
@@ -27,8 +29,9 @@ from trame_slicer.core import LayoutManager, SlicerApp
 from trame_slicer.rca_view import register_rca_factories
 from trame_vuetify.ui.vuetify3 import SinglePageWithDrawerLayout
 
+from RadioGenomicsLib.card import RESEARCH_NOTICE, BundleCard, read_card
 from RadioGenomicsLib.errors import InputError
-from RadioGenomicsLib.genetable import MARKER_GENES, TABLE_COLUMNS, column_units
+from RadioGenomicsLib.genetable import TABLE_COLUMNS
 from RadioGenomicsLogic import mrml
 
 from .jobs import CliJob
@@ -39,7 +42,6 @@ MAP_COLOR_NODE_ID = "vtkMRMLColorTableNodeRainbow"  # a table node: its legend c
 MAP_OPACITY = 0.6
 SHOWN_ROWS = 500  # rows sent to the page; the search reaches the others
 LAYOUT = "Axial Primary"
-NOTICE = "For research only: not for diagnosis or treatment decisions."
 
 
 @dataclass
@@ -67,24 +69,19 @@ def list_bundles(roots: list[Path]) -> list[dict]:
     return found
 
 
-def bundle_gene_names(bundle: Path) -> list[str]:
-    with open(bundle / "genes.tsv", newline="", encoding="utf-8") as file:
-        return [row["gene_name"] for row in csv.DictReader(file, delimiter="\t")]
-
-
-def card_lines(summary: dict) -> list[str]:
+def card_lines(card: BundleCard) -> list[str]:
     """The model card: what a radiologist should read before trusting a number."""
-    cohort = summary.get("training_cohort") or {}
-    target = summary["target"]
-    significant = summary["significant_genes"]
-    validation = (f"{significant['0.05']} of {summary['genes']} genes significant at 0.05 "
-                  f"(Holm-Sidak), median r {summary['median_validation_r']:.3f}"
-                  if summary["validated"] else "none: no validation statistics")
-    return [f"Channels: {', '.join(summary['channels'])}",
-            "Training cohort: " + (", ".join(f"{k} {v}" for k, v in cohort.items()) or "not given"),
-            f"Validation: {validation}",
-            f"Units: {target['transform']} of {target['units']}",
-            f"Model: {summary['model']['name']}, {summary['folds']} fold model(s)"]
+    cohort = ", ".join(f"{k} {v}" for k, v in card.training_cohort.items()
+                       if isinstance(v, (str, int, float)) and v != "")
+    lines = [f"Channels: {', '.join(card.channels)}",
+             f"Training cohort: {cohort or 'not given'}",
+             f"Validation: {card.validation_text()}",
+             f"Units: {card.target_transform} of {card.target_units}",
+             f"Model: {card.model.get('name', '?')}, {card.folds} fold model(s), "
+             f"{card.genes} genes; markers {', '.join(card.markers)}"]
+    if card.synthetic:
+        lines.insert(0, "Trained on synthetic data (or untrained): not for real studies.")
+    return lines
 
 
 class Viewer(TrameApp):
@@ -103,7 +100,7 @@ class Viewer(TrameApp):
         self.table_node = None
         self.nodes: dict[str, object] = {}  # "background", "tumour", "map" -> scene node
         self.runs = 0
-        self.summary: dict | None = None  # the chosen bundle's `radiogenomics info --json`
+        self.card: BundleCard | None = None  # the chosen bundle's card
         self._initial_state()
         self._bind()
         self._build_ui()
@@ -247,7 +244,7 @@ class Viewer(TrameApp):
     def _jump_to(self, ras) -> None:
         """Every slice view through this point (RAS), as a click in Slicer does."""
         for view in self.slicer.view_manager.get_slice_views():
-            view.get_view_node().JumpSliceByOffsetting(*[float(x) for x in ras])
+            view.get_view_node().JumpSliceByCentering(*[float(x) for x in ras])
 
     def _replace(self, role: str, node) -> None:
         previous = self.nodes.get(role)
@@ -258,24 +255,16 @@ class Viewer(TrameApp):
     # ------------------------------------------------------------ model
 
     def _on_model(self, model, **_) -> None:
-        self.state.card, self.state.channels = [], []
-        if model:
-            create_task(self._read_card(model))
-
-    async def _read_card(self, model: str) -> None:
-        job = CliJob(["info", "--json", model], lambda *_: None)
-        succeeded = await job.run()
-        with self.state:
-            if self.state.model != model:
-                return
-            if not succeeded:
-                self.state.error = job.error_message()
-                return
-            summary = json.loads(job.stdout()[job.stdout().index("{"):])
-            self.summary = summary
-            self.state.card = card_lines(summary)
-            self.state.channels = list(summary["channels"])
-            self._assign_channels()
+        self.state.card, self.state.channels, self.card = [], [], None
+        if not model:
+            return
+        try:  # the standard library only: no torch, no child process
+            self.card = read_card(confine(model, self.settings.roots))
+        except InputError as error:
+            return self._fail(error)
+        self.state.card = card_lines(self.card)
+        self.state.channels = list(self.card.channels)
+        self._assign_channels()
 
     # ------------------------------------------------------------ sample and upload
 
@@ -348,11 +337,8 @@ class Viewer(TrameApp):
             return self._fail(error)
         self.runs += 1
         run = self.settings.work / "runs" / f"{self.runs:03d}"
-        genes = set(bundle_gene_names(Path(self.state.model)))
-        markers = [g for g in MARKER_GENES if g in genes]
-        arguments = ["predict", *arguments, "--out", str(run / "genes.csv"), "--maps",
-                     str(run / "maps"), "--folds", self.state.folds, "--device", "cpu"]
-        arguments += [f"--map-gene={g}" for g in markers]
+        arguments = ["predict", *arguments, "--out", str(run / "genes.csv"), "--run",
+                     str(run / "run"), "--folds", self.state.folds, "--device", "cpu"]
         create_task(self._predict(arguments, run))
 
     async def _predict(self, arguments: list[str], run: Path) -> None:
@@ -383,8 +369,7 @@ class Viewer(TrameApp):
     # ------------------------------------------------------------ results
 
     def _show_table(self, path: Path) -> None:
-        target = self.summary["target"]
-        units = column_units(target["transform"], target["units"])
+        units = self.card.units
         if self.table_node is not None:
             self.slicer.scene.RemoveNode(self.table_node)
         self.table_node = mrml.read_gene_table(self.slicer.scene, path, "genes", units)
@@ -396,12 +381,13 @@ class Viewer(TrameApp):
     def _refresh_rows(self, **_) -> None:
         if self.table_node is None:
             return
-        rows = mrml.display_rows(self.table_node, MARKER_GENES, self.state.reliable_only,
+        markers = self.card.markers
+        rows = mrml.display_rows(self.table_node, markers, self.state.reliable_only,
                                  self.state.search or "")
         columns = {c: mrml.column_values(self.table_node, c) for c in TABLE_COLUMNS}
         self.state.row_count = len(rows)
         self.state.rows = [{c: _cell(columns[c][r]) for c in TABLE_COLUMNS}
-                           | {"marker": columns["gene_name"][r] in MARKER_GENES}
+                           | {"marker": columns["gene_name"][r] in markers}
                            for r in rows[:SHOWN_ROWS]]
 
     def select_gene(self, gene: str) -> None:
@@ -409,7 +395,7 @@ class Viewer(TrameApp):
         path = self._map_file(gene)
         if path is not None:
             return self._show_map(gene, path)
-        create_task(self._compute_map(gene))
+        create_task(self._draw_map(gene))
 
     def _map_file(self, gene: str) -> Path | None:
         from RadioGenomicsLib.predict import map_file_name
@@ -417,21 +403,20 @@ class Viewer(TrameApp):
         path = self.run_folder / "maps" / map_file_name(gene, ".nrrd") if self.run_folder else None
         return path if path is not None and path.is_file() else None
 
-    async def _compute_map(self, gene: str) -> None:
-        """A gene the prediction did not map: the same inputs again, that gene's map only."""
-        run = self.run_folder
-        arguments = ["predict", *self._inputs_arguments(), "--out",
-                     str(Path(tempfile.mkdtemp(dir=run)) / "genes.csv"), "--maps", str(run / "maps"),
-                     f"--map-gene={gene}", "--folds", self.state.folds, "--device", "cpu"]
-        self.job = CliJob(arguments, self._on_progress)
+    async def _draw_map(self, gene: str) -> None:
+        """The gene's map from the prediction run (saved tokens x the gene's head weights),
+        in a worker thread; the scene is touched back on the server's loop."""
+        run_folder = self.run_folder
         with self.state:
-            self.state.busy, self.state.status = True, f"Computing the map of {gene}..."
-        succeeded = await self.job.run()
+            self.state.status = f"Drawing the map of {gene}..."
+        try:
+            await asyncio.to_thread(draw_map, run_folder, gene)
+        except InputError as error:
+            with self.state:
+                self._fail(error)
+            return
         with self.state:
-            self.state.busy = False
-            if not succeeded:
-                self.state.error = self.job.error_message()
-            elif self.state.gene == gene:
+            if self.state.gene == gene and self.run_folder == run_folder:
                 self._show_map(gene, self._map_file(gene))
 
     def _show_map(self, gene: str, path: Path) -> None:
@@ -444,9 +429,8 @@ class Viewer(TrameApp):
         self.slicer.display_manager.show_volume_in_slice_foreground(node)
         self._jump_to(support_centre(node))
         self._on_opacity(self.state.opacity)
-        target = self.summary["target"]
         self.state.map_low, self.state.map_high = round(low, 4), round(high, 4)
-        self.state.map_units = f"{target['transform']} of {target['units']}"
+        self.state.map_units = self.card.units["predicted"]
         self.state.legend = legend_gradient(self.slicer.scene.GetNodeByID(MAP_COLOR_NODE_ID))
         self.state.status = f"Showing the map of {gene}."
 
@@ -479,7 +463,7 @@ class Viewer(TrameApp):
             ui.title.set_text("RadioGenomics")
             with ui.toolbar:
                 v.VSpacer()
-                html.Span(NOTICE, classes="text-caption mr-4")
+                html.Span(RESEARCH_NOTICE, classes="text-caption mr-4")
             with ui.drawer as drawer:
                 drawer.width = 460
                 self._panel()
@@ -507,7 +491,7 @@ class Viewer(TrameApp):
                          raw_attrs=['data-testid="model-card"']):
                 with v.VCardText(classes="text-caption"):
                     html.Div("{{ line }}", v_for="line in card")
-                    html.Div(NOTICE, classes="font-weight-bold")
+                    html.Div(RESEARCH_NOTICE, classes="font-weight-bold")
             with html.Div(v_for="(row, i) in assignments", key="row.channel"):
                 v.VSelect(model_value=("row.file",), items=("image_items",),
                           label=("`Channel ${row.channel}`",), density="compact",
@@ -576,6 +560,14 @@ def _cell(value):
     if isinstance(value, float):
         return None if value != value else round(value, 4)
     return value
+
+
+def draw_map(run_folder: Path, gene: str) -> None:
+    """Write one gene's map (NRRD) into the run's maps/ folder."""
+    from RadioGenomicsLib.run import open_run, run_maps, write_maps
+
+    run, bundle = open_run(run_folder / "run")
+    write_maps(run_maps(run, bundle, [gene]), run_folder / "maps")
 
 
 def support_centre(map_node) -> list[float]:

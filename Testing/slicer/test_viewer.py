@@ -175,7 +175,7 @@ def test_sample_predict_map_and_export(browser, viewer, tmp_path):
     label = page.inner_text('[data-testid="sample-label"]')
     assert "Synthetic study" in label and "untrained" in label
     assert "Channels: t1, t1gd, t2, flair" in page.inner_text('[data-testid="model-card"]')
-    assert "research only" in page.inner_text('[data-testid="model-card"]')
+    assert "For research use only" in page.inner_text('[data-testid="model-card"]')
     shot(page, "02-sample-loaded")
 
     page.click('[data-testid="predict"]')
