@@ -42,7 +42,7 @@ TCIA_PATTERNS = {
 }
 # a file's name -> its channel, when the name makes it obvious (the viewer's study
 # folders): separators around the token, so that "t1" never matches inside "t12" or a date
-_SEPARATED = r"(?:^|[^a-z0-9]){}(?:[^a-z0-9]|$)"
+_SEPARATED = r"(?:^|[^a-z0-9])(?:{})(?:[^a-z0-9]|$)"
 FILE_NAME_PATTERNS = {
     "flair": _SEPARATED.format(r"(?:t2[-_ ]?)?flair"),
     "t1gd": _SEPARATED.format(r"t1[-_ ]?(?:gd|ce|c|post|gad|contrast)|mprage"),
