@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import json
 import os
 import shutil
@@ -22,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from trame.app import TrameApp
+from trame.app.file_upload import ClientFile
 from trame.widgets import html
 from trame.widgets import vuetify3 as v
 from trame_server.utils.asynchronous import create_task
@@ -162,6 +164,9 @@ class Viewer(TrameApp):
         except InputError as error:
             return self._fail(error)
         self.state.error = ""
+        self._clear_results()  # another study's table and maps must not stay on show
+        if not self.study.folder.is_relative_to(self.settings.work / "sample"):
+            self.state.sample_label = ""
         self.state.image_items = [{"title": p.name, "value": str(p)} for p in self.study.images()]
         self.state.segmentation_items = [{"title": p.name, "value": str(p)}
                                          for p in self.study.segmentations()]
@@ -238,7 +243,8 @@ class Viewer(TrameApp):
         self._replace("tumour", node)
         bounds = [0.0] * 6
         node.GetRASBounds(bounds)
-        self._jump_to([(bounds[0] + bounds[1]) / 2, (bounds[2] + bounds[3]) / 2,
+        if bounds[0] <= bounds[1]:  # an empty segmentation has no bounds
+            self._jump_to([(bounds[0] + bounds[1]) / 2, (bounds[2] + bounds[3]) / 2,
                        (bounds[4] + bounds[5]) / 2])
 
     def _jump_to(self, ras) -> None:
@@ -273,6 +279,8 @@ class Viewer(TrameApp):
 
     async def _load_sample(self) -> None:
         out = self.settings.work / "sample"
+        with self.state:
+            self.state.error = ""
         arguments = ["--sample", "--out", str(out)]
         if self.settings.demo is not None:
             arguments += ["--from-demo", str(self.settings.demo)]
@@ -298,13 +306,17 @@ class Viewer(TrameApp):
             self.state.status = f"Sample loaded: {sample['patient']}."
 
     def upload(self, files) -> None:
-        folder = self.settings.work / "uploads" / f"{len(os.listdir(self.settings.work / 'uploads'))}"
+        """Files chosen in the page: a new study folder under the session's folder."""
+        uploads = self.settings.work / "uploads"
+        self.state.error = ""
+        folder = uploads / f"{len(os.listdir(uploads)) + 1}"
         try:
-            for file in files or []:
-                save_upload(file["name"], file["content"], folder, self.settings.upload_limit)
+            for file in map(ClientFile, files or []):  # content may arrive in chunks
+                save_upload(file.name, file.content, folder, self.settings.upload_limit)
         except InputError as error:
+            shutil.rmtree(folder, ignore_errors=True)
             return self._fail(error)
-        entry = {"title": f"uploaded {folder.name}", "value": str(folder)}
+        entry = {"title": f"upload {folder.name}", "value": str(folder)}
         self.state.studies = [*self.state.studies, entry]
         self.state.study_path = str(folder)
 
@@ -339,6 +351,7 @@ class Viewer(TrameApp):
         run = self.settings.work / "runs" / f"{self.runs:03d}"
         arguments = ["predict", *arguments, "--out", str(run / "genes.csv"), "--run",
                      str(run / "run"), "--folds", self.state.folds, "--device", "cpu"]
+        self._clear_results()
         create_task(self._predict(arguments, run))
 
     async def _predict(self, arguments: list[str], run: Path) -> None:
@@ -356,6 +369,9 @@ class Viewer(TrameApp):
             self.run_folder = run
             self._show_table(run / "genes.csv")
             self.state.status = f"Predicted {self.state.row_count} genes."
+        # the maps need the library's torch side: import it now, not on the first click
+        await asyncio.to_thread(importlib.import_module, "RadioGenomicsLib.run")
+        await asyncio.to_thread(importlib.import_module, "RadioGenomicsLib.bundle")
 
     def cancel(self) -> None:
         if self.job is not None:
@@ -367,6 +383,13 @@ class Viewer(TrameApp):
             self.state.progress_text = f"{step} ({done}/{total or '?'})"
 
     # ------------------------------------------------------------ results
+
+    def _clear_results(self) -> None:
+        self._replace("map", None)
+        if self.table_node is not None:
+            self.slicer.scene.RemoveNode(self.table_node)
+        self.table_node, self.run_folder = None, None
+        self.state.has_results, self.state.rows, self.state.gene = False, [], ""
 
     def _show_table(self, path: Path) -> None:
         units = self.card.units
@@ -479,11 +502,12 @@ class Viewer(TrameApp):
             html.Div("Study", classes="text-subtitle-2")
             v.VCombobox(v_model=("study_path",), items=("studies",), label="Study folder on the server",
                         density="compact", hide_details=True, item_title="title",
-                        item_value="value", return_object=False)
-            v.VFileInput(label="Upload (NIfTI, NRRD, DICOM zip)", multiple=True, density="compact",
-                         hide_details=True,
-                         update_modelValue=(f"trigger('{self._trigger(self.upload)}', "
-                                            "[$event])"))
+                        item_value="value", return_object=False,
+                        raw_attrs=['data-testid="study-path"'])
+            v.VFileInput(label="Upload a study (NIfTI, NRRD, DICOM zip)", multiple=True,
+                         density="compact", hide_details=True,
+                         change=f"trigger('{self._trigger(self.upload)}', [$event.target.files])",
+                         raw_attrs=['data-testid="upload"'])
             html.Div("Model", classes="text-subtitle-2")
             v.VSelect(v_model=("model",), items=("models",), label="Model bundle", density="compact",
                       hide_details=True)

@@ -145,6 +145,11 @@ def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
     return grown
 
 
+def wait_for_status(page, text: str, timeout_s: float = 120) -> None:
+    page.wait_for_function(f"document.querySelector('[data-testid=\"status\"]').innerText"
+                           f".includes({json.dumps(text)})", timeout=timeout_s * 1000)
+
+
 def set_opacity(page, key: str, presses: int = 1) -> None:
     thumb = page.locator('[data-testid="opacity"] .v-slider-thumb')
     thumb.focus()
@@ -186,7 +191,7 @@ def test_sample_predict_map_and_export(browser, viewer, tmp_path):
 
     # the overlay: EGFR's map, seen at opacity 0 (the study alone), then 1
     page.click('[data-gene="EGFR"]')
-    page.wait_for_selector('[data-testid="legend"]')
+    wait_for_status(page, "Showing the map of EGFR")
     set_opacity(page, "Home")
     study = axial_frame(page)
     set_opacity(page, "End")
@@ -203,8 +208,7 @@ def test_sample_predict_map_and_export(browser, viewer, tmp_path):
 
     # another gene: other colours, in the same place only
     page.click('[data-gene="MGMT"]')
-    page.wait_for_function("document.querySelector('[data-testid=\"status\"]')"
-                           ".innerText.includes('MGMT')", timeout=120_000)
+    wait_for_status(page, "Showing the map of MGMT")
     mgmt = axial_frame(page)
     assert changed(egfr, mgmt).sum() > 100
     assert not (changed(egfr, mgmt) & ~near_support).any()
@@ -232,20 +236,65 @@ def test_sample_predict_map_and_export(browser, viewer, tmp_path):
     page.close()
 
 
-def test_bad_input_shows_the_library_error(browser, viewer):
-    url, work = viewer
-    page = browser.new_page()
+def open_with_sample(browser, url):
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
     page.goto(url)
     page.wait_for_selector('[data-testid="load-sample"]', timeout=60_000)
     page.click('[data-testid="load-sample"]')
     page.wait_for_selector('[data-testid="model-card"]', timeout=120_000)
-    # a typed path outside the folders the server was started with
+    return page
+
+
+def error_text(page) -> str:
+    page.wait_for_selector('[data-testid="error"]', timeout=120_000)
+    return page.inner_text('[data-testid="error"]')
+
+
+def test_typed_path_outside_the_server_folders_is_refused(browser, viewer):
+    page = open_with_sample(browser, viewer[0])
     field = page.get_by_label("Study folder on the server")
     field.fill("/etc")
     field.press("Enter")
-    page.wait_for_selector('[data-testid="error"]', timeout=30_000)
-    assert "/etc: is outside the folders this viewer was started with" in \
-        page.inner_text('[data-testid="error"]')
+    assert "/etc: is outside the folders this viewer was started with" in error_text(page)
+    page.close()
+
+
+def test_uploaded_study_with_a_bad_segmentation_gets_the_library_error(browser, viewer, tmp_path):
+    """Upload a study (the sample's channels, renamed) whose tumour segmentation is empty:
+    the channels are assigned by name, and Predict shows the library's one-line error."""
+    import SimpleITK as sitk
+
+    url, work = viewer
+    page = open_with_sample(browser, url)
+    sample = json.loads((work / "sample" / "sample.json").read_text())
+    files = []
+    for channel, source in sample["images"].items():
+        files.append(tmp_path / f"P7_{channel.replace('t1gd', 't1ce')}.nii.gz")
+        files[-1].write_bytes(Path(source).read_bytes())
+    empty = sitk.Image(sitk.ReadImage(sample["segmentation"]).GetSize(), sitk.sitkUInt8)
+    empty.CopyInformation(sitk.ReadImage(sample["segmentation"]))
+    files.append(tmp_path / "P7_seg.nii.gz")
+    sitk.WriteImage(empty, str(files[-1]))
+    page.set_input_files('[data-testid="upload"] input[type=file]', [str(f) for f in files])
+    page.wait_for_function("document.querySelector('[data-testid=\"study-path\"] input')"
+                           ".value === 'upload 1'", timeout=60_000)  # the new study, chosen
+    uploaded = work / "uploads" / "1"
+    assert sorted(p.name for p in uploaded.iterdir()) == sorted(f.name for f in files)
+    page.wait_for_selector("text=P7_t1ce.nii.gz", timeout=30_000)  # t1gd, assigned by name
+    page.click('[data-testid="predict"]')
+    message = error_text(page)
+    assert message == f"{uploaded / 'P7_seg.nii.gz'}: the segmentation is empty (no non-zero voxel)"
+    shot(page, "06-bad-input")
+    page.close()
+
+
+def test_cancel_stops_the_prediction(browser, viewer):
+    page = open_with_sample(browser, viewer[0])
+    page.click('[data-testid="predict"]')
+    page.wait_for_selector('[data-testid="cancel"]:not([disabled])', timeout=30_000)
+    page.click('[data-testid="cancel"]')
+    assert error_text(page) == "Cancelled."
+    assert page.locator('[data-testid="predict"]').is_enabled()
     page.close()
 
 
