@@ -72,6 +72,7 @@ def main() -> None:
             page.get_by_role("button", name=button).click()
             started = time.perf_counter()
             page.click('[data-testid="predict"]')
+            wait_status(page, "Predicting")
             wait_status(page, "Predicted")
             results[folds] = time.perf_counter() - started
             results[f"cli_{folds}"] = cli_predict_s(work, folds)
@@ -89,7 +90,7 @@ def main() -> None:
 
     print(f"start-up: listening {listening:.1f} s, first frame in the page {first_frame:.1f} s")
     for folds in ("first", "all"):
-        print(f"Predict round trip ({folds} fold(s)): page {results[folds]:.1f} s, CLI alone "
+        print(f"Predict round trip ({folds} fold{'' if folds == 'first' else 's'}): page {results[folds]:.1f} s, CLI alone "
               f"{results['cli_' + folds]:.1f} s, ratio {results[folds] / results['cli_' + folds]:.2f}")
     print(f"map from the run: first gene {first_map:.2f} s, switch to another {switch:.2f} s")
     print(f"server memory (RSS): idle {idle_mb:.0f} MB, after predict and maps {peak_mb:.0f} MB")
