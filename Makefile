@@ -32,7 +32,7 @@ bench: testdata
 	$(PY) -m benchmarks.run
 
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache
+	rm -rf $(VENV) .venv-slicer demo-out .pytest_cache Testing/artefacts
 
 # Slicer's own libraries, in one environment: the Slicer module's MRML glue against the
 # real MRML classes of the slicer-core wheel (which pins its own vtk), and the web viewer

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib.util
 import io
+import json
 import sys
 import zipfile
 from pathlib import Path
@@ -48,10 +49,14 @@ def test_study_folder_assigns_obvious_channels_and_finds_the_segmentation(tmp_pa
     dicom = tmp_path / "series"
     dicom.mkdir()
     (dicom / "1").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 16)
+    nested = tmp_path / "upload" / "CT"  # a zip's folder inside the extracted folder
+    nested.mkdir(parents=True)
+    (nested / "1.dcm").write_bytes(b"\0" * 128 + b"DICM" + b"\0" * 16)
+    (tmp_path / "empty").mkdir()
     study = StudyFolder.scan(tmp_path)
     assert [p.name for p in study.segmentations()] == ["P1_seg.nii.gz"]
     assert {p.name for p in study.images()} == {"P1_t1.nii.gz", "P1_t1ce.nii.gz", "P1_t2.nii.gz",
-                                               "P1_flair.nii.gz", "series"}
+                                               "P1_flair.nii.gz", "series", "CT"}
     assigned = study.assign(list(MRI))
     assert {c: Path(p).name for c, p in assigned.items()} == {
         "t1": "P1_t1.nii.gz", "t1gd": "P1_t1ce.nii.gz", "t2": "P1_t2.nii.gz",
@@ -131,3 +136,26 @@ def test_viewer_without_its_environment_says_so_in_one_line(run_cli):
     assert err.strip().count("\n") == 0
     assert "radiogenomics viewer: error: the viewer needs trame_slicer" in err
     assert "make viewer" in err
+
+
+def test_sample_uses_the_demo_model_when_make_demo_has_run(tmp_path):
+    """With a complete `make demo` output the sample is its model and the study it kept
+    out, labelled as trained on synthetic patients (the quick sample, an untrained
+    bundle, is exercised by the browser test)."""
+    from RadioGenomicsLib.demo import TRAIN_PATIENTS, make_sample
+
+    demo = tmp_path / "demo-out"
+    (demo / "model").mkdir(parents=True)
+    (demo / "model" / "metadata.json").write_text("{}")
+    rows = [f"P{i},images/P{i}_t1.nii.gz,images/P{i}_t1gd.nii.gz,images/P{i}_t2.nii.gz,"
+            f"images/P{i}_flair.nii.gz,images/P{i}_seg.nii.gz," for i in range(TRAIN_PATIENTS + 2)]
+    (demo / "cohort").mkdir()
+    (demo / "cohort" / "manifest.csv").write_text(
+        "patient_id,t1,t1gd,t2,flair,segmentation,label\n" + "\n".join(rows) + "\n")
+    sample = make_sample(tmp_path / "sample", demo)
+    assert sample["bundle"] == str((demo / "model").resolve())
+    assert sample["patient"] == f"P{TRAIN_PATIENTS}"  # the first patient training never saw
+    unseen = demo / "cohort" / "images" / f"P{TRAIN_PATIENTS}_t1gd.nii.gz"
+    assert sample["images"]["t1gd"] == str(unseen.resolve())
+    assert "trained by `make demo`" in sample["label"] and "Synthetic study" in sample["label"]
+    assert json.loads((tmp_path / "sample" / "sample.json").read_text()) == sample

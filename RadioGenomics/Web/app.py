@@ -184,7 +184,12 @@ class Viewer(TrameApp):
     def _on_inputs_changed(self, **_) -> None:
         files = {a["channel"]: a["file"] for a in self.state.assignments if a["file"]}
         if files:
-            self._show_background(Path(files.get("t1gd") or next(iter(files.values()))))
+            try:  # the page's state is the client's to write: check every path it names
+                path = confine(files.get("t1gd") or next(iter(files.values())),
+                               self.settings.roots)
+            except InputError as error:
+                return self._fail(error)
+            self._show_background(path)
 
     def _show_background(self, path: Path) -> None:
         """The study on the slice views (T1Gd when there is one: the tumour shows best)."""

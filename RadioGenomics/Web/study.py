@@ -27,6 +27,9 @@ class StudyFolder:
         if not path.is_dir():
             raise InputError(path, "is neither a study folder nor an image file")
         sources = sorted(p for p in path.iterdir() if _is_image(p) or _is_dicom_folder(p))
+        # a DICOM zip often holds its series one folder down
+        sources += sorted(q for p in path.iterdir() if p.is_dir() and not _is_dicom_folder(p)
+                          for q in p.iterdir() if _is_dicom_folder(q))
         if not sources:
             raise InputError(path, "holds no image (NIfTI, NRRD, MHA) nor DICOM series folder")
         return cls(path, sources)
