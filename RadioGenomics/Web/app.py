@@ -348,6 +348,8 @@ class Viewer(TrameApp):
         return arguments
 
     def predict(self) -> None:
+        if self.state.busy:  # one job at a time
+            return
         try:
             arguments = self._inputs_arguments()
         except InputError as error:
@@ -395,6 +397,7 @@ class Viewer(TrameApp):
             self.slicer.scene.RemoveNode(self.table_node)
         self.table_node, self.run_folder = None, None
         self.state.has_results, self.state.rows, self.state.gene = False, [], ""
+        self.state.map_units = ""
 
     def _show_table(self, path: Path) -> None:
         units = self.card.units
@@ -419,7 +422,9 @@ class Viewer(TrameApp):
                            for r in rows[:SHOWN_ROWS]]
 
     def select_gene(self, gene: str) -> None:
-        self.state.gene = gene
+        if self.run_folder is None:
+            return
+        self.state.gene, self.state.map_units = gene, ""
         path = self._map_file(gene)
         if path is not None:
             return self._show_map(gene, path)
@@ -562,7 +567,7 @@ class Viewer(TrameApp):
                            color=("item.marker ? 'primary' : undefined",),
                            click=(self.select_gene, "[item.gene_name]"),
                            raw_attrs=[':data-gene="item.gene_name"'])
-            with html.Div(v_if="gene", classes="d-flex flex-column ga-1",
+            with html.Div(v_if="map_units", classes="d-flex flex-column ga-1",
                           raw_attrs=['data-testid="legend"']):
                 html.Div("Map of {{ gene }} ({{ map_units }})", classes="text-subtitle-2")
                 html.Div(style=("`height: 14px; background: ${legend}`",))
@@ -656,6 +661,7 @@ def main(args: argparse.Namespace) -> int:
         sys.argv += ["--authKeyFile", str(key)]
     viewer = Viewer(settings)
     viewer.server.controller.on_server_ready.add(lambda **_: _announce(viewer, args.host, token))
+    viewer.server.controller.on_server_exited.add(lambda **_: viewer.cancel())  # no orphan
     try:
         viewer.server.start(open_browser=False, show_connection_info=False)
     finally:
