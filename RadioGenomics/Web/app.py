@@ -365,6 +365,7 @@ class Viewer(TrameApp):
         self.job = CliJob(arguments, self._on_progress)
         with self.state:
             self.state.busy, self.state.error, self.state.progress = True, "", 0
+            self.state.progress_text = "reading and preprocessing the study"  # no count yet
             self.state.status = "Predicting..."
         succeeded = await self.job.run()
         with self.state:
@@ -544,8 +545,10 @@ class Viewer(TrameApp):
                 v.VBtn("Cancel", click=self.cancel, disabled=("!busy",),
                        raw_attrs=['data-testid="cancel"'])
             v.VProgressLinear(model_value=("progress",), v_if="busy", height=8,
-                              indeterminate=("progress === 0",))
-            html.Div("{{ progress_text }}", v_if="busy", classes="text-caption")
+                              indeterminate=("progress === 0",),
+                              raw_attrs=['data-testid="progress"'])
+            html.Div("{{ progress_text }}", v_if="busy", classes="text-caption",
+                     raw_attrs=['data-testid="step"'])
             html.Div("{{ status }}", classes="text-caption", raw_attrs=['data-testid="status"'])
             v.VAlert(text=("error",), v_if="error", type="error", density="compact",
                      raw_attrs=['data-testid="error"'])

@@ -288,12 +288,33 @@ def test_uploaded_study_with_a_bad_segmentation_gets_the_library_error(browser, 
     page.close()
 
 
+def predict_processes(work: Path) -> list[str]:
+    """Command lines of running `predict` commands that write under `work`."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if " predict " in text and str(work) in text:
+            found.append(text)
+    return found
+
+
 def test_cancel_stops_the_prediction(browser, viewer):
-    page = open_with_sample(browser, viewer[0])
+    url, work = viewer
+    page = open_with_sample(browser, url)
     page.click('[data-testid="predict"]')
     page.wait_for_selector('[data-testid="cancel"]:not([disabled])', timeout=30_000)
+    assert page.locator('[data-testid="progress"]').is_visible()
+    assert page.inner_text('[data-testid="step"]') == "reading and preprocessing the study"
+    deadline = time.monotonic() + 20
+    while not predict_processes(work) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert predict_processes(work), "no predict process to cancel"
     page.click('[data-testid="cancel"]')
     assert error_text(page) == "Cancelled."
+    assert predict_processes(work) == []
     assert page.locator('[data-testid="predict"]').is_enabled()
     page.close()
 
