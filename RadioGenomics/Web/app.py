@@ -29,6 +29,7 @@ from trame.widgets import vuetify3 as v
 from trame_server.utils.asynchronous import create_task
 from trame_slicer.core import LayoutManager, SlicerApp
 from trame_slicer.rca_view import register_rca_factories
+from trame_slicer.segmentation import SegmentationEffectPaint
 from trame_vuetify.ui.vuetify3 import SinglePageWithDrawerLayout
 
 from RadioGenomicsLib.card import RESEARCH_NOTICE, BundleCard, read_card
@@ -142,6 +143,7 @@ class Viewer(TrameApp):
         s.legend = ""
         s.opacity = MAP_OPACITY
         s.has_results = False
+        s.painting = False
 
     def _bind(self) -> None:
         self.state.change("study_path")(self._on_study)
@@ -165,6 +167,8 @@ class Viewer(TrameApp):
             return self._fail(error)
         self.state.error = ""
         self._clear_results()  # another study's table and maps must not stay on show
+        self._replace("painted", None)
+        self.state.painting = False
         if not self.study.folder.is_relative_to(self.settings.work / "sample"):
             self.state.sample_label = ""
         self.state.image_items = [{"title": p.name, "value": str(p)} for p in self.study.images()]
@@ -262,6 +266,45 @@ class Viewer(TrameApp):
         if previous is not None:
             self.slicer.scene.RemoveNode(previous)
         self.nodes[role] = node
+
+    # ------------------------------------------------------------ painting the tumour
+
+    def start_painting(self) -> None:
+        """Paint the tumour on the slice views with Slicer's segment editor (paint effect)."""
+        background = self.nodes.get("background")
+        if background is None:
+            return self._fail(InputError(None, "choose the study's images first"))
+        editor = self.slicer.segmentation_editor
+        node = editor.create_empty_segmentation_node()
+        node.SetName("painted tumour")
+        self._replace("painted", node)
+        editor.set_active_segmentation(node, background)
+        editor.add_empty_segment(segment_name="tumour", segment_color=[1.0, 0.5, 0.0])
+        editor.set_active_effect_type(SegmentationEffectPaint)
+        self.state.painting, self.state.error = True, ""
+        self.state.status = "Paint the tumour on the slices (drag), then use it."
+
+    def use_painting(self) -> None:
+        """The painted segment as a 0/1 labelmap file on the study's grid (the Slicer
+        module's export: RadioGenomicsLogic.mrml.write_segment), chosen as the tumour."""
+        node, background = self.nodes.get("painted"), self.nodes.get("background")
+        self.slicer.segmentation_editor.deactivate_effect()
+        self.state.painting = False
+        if node is None or background is None:
+            return
+        folder = self.settings.work / "painted"
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"painted-{len(list(folder.iterdir())) + 1}.nrrd"
+        segment_id = node.GetSegmentation().GetNthSegmentID(0)
+        try:
+            mrml.write_segment(node, segment_id, background, path)
+        except (OSError, ValueError) as error:
+            return self._fail(error)
+        self._replace("painted", None)
+        self.state.segmentation_items = [*self.state.segmentation_items,
+                                         {"title": path.name, "value": str(path)}]
+        self.state.segmentation = str(path)
+        self.state.status = f"The painted tumour is {path.name}."
 
     # ------------------------------------------------------------ model
 
@@ -536,6 +579,12 @@ class Viewer(TrameApp):
                       label="Tumour segmentation", density="compact", hide_details=True)
             v.VSelect(v_model=("tumour",), items=("tumour_items",), label="Tumour label or segment",
                       density="compact", hide_details=True, v_if="tumour_items.length")
+            with html.Div(classes="d-flex ga-2"):
+                v.VBtn("Paint the tumour", size="small", click=self.start_painting,
+                       disabled=("painting || busy",), prepend_icon="mdi-brush",
+                       raw_attrs=['data-testid="paint"'])
+                v.VBtn("Use the painting", size="small", click=self.use_painting,
+                       disabled=("!painting",), raw_attrs=['data-testid="use-painting"'])
             with v.VBtnToggle(v_model=("folds",), mandatory=True, density="compact"):
                 v.VBtn("all folds", value="all")
                 v.VBtn("first fold (faster)", value="first")

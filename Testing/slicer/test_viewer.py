@@ -288,6 +288,41 @@ def test_uploaded_study_with_a_bad_segmentation_gets_the_library_error(browser, 
     page.close()
 
 
+def test_painted_tumour_is_written_on_the_study_grid_and_predicted(browser, viewer):
+    """Slicer's segment editor (paint effect) in the page: a stroke across the axial view
+    becomes the tumour labelmap (the module's write_segment) that Predict then uses."""
+    import SimpleITK as sitk
+
+    url, work = viewer
+    page = open_with_sample(browser, url)
+    page.click('[data-testid="paint"]')
+    wait_for_status(page, "Paint the tumour")
+    box = page.locator("img.image-display-area").first.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x - 30, y)
+    page.mouse.down()
+    for step in range(1, 13):
+        page.mouse.move(x - 30 + 5 * step, y + 2 * step, steps=2)
+    page.mouse.up()
+    page.wait_for_timeout(1000)
+    shot(page, "07-painting")
+    page.click('[data-testid="use-painting"]')
+    wait_for_status(page, "The painted tumour is painted-")
+    painted = sorted((work / "painted").glob("painted-*.nrrd"))[-1]
+    mask = sitk.ReadImage(str(painted))
+    sample = json.loads((work / "sample" / "sample.json").read_text())
+    study = sitk.ReadImage(sample["images"]["t1gd"])
+    assert mask.GetSize() == study.GetSize()
+    np.testing.assert_allclose(mask.GetOrigin(), study.GetOrigin(), atol=1e-3)
+    np.testing.assert_allclose(mask.GetDirection(), study.GetDirection(), atol=1e-6)
+    voxels = sitk.GetArrayFromImage(mask)
+    assert set(np.unique(voxels)) == {0, 1} and 20 < voxels.sum() < voxels.size // 20
+    page.click('[data-testid="predict"]')
+    wait_for_status(page, "Predicted", timeout_s=240)
+    assert page.locator("[data-gene]").count() > 0
+    page.close()
+
+
 def predict_processes(work: Path) -> list[str]:
     """Command lines of running `predict` commands that write under `work`."""
     found = []
