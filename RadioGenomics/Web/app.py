@@ -104,6 +104,7 @@ class Viewer(TrameApp):
         self.nodes: dict[str, object] = {}  # "background", "tumour", "map" -> scene node
         self.runs = 0
         self.card: BundleCard | None = None  # the chosen bundle's card
+        self.tumour_centre: list[float] | None = None  # RAS, where the views centre
         self._initial_state()
         self._bind()
         self._build_ui()
@@ -208,6 +209,8 @@ class Viewer(TrameApp):
         self._replace("background", node)
         self.slicer.display_manager.show_volume_in_slice_background(node)
         self.slicer.display_manager.reset_views()
+        if self.tumour_centre is not None:  # the tumour may have come first
+            self._jump_to(self.tumour_centre)
 
     def _displayable(self, path: Path) -> Path:
         """A file Slicer's volume reader opens: a DICOM series folder becomes a NRRD copy."""
@@ -252,12 +255,22 @@ class Viewer(TrameApp):
         self._replace("tumour", node)
         bounds = [0.0] * 6
         node.GetRASBounds(bounds)
+        self.tumour_centre = None
         if bounds[0] <= bounds[1]:  # an empty segmentation has no bounds
-            self._jump_to([(bounds[0] + bounds[1]) / 2, (bounds[2] + bounds[3]) / 2,
-                       (bounds[4] + bounds[5]) / 2])
+            self.tumour_centre = [(bounds[0] + bounds[1]) / 2, (bounds[2] + bounds[3]) / 2,
+                                  (bounds[4] + bounds[5]) / 2]
+            self._jump_to(self.tumour_centre)
 
     def _jump_to(self, ras) -> None:
-        """Every slice view through this point (RAS), as a click in Slicer does."""
+        """Every slice view centred on this point (RAS), moved to the study's nearest voxel
+        centre so that each view shows whole voxels (what is painted shows where it lies)."""
+        import numpy as np
+
+        background = self.nodes.get("background")
+        if background is not None:
+            to_ras = mrml.ijk_to_ras(background)
+            ijk = np.round(np.linalg.inv(to_ras) @ np.array([*ras, 1.0]))
+            ras = (to_ras @ ijk)[:3]
         for view in self.slicer.view_manager.get_slice_views():
             view.get_view_node().JumpSliceByCentering(*[float(x) for x in ras])
 
