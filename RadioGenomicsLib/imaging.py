@@ -114,7 +114,11 @@ def _series_description(file: str) -> str:
     return header.GetMetaData("0008|103e").strip() if header.HasMetaDataKey("0008|103e") else ""
 
 
-def _read_dicom_series(folder: Path, series: str | None) -> sitk.Image:
+def choose_dicom_series(folder: str | os.PathLike,
+                        series: str | None = None) -> tuple[str, str, list[str]]:
+    """(SeriesInstanceUID, description, files) of the one series a folder holds, or of the
+    series chosen by UID or description."""
+    folder = Path(folder)
     found = dicom_series(folder)
     if not found:
         raise InputError(folder, "folder holds no DICOM series")
@@ -127,8 +131,12 @@ def _read_dicom_series(folder: Path, series: str | None) -> sitk.Image:
         listed = "; ".join(f"{uid} '{desc}'" for uid, desc, _ in found)
         raise InputError(folder, f"holds {len(found)} series, choose one by UID or "
                                  f"description: {listed}")
+    return found[0]
+
+
+def _read_dicom_series(folder: Path, series: str | None) -> sitk.Image:
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(found[0][2])
+    reader.SetFileNames(choose_dicom_series(folder, series)[2])
     try:
         return reader.Execute()
     except RuntimeError as error:
