@@ -425,7 +425,7 @@ def export_study(out: str | os.PathLike, source: str | os.PathLike, tumour: sitk
             objects["report_sc.dcm"] = secondary_capture(sources, rgb, card)
         else:
             row = _gene_row(table, step)
-            objects[map_file_name(step)] = parametric_map(
+            objects[map_file_name(row["gene_name"] or row["gene_id"])] = parametric_map(
                 sources, maps[step], row["gene_name"], row["gene_id"], card,
                 MAP_SERIES + len(objects) - 1)
     with atomic_path(out) as folder:
