@@ -1,0 +1,181 @@
+"""A PACS over DICOMweb (dicomweb-client): fetch a study's image series (QIDO-RS, WADO-RS)
+and store results back (STOW-RS).
+
+Credentials come from the environment (RADIOGENOMICS_PACS_USER and
+RADIOGENOMICS_PACS_PASSWORD) or from a file named by RADIOGENOMICS_PACS_CREDENTIALS that
+holds one line `user:password` and that only its owner may read (mode 0600); never from
+the command line (a URL with `user:password@` is refused), and never printed.
+Every failure to talk to the server (down, refusing, unknown study) is an InputError
+naming the server: the CLI prints one line and exits 2.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+from urllib.parse import urlsplit
+
+import pydicom
+
+from RadioGenomicsLib.errors import InputError
+
+USER_ENV, PASSWORD_ENV = "RADIOGENOMICS_PACS_USER", "RADIOGENOMICS_PACS_PASSWORD"
+CREDENTIALS_FILE_ENV = "RADIOGENOMICS_PACS_CREDENTIALS"
+# the series a model can read; SEG, SR, secondary captures (earlier results) are left
+IMAGE_MODALITIES = ("CT", "MR", "PT")
+TIMEOUT_S = 60.0
+
+# DICOM JSON tags (PS3.18 F.2) of the attributes a search returns
+SERIES_UID, MODALITY, DESCRIPTION, SOP_UID = "0020000E", "00080060", "0008103E", "00080018"
+
+
+def read_credentials() -> tuple[str, str] | None:
+    """(user, password) from the environment or the credentials file; None for none."""
+    user, password = os.environ.get(USER_ENV), os.environ.get(PASSWORD_ENV)
+    if user or password:
+        if not (user and password):
+            raise InputError(None, f"set both {USER_ENV} and {PASSWORD_ENV}, or neither")
+        return user, password
+    file = os.environ.get(CREDENTIALS_FILE_ENV)
+    if not file:
+        return None
+    path = Path(file)
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text(encoding="utf-8")
+    except OSError as error:
+        raise InputError(path, f"cannot read the PACS credentials ({error.strerror})") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise InputError(path, f"other users may read these PACS credentials (mode "
+                               f"{stat.S_IMODE(mode):04o}): chmod 600 it")
+    user, sep, password = text.strip().partition(":")
+    if not (sep and user and password) or "\n" in text.strip():
+        raise InputError(path, "must hold one line user:password")
+    return user, password
+
+
+def _client(url: str):
+    from dicomweb_client import DICOMwebClient
+    from dicomweb_client.session_utils import create_session, create_session_from_user_pass
+
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise InputError(None, "--pacs: give the DICOMweb root as http(s)://host[:port]/path")
+    if parts.username or parts.password:  # never echo the URL: it holds a secret
+        raise InputError(None, f"--pacs: no credentials in the URL; set {USER_ENV} and "
+                               f"{PASSWORD_ENV}, or {CREDENTIALS_FILE_ENV}")
+    credentials = read_credentials()
+    session = create_session_from_user_pass(*credentials) if credentials else create_session()
+    client = DICOMwebClient(url, session=session, timeout=TIMEOUT_S)
+    # a busy server (429, 503) gets two more tries; a server that is down is said so in
+    # ~1.5 s, not the library's default ~30 s of back-off
+    client.set_http_retry_params(max_attempts=3, wait_exponential_multiplier=250)
+    return client
+
+
+@contextmanager
+def _talking_to(url: str, doing: str) -> Iterator[None]:
+    """Network and HTTP failures as one line naming the server and what was being done."""
+    import requests
+
+    try:
+        yield
+    except requests.ConnectionError:
+        raise InputError(url, f"{doing}: cannot connect (server down or refusing "
+                              "connections)") from None
+    except requests.Timeout:
+        raise InputError(url, f"{doing}: no answer within {TIMEOUT_S:.0f} s") from None
+    except requests.HTTPError as error:
+        status = error.response.status_code if error.response is not None else "?"
+        hint = (f" (check {USER_ENV}/{PASSWORD_ENV} or {CREDENTIALS_FILE_ENV})"
+                if status in (401, 403) else "")
+        raise InputError(url, f"{doing}: the server refused with HTTP {status}{hint}") from None
+
+
+def _first(attributes: dict, tag: str) -> str:
+    values = attributes.get(tag, {}).get("Value") or [""]
+    return str(values[0])
+
+
+@dataclass(frozen=True)
+class FetchedSeries:
+    uid: str
+    modality: str
+    description: str
+    instances: int
+
+
+def fetch_study(url: str, study_uid: str, folder: str | os.PathLike) -> list[FetchedSeries]:
+    """Write the study's image series (CT, MR, PT) into `folder`, one file per instance."""
+    from RadioGenomicsLib.progress import progress
+
+    client = _client(url)
+    with _talking_to(url, f"searching study {study_uid}"):
+        found = client.search_for_series(study_instance_uid=study_uid)
+    if not found:
+        raise InputError(url, f"no study {study_uid} on this server")
+    images = [s for s in found if _first(s, MODALITY) in IMAGE_MODALITIES]
+    if not images:
+        listed = ", ".join(sorted({_first(s, MODALITY) for s in found}))
+        raise InputError(url, f"study {study_uid} holds no CT, MR or PT series (only {listed})")
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    fetched = []
+    for series in progress(images, "series from the PACS"):
+        uid = _first(series, SERIES_UID)
+        with _talking_to(url, f"fetching series {uid}"):
+            instances = client.retrieve_series(study_uid, uid)
+        for dataset in instances:
+            dataset.save_as(folder / f"{dataset.SOPInstanceUID}.dcm", enforce_file_format=True)
+        fetched.append(FetchedSeries(uid, _first(series, MODALITY), _first(series, DESCRIPTION),
+                                     len(instances)))
+    return fetched
+
+
+def _stored_uids(client, url: str, study_uid: str) -> set[str] | None:
+    """SOP Instance UIDs the server holds in the study, or None when it cannot say."""
+    import requests
+
+    try:
+        return {_first(i, SOP_UID) for i in client.search_for_instances(study_uid,
+                                                                         get_remaining=True)}
+    except requests.RequestException:
+        return None
+
+
+def store(url: str, files: Sequence[str | os.PathLike]) -> int:
+    """STOW-RS the DICOM files in one request. Returns how many the server stored; when
+    it did not store them all, the InputError says which were stored and which not."""
+    client = _client(url)
+    datasets = [pydicom.dcmread(f) for f in files]
+    study_uids = {d.StudyInstanceUID for d in datasets}
+    if len(study_uids) != 1:
+        raise InputError(None, f"results of {len(study_uids)} studies: store one study at a time")
+    study_uid = study_uids.pop()
+    names = {d.SOPInstanceUID: Path(f).name for d, f in zip(datasets, files)}
+    try:
+        with _talking_to(url, f"storing {len(datasets)} results"):
+            response = client.store_instances(datasets, study_instance_uid=study_uid)
+        failed = {item.ReferencedSOPInstanceUID for item in response.get("FailedSOPSequence", [])}
+    except InputError as error:
+        stored = _stored_uids(client, url, study_uid)
+        raise InputError(url, f"{error.problem}; {_which(names, stored)}") from None
+    if failed:
+        stored = set(names) - failed
+        raise InputError(url, f"the server refused {len(failed)} of {len(names)} results; "
+                              f"{_which(names, stored)}")
+    return len(names)
+
+
+def _which(names: dict[str, str], stored: set[str] | None) -> str:
+    if stored is None:
+        return "could not ask the server which results it holds"
+    kept = [name for uid, name in names.items() if uid in stored]
+    missing = [name for uid, name in names.items() if uid not in stored]
+    if not kept:
+        return "none of the results was stored"
+    return f"stored: {', '.join(kept)}; not stored: {', '.join(missing) or 'none'}"
