@@ -35,12 +35,12 @@ from pydicom.sr.coding import Code
 
 from RadioGenomicsLib import __version__
 from RadioGenomicsLib.atomic import atomic_path
+from RadioGenomicsLib.card import RESEARCH_NOTICE as NOTICE
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.genetable import MARKER_GENES
 from RadioGenomicsLib.imaging import choose_dicom_series, same_grid
 
 MANUFACTURER = "RadioGenomics"
-NOTICE = "Research use only, not for diagnosis."
 # series numbers of the new series, far above a scanner's
 SEG_SERIES, MAP_SERIES, SR_SERIES, SC_SERIES = 9001, 9010, 9002, 9003
 # a source slice lies on a grid plane when its position is this close (mm)
@@ -79,18 +79,15 @@ class ModelCard:
     validation: str  # one line: how many genes held up in cross-validation
 
     @classmethod
-    def from_bundle(cls, bundle) -> "ModelCard":
-        genes = bundle.genes
-        significant = int(bundle.significant(0.05).sum())
-        r = genes["validation_r"].dropna()
-        cohort = bundle.metadata.training_cohort
-        validation = (f"{significant} of {len(genes)} genes validated (Holm-Sidak p < 0.05, "
-                      f"r > 0)" + (f", median r {r.median():.2f}" if len(r) else ", no validation")
-                      + f"; trained on {cohort.get('name', 'unknown')} "
-                        f"({cohort.get('patients', '?')} patients)")
-        return cls(name=bundle.path.name, version=f"{bundle.library_version} ({bundle.created})",
-                   units=f"{bundle.metadata.target_transform} of {bundle.metadata.target_units}",
-                   validation=validation)
+    def from_card(cls, card) -> "ModelCard":
+        """From a bundle's card (`RadioGenomicsLib.card.BundleCard`)."""
+        cohort = card.training_cohort
+        return cls(name=card.name,
+                   version=f"RadioGenomics {card.library_version}, created {card.created}",
+                   units=card.units["predicted"],
+                   validation=f"{card.validation_text()}; trained on "
+                              f"{cohort.get('name', 'an unnamed cohort')} "
+                              f"({cohort.get('patients', '?')} patients)")
 
 
 def unit_code(units: str) -> Code:
@@ -293,7 +290,8 @@ def _montage_planes(tumour: np.ndarray, count: int = 6) -> list[int]:
 
 def report_page(sources: Sequence[pydicom.Dataset], image: sitk.Image, tumour: sitk.Image,
                 table: pd.DataFrame, card: ModelCard, gene: str | None = None,
-                gene_map: sitk.Image | None = None, top: int = 12):
+                gene_map: sitk.Image | None = None, markers: Sequence[str] = MARKER_GENES,
+                top: int = 12):
     """One A4 page (a matplotlib Figure): identifiers, top genes, markers, a montage of
     the tumour slices with `gene`'s map inside the tumour, the model card, the notice."""
     from matplotlib.figure import Figure
@@ -302,14 +300,14 @@ def report_page(sources: Sequence[pydicom.Dataset], image: sitk.Image, tumour: s
     text = dict(family="monospace", fontsize=7.5, va="top")
     figure.text(0.05, 0.975, "RadioGenomics: predicted tumour gene expression",
                 fontsize=14, weight="bold", va="top")
-    figure.text(0.05, 0.950, NOTICE.upper(), color="#b00020", fontsize=11, weight="bold",
+    figure.text(0.05, 0.950, NOTICE.upper(), color="#b00020", fontsize=9.5, weight="bold",
                 va="top")
     figure.text(0.05, 0.925, "\n".join(_patient_lines(sources[0])), **text)
     figure.text(0.05, 0.875, f"Top {top} genes against the training cohort ({card.units}):\n"
                 + "\n".join(_gene_lines(table.head(top))), **text)
-    markers = table[table["gene_name"].isin(MARKER_GENES)]
-    figure.text(0.05, 0.665, "Marker genes:\n" + ("\n".join(_gene_lines(markers))
-                                                   if len(markers) else "none in this model"),
+    marker_rows = table[table["gene_name"].isin(markers)]
+    figure.text(0.05, 0.665, "Marker genes:\n" + ("\n".join(_gene_lines(marker_rows))
+                                                   if len(marker_rows) else "none in this model"),
                 **text)
     # shown as radiologists read axial slices: anterior up, the patient's left on the right
     def shown_as(volume: sitk.Image) -> np.ndarray:
@@ -392,7 +390,8 @@ def map_file_name(symbol: str) -> str:
 
 def export_study(out: str | os.PathLike, source: str | os.PathLike, tumour: sitk.Image,
                  maps: Mapping[str, sitk.Image], table: pd.DataFrame, card: ModelCard,
-                 series: str | None = None, report_gene: str | None = None) -> list[Path]:
+                 series: str | None = None, report_gene: str | None = None,
+                 markers: Sequence[str] = MARKER_GENES) -> list[Path]:
     """Write every object into the folder `out` (all of them or nothing).
 
     source: the DICOM folder (and `series` in it) the study's grid was read from; tumour
@@ -420,7 +419,7 @@ def export_study(out: str | os.PathLike, source: str | os.PathLike, tumour: sitk
             objects["report_sr.dcm"] = gene_report(sources, table, card)
         elif step == "page":
             page = report_page(sources, image, tumour, table, card, report_gene,
-                               maps.get(report_gene) if report_gene else None)
+                               maps.get(report_gene) if report_gene else None, markers)
             pdf, rgb = _render(page)
             objects["report_sc.dcm"] = secondary_capture(sources, rgb, card)
         else:
@@ -434,3 +433,23 @@ def export_study(out: str | os.PathLike, source: str | os.PathLike, tumour: sitk
             dataset.save_as(folder / name, enforce_file_format=True)
         (folder / "report.pdf").write_bytes(pdf)
     return [Path(out) / name for name in [*objects, "report.pdf"]]
+
+
+def export_run(run, bundle, out: str | os.PathLike, genes: Sequence[str] = ()) -> list[Path]:
+    """Everything from a prediction run (`RadioGenomicsLib.run`) whose first channel was
+    read from DICOM: its tumour mask, the maps of `genes` drawn from its tokens, its table.
+    Refused when the source series changed since the run (its sha256 differs)."""
+    from RadioGenomicsLib.hashing import sha256_of_input
+    from RadioGenomicsLib.run import run_maps
+
+    source = run.info["inputs"]["images"][run.info["channels"][0]]
+    path = Path(source["path"])
+    if not path.is_dir():
+        raise InputError(path, "is not a DICOM series folder: DICOM output needs a study "
+                               "whose images were read from DICOM")
+    if sha256_of_input(path) != source["sha256"]:
+        raise InputError(path, f"changed since the prediction run {run.path}: predict again")
+    maps = run_maps(run, bundle, list(genes)) if genes else {}
+    return export_study(out, path, run.tumour, maps, run.table,
+                        ModelCard.from_card(bundle.card), series=source.get("series"),
+                        markers=run.markers)

@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 
 import pydicom
 
+from RadioGenomicsLib.atomic import atomic_path
 from RadioGenomicsLib.errors import InputError
 
 USER_ENV, PASSWORD_ENV = "RADIOGENOMICS_PACS_USER", "RADIOGENOMICS_PACS_PASSWORD"
@@ -110,7 +111,8 @@ class FetchedSeries:
 
 
 def fetch_study(url: str, study_uid: str, folder: str | os.PathLike) -> list[FetchedSeries]:
-    """Write the study's image series (CT, MR, PT) into `folder`, one file per instance."""
+    """Write the study's image series (CT, MR, PT) into the folder `folder` (replaced
+    whole), one file per instance."""
     from RadioGenomicsLib.progress import progress
 
     client = _client(url)
@@ -122,21 +124,21 @@ def fetch_study(url: str, study_uid: str, folder: str | os.PathLike) -> list[Fet
     if not images:
         listed = ", ".join(sorted({_first(s, MODALITY) for s in found}))
         raise InputError(url, f"study {study_uid} holds no CT, MR or PT series (only {listed})")
-    folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
     fetched = []
-    for series in progress(images, "series from the PACS"):
-        uid = _first(series, SERIES_UID)
-        with _talking_to(url, f"fetching series {uid}"):
-            instances = client.retrieve_series(study_uid, uid)
-        for dataset in instances:
-            dataset.save_as(folder / f"{dataset.SOPInstanceUID}.dcm", enforce_file_format=True)
-        fetched.append(FetchedSeries(uid, _first(series, MODALITY), _first(series, DESCRIPTION),
-                                     len(instances)))
+    with atomic_path(folder) as tmp:  # the whole study or nothing
+        tmp.mkdir()
+        for series in progress(images, "series from the PACS"):
+            uid = _first(series, SERIES_UID)
+            with _talking_to(url, f"fetching series {uid}"):
+                instances = client.retrieve_series(study_uid, uid)
+            for dataset in instances:
+                dataset.save_as(tmp / f"{dataset.SOPInstanceUID}.dcm", enforce_file_format=True)
+            fetched.append(FetchedSeries(uid, _first(series, MODALITY),
+                                         _first(series, DESCRIPTION), len(instances)))
     return fetched
 
 
-def _stored_uids(client, url: str, study_uid: str) -> set[str] | None:
+def _stored_uids(client, study_uid: str) -> set[str] | None:
     """SOP Instance UIDs the server holds in the study, or None when it cannot say."""
     import requests
 
@@ -148,8 +150,9 @@ def _stored_uids(client, url: str, study_uid: str) -> set[str] | None:
 
 
 def store(url: str, files: Sequence[str | os.PathLike]) -> int:
-    """STOW-RS the DICOM files in one request. Returns how many the server stored; when
-    it did not store them all, the InputError says which were stored and which not."""
+    """STOW-RS the DICOM files in one request, then ask the server (QIDO-RS) which it holds:
+    a server may answer "stored" for an instance that a filter dropped. Returns how many
+    were stored; when not all were, the InputError says which were and which not."""
     client = _client(url)
     datasets = [pydicom.dcmread(f) for f in files]
     study_uids = {d.StudyInstanceUID for d in datasets}
@@ -157,18 +160,19 @@ def store(url: str, files: Sequence[str | os.PathLike]) -> int:
         raise InputError(None, f"results of {len(study_uids)} studies: store one study at a time")
     study_uid = study_uids.pop()
     names = {d.SOPInstanceUID: Path(f).name for d, f in zip(datasets, files)}
+    problem = None
     try:
         with _talking_to(url, f"storing {len(datasets)} results"):
-            response = client.store_instances(datasets, study_instance_uid=study_uid)
-        failed = {item.ReferencedSOPInstanceUID for item in response.get("FailedSOPSequence", [])}
+            client.store_instances(datasets, study_instance_uid=study_uid)
     except InputError as error:
-        stored = _stored_uids(client, url, study_uid)
-        raise InputError(url, f"{error.problem}; {_which(names, stored)}") from None
-    if failed:
-        stored = set(names) - failed
-        raise InputError(url, f"the server refused {len(failed)} of {len(names)} results; "
-                              f"{_which(names, stored)}")
-    return len(names)
+        problem = error.problem
+    stored = _stored_uids(client, study_uid)
+    if problem is None and stored is not None and set(names) <= stored:
+        return len(names)
+    if problem is None:
+        kept = len(set(names) & stored) if stored is not None else "?"
+        problem = f"the server kept {kept} of the {len(names)} results it was sent"
+    raise InputError(url, f"{problem}; {_which(names, stored)}")
 
 
 def _which(names: dict[str, str], stored: set[str] | None) -> str:

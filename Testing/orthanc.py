@@ -11,7 +11,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
 
 import requests
 
@@ -46,7 +46,7 @@ class Orthanc:
 
 
 @contextmanager
-def running_orthanc(folder: Path) -> Iterator[Orthanc]:
+def running_orthanc(folder: Path, lua_scripts: Sequence[Path] = ()) -> Iterator[Orthanc]:
     program = shutil.which("Orthanc")
     if program is None or not DICOMWEB_PLUGIN.exists():
         raise RuntimeError("Orthanc or its DICOMweb plugin is missing: `make testdata` "
@@ -60,6 +60,7 @@ def running_orthanc(folder: Path) -> Iterator[Orthanc]:
         "AuthenticationEnabled": True, "RegisteredUsers": {USER: PASSWORD},
         "Plugins": [str(DICOMWEB_PLUGIN)], "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
         "HttpThreadsCount": 4, "ConcurrentJobs": 1, "SaveJobs": False,
+        "LuaScripts": [str(script) for script in lua_scripts],
     }
     (folder / "orthanc.json").write_text(json.dumps(config))
     log = (folder / "orthanc.log").open("w")
