@@ -37,7 +37,7 @@ from RadioGenomicsLib import __version__
 from RadioGenomicsLib.atomic import atomic_path
 from RadioGenomicsLib.card import RESEARCH_NOTICE as NOTICE
 from RadioGenomicsLib.errors import InputError
-from RadioGenomicsLib.genetable import MARKER_GENES
+from RadioGenomicsLib.genetable import MARKER_GENES, SR_GENES
 from RadioGenomicsLib.imaging import choose_dicom_series, same_grid
 
 MANUFACTURER = "RadioGenomics"
@@ -62,6 +62,7 @@ RANK = Code("RG0010", SCHEME, "Rank")
 VALIDATION = Code("RG0011", SCHEME, "Model validation summary")
 USE_NOTICE = Code("RG0012", SCHEME, "Intended use")
 UNITS = Code("RG0013", SCHEME, "Units of expression")
+GENES_REPORTED = Code("RG0014", SCHEME, "Genes in this report")
 ALGORITHM_NAME = Code("111001", "DCM", "Algorithm Name")
 ALGORITHM_VERSION = Code("111003", "DCM", "Algorithm Version")
 YES, NO = Code("373066001", "SCT", "Yes"), Code("373067005", "SCT", "No")
@@ -230,12 +231,25 @@ def _gene_entry(row, unit: Code) -> hd.sr.ContainerContentItem:
     return entry
 
 
-def gene_report(sources: Sequence[pydicom.Dataset], table: pd.DataFrame,
-                card: ModelCard) -> hd.sr.ComprehensiveSR:
+def report_rows(table: pd.DataFrame, limit: int | None,
+                markers: Sequence[str] = MARKER_GENES) -> tuple[pd.DataFrame, str]:
+    """The genes the SR holds and a line saying which: all, or the `limit` highest ranked
+    and the markers (a genome-wide SR takes minutes to write and no viewer lists it)."""
+    if limit is None or len(table) <= limit:
+        return table, f"all {len(table)} genes of the model"
+    rows = table[(np.arange(len(table)) < limit) | table["gene_name"].isin(markers)]
+    return rows, (f"{len(rows)} of {len(table)} genes: the {limit} highest ranked against "
+                  "the training cohort and the marker genes")
+
+
+def gene_report(sources: Sequence[pydicom.Dataset], table: pd.DataFrame, card: ModelCard,
+                limit: int | None = None,
+                markers: Sequence[str] = MARKER_GENES) -> hd.sr.ComprehensiveSR:
     """The ranked gene table as a Comprehensive SR: the model card, the notice, one
-    container per gene (rank, symbol, Ensembl id, value, interval, cohort z, reliable)."""
+    container per gene (rank, symbol, Ensembl id, value, interval, cohort z, reliable);
+    with `limit`, only the highest ranked genes and the markers."""
     contains = hd.sr.RelationshipTypeValues.CONTAINS
-    unit = unit_code(card.units)
+    rows, which = report_rows(table, limit, markers)
     root = hd.sr.ContainerContentItem(REPORT_TITLE)
     root.ContentSequence = [
         hd.sr.TextContentItem(USE_NOTICE, NOTICE, relationship_type=contains),
@@ -243,13 +257,18 @@ def gene_report(sources: Sequence[pydicom.Dataset], table: pd.DataFrame,
         hd.sr.TextContentItem(ALGORITHM_VERSION, card.version, relationship_type=contains),
         hd.sr.TextContentItem(UNITS, card.units, relationship_type=contains),
         hd.sr.TextContentItem(VALIDATION, card.validation, relationship_type=contains),
-        *(_gene_entry(row, unit) for row in table.itertuples()),
+        hd.sr.TextContentItem(GENES_REPORTED, which, relationship_type=contains),
     ]
     report = hd.sr.ComprehensiveSR(
         evidence=list(sources), content=root, series_instance_uid=hd.UID(),
         series_number=SR_SERIES, sop_instance_uid=hd.UID(), instance_number=1,
         manufacturer=MANUFACTURER, is_complete=True,
         series_description="RadioGenomics gene report")
+    # the gene entries join the tree after highdicom checked and copied its head: its
+    # constructor copies and re-parses the whole tree, ~15 ms a gene (minutes for a
+    # genome-wide bundle); each entry is still built and checked by highdicom
+    unit = unit_code(card.units)
+    report.ContentSequence.extend(_gene_entry(row, unit) for row in rows.itertuples())
     scheme = pydicom.Dataset()
     scheme.CodingSchemeDesignator = SCHEME
     scheme.CodingSchemeName = "RadioGenomics report concepts"
@@ -391,12 +410,14 @@ def map_file_name(symbol: str) -> str:
 def export_study(out: str | os.PathLike, source: str | os.PathLike, tumour: sitk.Image,
                  maps: Mapping[str, sitk.Image], table: pd.DataFrame, card: ModelCard,
                  series: str | None = None, report_gene: str | None = None,
-                 markers: Sequence[str] = MARKER_GENES) -> list[Path]:
+                 markers: Sequence[str] = MARKER_GENES,
+                 sr_genes: int | None = SR_GENES) -> list[Path]:
     """Write every object into the folder `out` (all of them or nothing).
 
     source: the DICOM folder (and `series` in it) the study's grid was read from; tumour
     and maps (gene symbol or id -> volume) lie on that grid; table: the ranked gene table.
-    The page's montage shows `report_gene`'s map (default: the first map).
+    The page's montage shows `report_gene`'s map (default: the first map). The SR holds
+    every gene, or with `sr_genes` the highest ranked ones and the markers.
     """
     from RadioGenomicsLib.imaging import read_volume
     from RadioGenomicsLib.progress import progress
@@ -416,7 +437,7 @@ def export_study(out: str | os.PathLike, source: str | os.PathLike, tumour: sitk
         if step == "seg":
             objects["seg.dcm"] = tumour_segmentation(sources, tumour, card)
         elif step == "sr":
-            objects["report_sr.dcm"] = gene_report(sources, table, card)
+            objects["report_sr.dcm"] = gene_report(sources, table, card, sr_genes, markers)
         elif step == "page":
             page = report_page(sources, image, tumour, table, card, report_gene,
                                maps.get(report_gene) if report_gene else None, markers)
@@ -435,7 +456,8 @@ def export_study(out: str | os.PathLike, source: str | os.PathLike, tumour: sitk
     return [Path(out) / name for name in [*objects, "report.pdf"]]
 
 
-def export_run(run, bundle, out: str | os.PathLike, genes: Sequence[str] = ()) -> list[Path]:
+def export_run(run, bundle, out: str | os.PathLike, genes: Sequence[str] = (),
+               sr_genes: int | None = SR_GENES) -> list[Path]:
     """Everything from a prediction run (`RadioGenomicsLib.run`) whose first channel was
     read from DICOM: its tumour mask, the maps of `genes` drawn from its tokens, its table.
     Refused when the source series changed since the run (its sha256 differs)."""
@@ -452,4 +474,4 @@ def export_run(run, bundle, out: str | os.PathLike, genes: Sequence[str] = ()) -
     maps = run_maps(run, bundle, list(genes)) if genes else {}
     return export_study(out, path, run.tumour, maps, run.table,
                         ModelCard.from_card(bundle.card), series=source.get("series"),
-                        markers=run.markers)
+                        markers=run.markers, sr_genes=sr_genes)

@@ -15,7 +15,8 @@ import pytest
 import SimpleITK as sitk
 
 from RadioGenomicsLib import __version__
-from RadioGenomicsLib.dicom_export import NOTICE, ModelCard, export_study, read_source_series
+from RadioGenomicsLib.dicom_export import (NOTICE, ModelCard, export_study, gene_report,
+                                           read_source_series)
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.imaging import read_volume
 from Testing.dicom_series import PATIENT, sphere, write_ct_series
@@ -159,8 +160,20 @@ def test_structured_report_values_equal_the_table(exported):
                                 ("cohort_z", "Z-score against the training cohort")):
             assert entry[meaning] == pytest.approx(getattr(row, column), rel=1e-6, abs=1e-9)
         assert entry["Validated in the model's cross-validation"] == ("Yes" if row.reliable else "No")
-    units = report.ContentSequence[5].ContentSequence[3].MeasuredValueSequence[0]
+    assert texts["Genes in this report"] == f"all {GENES} genes of the model"
+    first = next(item for item in report.ContentSequence if item.ValueType == "CONTAINER")
+    units = first.ContentSequence[3].MeasuredValueSequence[0]
     assert units.MeasurementUnitsCodeSequence[0].CodeMeaning == CARD.units
+
+
+def test_structured_report_of_a_large_table_keeps_the_top_and_the_markers(exported):
+    sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in
+               sorted((exported["root"] / "ct").iterdir())]
+    report = gene_report(sources, exported["table"], CARD, limit=5, markers=("GENE20", "MYC"))
+    texts, genes = _sr_entries(report)
+    assert [entry["Rank"] for entry in genes] == [1, 2, 3, 4, 5, 21]
+    assert genes[-1]["Gene symbol"] == "GENE20"
+    assert texts["Genes in this report"].startswith("6 of 25 genes: the 5 highest ranked")
 
 
 def test_pdf_is_one_page_and_its_capture_carries_the_patient(exported):

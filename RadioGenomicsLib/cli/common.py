@@ -45,3 +45,19 @@ def add_cohort_arguments(parser: argparse.ArgumentParser, out_help: str) -> None
                         help="a preset or a JSON recipe (see training/)")
     parser.add_argument("--folds", type=int, help="cross-validation folds (recipe: 5)")
     parser.add_argument("--seed", type=int, help="seed of the folds, batches and weights")
+
+
+def add_sr_genes_argument(parser) -> None:
+    """--sr-genes N|all: how many genes the DICOM SR lists (export-dicom, predict)."""
+    from RadioGenomicsLib.genetable import SR_GENES
+
+    def count_or_all(text: str) -> int | None:
+        if text == "all":
+            return None
+        if not text.isdigit() or int(text) < 1:
+            raise argparse.ArgumentTypeError(f"{text!r}: a positive number or 'all'")
+        return int(text)
+
+    parser.add_argument("--sr-genes", type=count_or_all, default=SR_GENES, metavar="N|all",
+                        help=f"genes in the DICOM SR: the N highest ranked and the markers, or "
+                             f"all (default {SR_GENES}; a genome-wide SR takes minutes)")

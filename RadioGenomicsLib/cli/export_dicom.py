@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from RadioGenomicsLib.cli.common import add_sr_genes_argument
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -21,6 +23,7 @@ def register(subparsers) -> None:
                              "(the first is shown on the report page)")
     parser.add_argument("--model", metavar="BUNDLE",
                         help="the bundle that made the run, if it moved since")
+    add_sr_genes_argument(parser)
     parser.set_defaults(run=run)
 
 
@@ -31,6 +34,6 @@ def run(args: argparse.Namespace) -> int:
 
     bundle = load_bundle(args.model, verify_checksums=False) if args.model else None
     result, bundle = open_run(args.run_folder, bundle)
-    for path in export_run(result, bundle, args.out, args.gene):
+    for path in export_run(result, bundle, args.out, args.gene, args.sr_genes):
         print(f"DICOM -> {path}" if path.suffix == ".dcm" else f"report -> {path}")
     return 0

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from RadioGenomicsLib.cli.common import parse_named_paths
+from RadioGenomicsLib.cli.common import add_sr_genes_argument, parse_named_paths
 from RadioGenomicsLib.errors import InputError
 
 
@@ -62,6 +62,7 @@ def register(subparsers) -> None:
     dicom.add_argument("--send", action="store_true",
                        help="store the DICOM results on --pacs (STOW-RS); --dicom-out "
                             "defaults to a folder beside --out (genes.csv -> genes.dicom)")
+    add_sr_genes_argument(dicom)
     parser.set_defaults(run=run)
 
 
@@ -167,7 +168,7 @@ def _predict_study(args, bundle) -> int:
 def _dicom_results(args, result, bundle) -> None:
     from RadioGenomicsLib.dicom_export import export_run
 
-    written = export_run(result, bundle, args.dicom_out, args.map_gene)
+    written = export_run(result, bundle, args.dicom_out, args.map_gene, args.sr_genes)
     print(f"DICOM results (research use only) -> {args.dicom_out}: "
           + ", ".join(path.name for path in written))
     if args.send:
