@@ -40,6 +40,7 @@ REQUIREMENTS = (
     "scipy==1.17.1", "pandas==3.1.1", "pydicom==3.0.2", "nibabel==5.4.2", "pynrrd==1.1.3",
     "slicerio==1.4.0", "monai==1.6.1", "einops==0.8.2", "safetensors==0.8.0",
     "statsmodels==0.15.0", "scikit-learn==1.9.1", "matplotlib==3.11.2", "tqdm==4.70.1",
+    "highdicom==0.28.2", "dicomweb-client==0.61.2",
 )
 MODULE_REQUIREMENTS = ("psutil>=5.9",)
 KEPT_AS_INSTALLED = ("numpy", "SimpleITK", "torch")

@@ -9,7 +9,7 @@ from __future__ import annotations
 MARKER_GENES = ("IDH1", "EGFR", "MGMT", "KRAS", "ALK", "BRAF", "CHEK2", "TP53")
 
 # genes the DICOM structured report lists by default (the highest ranked, and the markers):
-# writing one takes ~7 ms a gene, a genome-wide report minutes (BENCHMARKS.md)
+# ~11 ms a gene to build and save, a genome-wide report minutes (BENCHMARKS.md)
 SR_GENES = 1000
 
 TABLE_COLUMNS = ("rank", "gene_id", "gene_name", "predicted", "lower", "upper", "cohort_z",
