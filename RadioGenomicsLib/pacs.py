@@ -103,6 +103,29 @@ def _first(attributes: dict, tag: str) -> str:
 
 
 @dataclass(frozen=True)
+class StudySummary:
+    uid: str
+    patient_id: str
+    patient_name: str
+    date: str
+    description: str
+    modalities: str
+
+
+def list_studies(url: str, limit: int = 100) -> list[StudySummary]:
+    """The server's studies (QIDO-RS), for a face that lets people pick one."""
+    client = _client(url)
+    with _talking_to(url, "listing studies"):
+        found = client.search_for_studies(limit=limit, fields=["ModalitiesInStudy",
+                                                                "StudyDescription"])
+    return [StudySummary(_first(s, "0020000D"), _first(s, "00100020"),
+                         str((s.get("00100010", {}).get("Value") or [{}])[0].get("Alphabetic", "")),
+                         _first(s, "00080020"), _first(s, "00081030"),
+                         "/".join(str(m) for m in s.get("00080061", {}).get("Value", [])))
+            for s in found]
+
+
+@dataclass(frozen=True)
 class FetchedSeries:
     uid: str
     modality: str

@@ -17,7 +17,7 @@ from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.imaging import read_volume
 from RadioGenomicsLib.model import ModelConfig
 from RadioGenomicsLib.pacs import (CREDENTIALS_FILE_ENV, PASSWORD_ENV, USER_ENV,
-                                   read_credentials, store)
+                                   list_studies, read_credentials, store)
 from RadioGenomicsLib.preprocess import PreprocessSettings
 from Testing.dicom_series import sphere, write_ct_series
 from Testing.orthanc import PASSWORD, USER, free_port, running_orthanc
@@ -87,6 +87,13 @@ def _from_orthanc(orthanc, study_uid: str) -> dict[str, pydicom.Dataset]:
             if dataset.StudyInstanceUID == study_uid:
                 found[dataset.SOPInstanceUID] = dataset
     return found
+
+
+def test_list_studies(orthanc, study, credentials):
+    studies = {s.uid: s for s in list_studies(orthanc.dicomweb)}
+    listed = studies[study["study"]]
+    assert (listed.patient_id, listed.patient_name) == ("RG-TEST-0001", "Test^Patient")
+    assert listed.date == "20260102" and "CT" in listed.modalities.split("/")
 
 
 def test_predict_from_the_pacs_stores_every_result(sent, orthanc, study):
@@ -191,6 +198,16 @@ def test_dicom_output_of_a_nrrd_study_is_refused_before_the_work(bundle, study, 
                               tmp_path / "out" / "dicom", "--device", "cpu")
     assert code == 2 and "ct.nrrd: is not a DICOM series folder" in stderr
     assert not (tmp_path / "out").exists()
+    # and a run of that study cannot be exported later either
+    code, _, _ = run_cli("predict", "--model", bundle.path, "--image",
+                         f"ct={tmp_path / 'ct.nrrd'}", "--segmentation", study["tumour"],
+                         "--out", tmp_path / "out" / "genes.csv", "--device", "cpu",
+                         "--folds", "first")
+    assert code == 0
+    code, _, stderr = run_cli("export-dicom", "--run", tmp_path / "out" / "genes.run",
+                              "--out", tmp_path / "dicom")
+    assert code == 2 and "ct.nrrd: is not a DICOM series folder" in stderr
+    assert len(stderr.strip().splitlines()) == 1 and not (tmp_path / "dicom").exists()
 
 
 def test_a_refused_result_is_named_and_the_rest_reported_stored(tmp_path, sent, credentials):
