@@ -137,6 +137,13 @@ class BundleCard:
         return column_units(self.target_transform, self.target_units)
 
     @property
+    def permuted_control(self) -> bool:
+        """Trained on expression shuffled across patients: a control, never for use."""
+        recipe = self.training_cohort.get("recipe")
+        training = recipe.get("training") if isinstance(recipe, dict) else None
+        return isinstance(training, dict) and bool(training.get("permute_targets"))
+
+    @property
     def synthetic(self) -> bool:
         cohort = self.training_cohort
         return bool(cohort.get("synthetic")) or cohort.get("name") == "untrained"
@@ -256,6 +263,9 @@ def card_text(card: BundleCard, width: int = 80, weights_checked: bool = False) 
         ("Marker genes", markers),
         ("Use", RESEARCH_NOTICE),
     ]
+    if card.permuted_control:
+        lines.insert(1, ("CONTROL", "trained on expression permuted across patients: a "
+                                    "negative control whose predictions mean nothing"))
     label_width = max(len(label) for label, _ in lines) + 2
     out = []
     for label, value in lines:
