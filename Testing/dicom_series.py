@@ -1,9 +1,11 @@
-"""Test helpers: a volume written as a real single-frame CT DICOM series (pydicom), and
-a spherical tumour on its grid."""
+"""Test helpers: a volume written as a real single-frame CT DICOM series (pydicom), a
+spherical tumour on its grid, and dciodvfy's verdict on a DICOM file."""
 
 from __future__ import annotations
 
 import datetime
+import shutil
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -72,3 +74,12 @@ def sphere(reference: sitk.Image, radius_mm: float, centre_index=None) -> sitk.I
     mask = sitk.GetImageFromArray(inside.astype(np.uint8))
     mask.CopyInformation(reference)
     return mask
+
+
+def dciodvfy_errors(path: Path) -> list[str]:
+    """The "Error" lines of Debian's dciodvfy (dicom3tools) on one DICOM file."""
+    program = shutil.which("dciodvfy")
+    assert program, "dciodvfy is missing: `make testdata` installs Debian's dicom3tools"
+    result = subprocess.run([program, str(path)], capture_output=True, text=True)
+    return [line for line in (result.stdout + result.stderr).splitlines()
+            if line.startswith("Error")]

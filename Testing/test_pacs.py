@@ -19,7 +19,7 @@ from RadioGenomicsLib.model import ModelConfig
 from RadioGenomicsLib.pacs import (CREDENTIALS_FILE_ENV, PASSWORD_ENV, USER_ENV,
                                    list_studies, read_credentials, store)
 from RadioGenomicsLib.preprocess import PreprocessSettings
-from Testing.dicom_series import sphere, write_ct_series
+from Testing.dicom_series import dciodvfy_errors, sphere, write_ct_series
 from Testing.orthanc import PASSWORD, USER, free_port, running_orthanc
 
 GENES = 12
@@ -142,6 +142,8 @@ def test_export_dicom_from_the_run(sent, run_cli, tmp_path):
     assert sorted(p.name for p in (tmp_path / "dicom").iterdir()) == [
         "map_KRAS.dcm", "map_TP53.dcm", "report.pdf", "report_sc.dcm", "report_sr.dcm",
         "seg.dcm"]
+    for path in (tmp_path / "dicom").glob("*.dcm"):  # the model's own maps, not made up
+        assert dciodvfy_errors(path) == [], path.name
     seg = pydicom.dcmread(tmp_path / "dicom" / "seg.dcm")
     mask = sitk.GetArrayFromImage(sitk.ReadImage(str(sent / "genes.run" / "tumour.nrrd")))
     assert seg.NumberOfFrames == int(mask.any(axis=(1, 2)).sum())
