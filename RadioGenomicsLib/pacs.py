@@ -26,8 +26,11 @@ from RadioGenomicsLib.errors import InputError
 
 USER_ENV, PASSWORD_ENV = "RADIOGENOMICS_PACS_USER", "RADIOGENOMICS_PACS_PASSWORD"
 CREDENTIALS_FILE_ENV = "RADIOGENOMICS_PACS_CREDENTIALS"
-# the series a model can read; SEG, SR, secondary captures (earlier results) are left
+# the series a model can read, and the tumour segmentations fetched beside them (into
+# STUDY/segmentations/); SR, secondary captures, parametric maps are left on the server
 IMAGE_MODALITIES = ("CT", "MR", "PT")
+SEGMENTATIONS = "segmentations"
+RESULTS_MANUFACTURER = "RadioGenomics"  # our own SEGs are results, never taken as input
 TIMEOUT_S = 60.0
 
 # DICOM JSON tags (PS3.18 F.2) of the attributes a search returns
@@ -135,7 +138,7 @@ class FetchedSeries:
 
 def fetch_study(url: str, study_uid: str, folder: str | os.PathLike) -> list[FetchedSeries]:
     """Write the study's image series (CT, MR, PT) into the folder `folder` (replaced
-    whole), one file per instance."""
+    whole), one file per instance, and its DICOM SEGs into `folder`/segmentations."""
     from RadioGenomicsLib.progress import progress
 
     client = _client(url)
@@ -144,21 +147,43 @@ def fetch_study(url: str, study_uid: str, folder: str | os.PathLike) -> list[Fet
     if not found:
         raise InputError(url, f"no study {study_uid} on this server")
     images = [s for s in found if _first(s, MODALITY) in IMAGE_MODALITIES]
+    segmentations = [s for s in found if _first(s, MODALITY) == "SEG"]
     if not images:
         listed = ", ".join(sorted({_first(s, MODALITY) for s in found}))
         raise InputError(url, f"study {study_uid} holds no CT, MR or PT series (only {listed})")
     fetched = []
     with atomic_path(folder) as tmp:  # the whole study or nothing
-        tmp.mkdir()
-        for series in progress(images, "series from the PACS"):
+        (tmp / SEGMENTATIONS).mkdir(parents=True)
+        for series in progress(images + segmentations, "series from the PACS"):
             uid = _first(series, SERIES_UID)
             with _talking_to(url, f"fetching series {uid}"):
                 instances = client.retrieve_series(study_uid, uid)
+            into = tmp / SEGMENTATIONS if _first(series, MODALITY) == "SEG" else tmp
             for dataset in instances:
-                dataset.save_as(tmp / f"{dataset.SOPInstanceUID}.dcm", enforce_file_format=True)
+                dataset.save_as(into / f"{dataset.SOPInstanceUID}.dcm", enforce_file_format=True)
             fetched.append(FetchedSeries(uid, _first(series, MODALITY),
                                          _first(series, DESCRIPTION), len(instances)))
     return fetched
+
+
+def study_segmentation(folder: str | os.PathLike) -> Path:
+    """The one tumour segmentation (DICOM SEG) fetched with a study, not counting the
+    results RadioGenomics stored there earlier; an InputError when none or several."""
+    folder = Path(folder)
+    found = []
+    for file in sorted((folder / SEGMENTATIONS).glob("*.dcm")):
+        header = pydicom.dcmread(file, stop_before_pixels=True)
+        if header.get("Manufacturer") != RESULTS_MANUFACTURER:
+            labels = ", ".join(str(s.SegmentLabel) for s in header.get("SegmentSequence", []))
+            found.append((file, f"{header.get('SeriesDescription', '')} ({labels})"))
+    if len(found) == 1:
+        return found[0][0]
+    if not found:
+        raise InputError(folder, "the study holds no DICOM SEG of the tumour: give "
+                                 "--segmentation FILE")
+    listed = "; ".join(f"{file.name} {what}" for file, what in found)
+    raise InputError(folder / SEGMENTATIONS, f"the study holds {len(found)} DICOM SEGs, choose "
+                                             f"one with --segmentation FILE: {listed}")
 
 
 def _stored_uids(client, study_uid: str) -> set[str] | None:

@@ -1,5 +1,6 @@
 """Test helpers: a volume written as a real single-frame CT DICOM series (pydicom), a
-spherical tumour on its grid, and dciodvfy's verdict on a DICOM file."""
+spherical tumour on its grid, a DICOM SEG of it as a workstation would write one
+(highdicom), and dciodvfy's verdict on a DICOM file."""
 
 from __future__ import annotations
 
@@ -83,3 +84,26 @@ def dciodvfy_errors(path: Path) -> list[str]:
     result = subprocess.run([program, str(path)], capture_output=True, text=True)
     return [line for line in (result.stdout + result.stderr).splitlines()
             if line.startswith("Error")]
+
+
+def write_workstation_seg(series: Path, mask: sitk.Image, path: Path,
+                          label: str = "GTV") -> None:
+    """`mask` (on the series' grid) as a DICOM SEG by some other software."""
+    import highdicom as hd
+    from pydicom.sr.codedict import codes
+
+    sources = sorted((pydicom.dcmread(f) for f in series.iterdir()),
+                     key=lambda d: int(d.InstanceNumber))
+    segment = hd.seg.SegmentDescription(
+        segment_number=1, segment_label=label,
+        segmented_property_category=codes.SCT.MorphologicallyAbnormalStructure,
+        segmented_property_type=codes.SCT.Neoplasm,
+        algorithm_type=hd.seg.SegmentAlgorithmTypeValues.MANUAL)
+    seg = hd.seg.Segmentation(
+        source_images=sources, pixel_array=sitk.GetArrayFromImage(mask).astype(np.uint8),
+        segmentation_type=hd.seg.SegmentationTypeValues.BINARY,
+        segment_descriptions=[segment], series_instance_uid=hd.UID(), series_number=50,
+        sop_instance_uid=hd.UID(), instance_number=1, manufacturer="Workstation",
+        manufacturer_model_name="contouring", software_versions="1",
+        device_serial_number="1", series_description="tumour contour")
+    seg.save_as(path, enforce_file_format=True)

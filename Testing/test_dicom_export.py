@@ -16,7 +16,7 @@ from RadioGenomicsLib import __version__
 from RadioGenomicsLib.dicom_export import (NOTICE, ModelCard, export_study, gene_report,
                                            read_source_series)
 from RadioGenomicsLib.errors import InputError
-from RadioGenomicsLib.imaging import read_volume
+from RadioGenomicsLib.imaging import read_segmentation, read_volume
 from Testing.dicom_series import PATIENT, dciodvfy_errors, sphere, write_ct_series
 
 GENES = 25
@@ -96,6 +96,16 @@ def test_seg_frames_lie_on_the_source_slices(exported):
         np.testing.assert_array_equal(frame, mask[plane])
         covered.append(plane)
     assert sorted(covered) == np.flatnonzero(mask.any(axis=(1, 2))).tolist()
+
+
+def test_the_seg_reads_back_as_the_tumour(exported):
+    """A DICOM SEG is also an input segmentation (imaging.read_segmentation)."""
+    seg = exported["root"] / "out" / "seg.dcm"
+    mask = read_segmentation(seg, exported["grid"], segment="Tumour")
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(mask),
+                                  sitk.GetArrayFromImage(exported["tumour"]))
+    with pytest.raises(InputError, match="no segment labelled 'Liver' .segments: Tumour."):
+        read_segmentation(seg, exported["grid"], segment="Liver")
 
 
 def test_parametric_map_values_and_geometry(exported):

@@ -19,7 +19,8 @@ from RadioGenomicsLib.model import ModelConfig
 from RadioGenomicsLib.pacs import (CREDENTIALS_FILE_ENV, PASSWORD_ENV, USER_ENV,
                                    list_studies, read_credentials, store)
 from RadioGenomicsLib.preprocess import PreprocessSettings
-from Testing.dicom_series import dciodvfy_errors, sphere, write_ct_series
+from Testing.dicom_series import (dciodvfy_errors, sphere, write_ct_series,
+                                  write_workstation_seg)
 from Testing.orthanc import PASSWORD, USER, free_port, running_orthanc
 
 GENES = 12
@@ -44,13 +45,15 @@ def study(tmp_path_factory, slicerio_data):
     uids = write_ct_series(sitk.ReadImage(str(slicerio_data / "CTChest4.nrrd")), root / "ct")
     tumour = sphere(read_volume(root / "ct"), 25.0)
     sitk.WriteImage(tumour, str(root / "tumour.nrrd"))
-    return {"folder": root / "ct", "tumour": root / "tumour.nrrd", **uids}
+    write_workstation_seg(root / "ct", tumour, root / "contour.dcm")
+    return {"folder": root / "ct", "tumour": root / "tumour.nrrd", "seg": root / "contour.dcm",
+            **uids}
 
 
 @pytest.fixture(scope="module")
 def orthanc(tmp_path_factory, study):
     with running_orthanc(tmp_path_factory.mktemp("orthanc")) as server:
-        server.upload(sorted(study["folder"].iterdir()))
+        server.upload([*sorted(study["folder"].iterdir()), study["seg"]])
         yield server
 
 
@@ -71,7 +74,7 @@ def sent(tmp_path_factory, bundle, study, orthanc):
         patch.setenv(USER_ENV, USER)
         patch.setenv(PASSWORD_ENV, PASSWORD)
         code = main(["predict", "--model", str(bundle.path), "--pacs", orthanc.dicomweb,
-                     "--study-uid", study["study"], "--segmentation", str(study["tumour"]),
+                     "--study-uid", study["study"],  # the tumour: the study's own SEG
                      "--out", str(out / "genes.csv"), "--map-gene", "EGFR",
                      "--maps", str(out / "maps"), "--send", "--device", "cpu"])
     assert code == 0
@@ -105,9 +108,13 @@ def test_predict_from_the_pacs_stores_every_result(sent, orthanc, study):
     assert set(local) <= set(held)
     modalities = sorted(held[uid].Modality for uid in local)
     assert modalities == ["OT", "OT", "SEG", "SR"]
-    # the study fetched over DICOMweb is the one uploaded, slice for slice
-    fetched = {pydicom.dcmread(p).SOPInstanceUID for p in (sent / "genes.study").iterdir()}
+    # the study fetched over DICOMweb is the one uploaded, slice for slice, and its SEG
+    # (not ours) was the tumour
+    fetched = {pydicom.dcmread(p).SOPInstanceUID for p in (sent / "genes.study").glob("*.dcm")}
     assert fetched == {pydicom.dcmread(p).SOPInstanceUID for p in study["folder"].iterdir()}
+    run_tumour = sitk.GetArrayFromImage(sitk.ReadImage(str(sent / "genes.run" / "tumour.nrrd")))
+    drawn = sitk.GetArrayFromImage(sitk.ReadImage(str(study["tumour"])))
+    np.testing.assert_array_equal(run_tumour, drawn)
 
 
 def test_the_stored_map_and_report_equal_the_local_results(sent, orthanc, study):
@@ -189,6 +196,18 @@ def test_pacs_problems_exit_2_with_one_line(case, message, bundle, study, orthan
     assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1
     assert PASSWORD not in stdout + stderr
     assert sorted(os.listdir(tmp_path)) == []  # nothing written, nothing fetched
+
+
+def test_a_study_without_a_segmentation_needs_one(bundle, study, orthanc, run_cli, tmp_path,
+                                                 credentials, slicerio_data):
+    other = write_ct_series(sitk.ReadImage(str(slicerio_data / "CTChest4.nrrd")),
+                            tmp_path / "other")
+    orthanc.upload(sorted((tmp_path / "other").iterdir()))
+    code, _, stderr = run_cli("predict", "--model", bundle.path, "--pacs", orthanc.dicomweb,
+                              "--study-uid", other["study"], "--out", tmp_path / "genes.csv",
+                              "--device", "cpu")
+    assert code == 2 and "the study holds no DICOM SEG of the tumour" in stderr
+    assert not (tmp_path / "genes.csv").exists() and not (tmp_path / "genes.run").exists()
 
 
 def test_dicom_output_of_a_nrrd_study_is_refused_before_the_work(bundle, study, run_cli,

@@ -24,12 +24,14 @@ def parse_named_paths(items: list[str] | None, option: str) -> dict[str, str]:
 def add_segmentation_arguments(parser: argparse.ArgumentParser) -> None:
     """--segmentation with --label N | --segment NAME, as preprocess and predict take them."""
     parser.add_argument("--segmentation", required=True, metavar="PATH",
-                        help="tumour labelmap (NIfTI, NRRD, DICOM folder) or Slicer .seg.nrrd")
+                        help="tumour labelmap (NIfTI, NRRD, DICOM folder), Slicer .seg.nrrd or "
+                             "DICOM SEG")
     choice = parser.add_mutually_exclusive_group()
     choice.add_argument("--label", type=int, metavar="N",
                         help="label value of the tumour in a labelmap (default: any non-zero)")
     choice.add_argument("--segment", metavar="NAME",
-                        help="segment name in a .seg.nrrd (default: all segments)")
+                        help="segment name in a .seg.nrrd or label in a DICOM SEG "
+                             "(default: all segments)")
 
 
 def add_cohort_arguments(parser: argparse.ArgumentParser, out_help: str) -> None:

@@ -22,10 +22,12 @@ def register(subparsers) -> None:
     parser.add_argument("--series", action="append", metavar="NAME=UID_OR_DESCRIPTION",
                         help="which DICOM series to read for a channel whose folder holds several")
     parser.add_argument("--segmentation", metavar="PATH",
-                        help="tumour labelmap (NIfTI, NRRD, DICOM folder) or Slicer .seg.nrrd")
+                        help="tumour labelmap (NIfTI, NRRD, DICOM folder), Slicer .seg.nrrd or "
+                             "DICOM SEG")
     choice = parser.add_mutually_exclusive_group()
     choice.add_argument("--label", type=int, metavar="N", help="tumour label value in a labelmap")
-    choice.add_argument("--segment", metavar="NAME", help="segment name in a .seg.nrrd")
+    choice.add_argument("--segment", metavar="NAME",
+                        help="segment name in a .seg.nrrd or label in a DICOM SEG")
     parser.add_argument("--brain-mask", metavar="PATH", help="brain mask instead of skull stripping")
     parser.add_argument("--manifest", metavar="CSV", help="predict every patient of a cohort")
     parser.add_argument("--out", required=True,
@@ -57,7 +59,8 @@ def register(subparsers) -> None:
     dicom.add_argument("--pacs", metavar="URL",
                        help="the DICOMweb root of a PACS (e.g. http://pacs:8042/dicom-web): "
                             "read the study's image series from it (into a folder beside "
-                            "--out, genes.csv -> genes.study) instead of --image")
+                            "--out, genes.csv -> genes.study) instead of --image; its DICOM "
+                            "SEG is the tumour unless --segmentation says otherwise")
     dicom.add_argument("--study-uid", metavar="UID", help="the study to read from --pacs")
     dicom.add_argument("--send", action="store_true",
                        help="store the DICOM results on --pacs (STOW-RS); --dicom-out "
@@ -84,7 +87,7 @@ def _check_arguments(args: argparse.Namespace) -> None:
                                             "with --manifest keep the runs with --runs DIR")
     elif args.runs:
         raise InputError(None, "--runs DIR is for --manifest; for one study use --run DIR")
-    elif not ((args.image or args.pacs) and args.segmentation):
+    elif not (args.pacs or (args.image and args.segmentation)):
         raise InputError(None, "give --image NAME=PATH (per channel) and --segmentation, "
                                "or --manifest")
     if args.map_gene and not (args.maps or args.dicom_out or args.send):
@@ -139,13 +142,16 @@ def _predict_study(args, bundle) -> int:
     run_folder = Path(args.run_folder or default_run_folder(args.out))
     images = None
     if args.pacs:
-        from RadioGenomicsLib.pacs import fetch_study
+        from RadioGenomicsLib.pacs import fetch_study, study_segmentation
 
         study = default_run_folder(args.out, ".study")
         fetched = fetch_study(args.pacs, args.study_uid, study)
-        print(f"{sum(s.instances for s in fetched)} images of {len(fetched)} series from "
+        print(f"{sum(s.instances for s in fetched)} instances of {len(fetched)} series from "
               f"the PACS -> {study}")
         images = {channel: study for channel in bundle.channels}
+        if not args.segmentation:
+            args.segmentation = str(study_segmentation(study))
+            print(f"tumour: the study's DICOM SEG {args.segmentation}")
     result = predict_study(bundle, study_inputs(args, images), run_folder, args.device,
                            args.folds)
     write_table(result.table, args.out)
