@@ -35,6 +35,8 @@ TIMEOUT_S = 60.0
 
 # DICOM JSON tags (PS3.18 F.2) of the attributes a search returns
 SERIES_UID, MODALITY, DESCRIPTION, SOP_UID = "0020000E", "00080060", "0008103E", "00080018"
+STUDY_UID, PATIENT_ID, PATIENT_NAME = "0020000D", "00100020", "00100010"
+STUDY_DATE, STUDY_DESCRIPTION, MODALITIES = "00080020", "00081030", "00080061"
 
 
 def read_credentials() -> tuple[str, str] | None:
@@ -121,10 +123,11 @@ def list_studies(url: str, limit: int = 100) -> list[StudySummary]:
     with _talking_to(url, "listing studies"):
         found = client.search_for_studies(limit=limit, fields=["ModalitiesInStudy",
                                                                 "StudyDescription"])
-    return [StudySummary(_first(s, "0020000D"), _first(s, "00100020"),
-                         str((s.get("00100010", {}).get("Value") or [{}])[0].get("Alphabetic", "")),
-                         _first(s, "00080020"), _first(s, "00081030"),
-                         "/".join(str(m) for m in s.get("00080061", {}).get("Value", [])))
+    return [StudySummary(_first(s, STUDY_UID), _first(s, PATIENT_ID),
+                         str((s.get(PATIENT_NAME, {}).get("Value") or [{}])[0]
+                             .get("Alphabetic", "")),
+                         _first(s, STUDY_DATE), _first(s, STUDY_DESCRIPTION),
+                         "/".join(str(m) for m in s.get(MODALITIES, {}).get("Value", [])))
             for s in found]
 
 
