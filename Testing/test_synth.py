@@ -300,6 +300,9 @@ def test_report_scored_against_the_truth(mri, tmp_path):
                           "significant": [True, True, False, True, False]})
     stats.to_csv(tmp_path / "gene_stats.tsv", sep="\t", index=False)
     score = score_against_truth(mri / "truth.json", tmp_path)
+    per_factor = score.pop("per_factor")
+    assert sum(f["linked"] for f in per_factor.values()) == 3
+    assert sum(f["found"] for f in per_factor.values()) == 2
     assert score == {"genes": 5, "linked": 3, "null": 2, "significant": 3,
                      "significant_linked": 2, "null_significant": 1,
                      "r_linked": pytest.approx(1 / 3), "r_null": pytest.approx(0.2)}
