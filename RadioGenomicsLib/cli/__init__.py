@@ -16,7 +16,7 @@ from RadioGenomicsLib.errors import InputError
 
 # in the order `radiogenomics --help` lists them
 SUBCOMMANDS = ("preprocess", "expression", "manifest", "synth", "train", "baseline", "evaluate",
-               "compare", "predict", "map", "info", "viewer")
+               "compare", "predict", "map", "export_dicom", "info", "viewer")
 
 
 def build_parser() -> argparse.ArgumentParser:
