@@ -233,6 +233,11 @@ def test_sample_predict_map_and_export(browser, viewer, tmp_path):
     map_file = tmp_path / "MGMT.nrrd"
     download.value.save_as(map_file)
     assert map_file.read_bytes().startswith(b"NRRD")
+    # the sample was not read from DICOM: the library's one line, and no PACS anywhere
+    page.click('[data-testid="export-dicom"]')
+    assert error_text(page).endswith(".nii.gz: is not a DICOM series folder: DICOM output "
+                                     "needs a study whose images were read from DICOM")
+    assert page.locator('[data-testid="dicom-zip"], [data-testid="pacs"]').count() == 0
     page.close()
 
 
@@ -446,6 +451,7 @@ def test_pacs_study_predicted_exported_as_dicom_and_sent_back(browser, pacs, tmp
         study = page.locator(f'[data-study="{pacs["study"]}"]')
         study.wait_for(timeout=60_000)
         assert "Test Patient (RG-TEST-0001) · 2026-01-02 · CT" in study.inner_text()
+        shot(page, "08-pacs-studies")
         study.click()
         wait_for_status(page, "Opened from the PACS: 35 instances of 2 series")  # CT + SEG
         assert "Channels: ct" in page.inner_text('[data-testid="model-card"]')
@@ -458,7 +464,7 @@ def test_pacs_study_predicted_exported_as_dicom_and_sent_back(browser, pacs, tmp
         wait_for_status(page, "Showing the map of EGFR")
         page.click('[data-testid="export-dicom"]')
         wait_for_status(page, "DICOM results (research use only)", timeout_s=120)
-        shot(page, "08-dicom-exported")
+        shot(page, "09-dicom-exported")
         with page.expect_download() as download:
             page.click('[data-testid="dicom-zip"]')
         assert download.value.suggested_filename == "radiogenomics-dicom.zip"
