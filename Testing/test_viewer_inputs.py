@@ -21,7 +21,7 @@ from RadioGenomicsLib.errors import InputError
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "RadioGenomics"))
 from Web.security import access_token, confine, extract_zip, is_loopback, save_upload  # noqa: E402
 from Web.study import StudyFolder  # noqa: E402
-from Web.hospital import study_items, zip_files  # noqa: E402
+from Web.hospital import split_series, study_items, zip_files  # noqa: E402
 
 MRI = ("t1", "t1gd", "t2", "flair")
 
@@ -218,3 +218,26 @@ def test_study_fetched_from_a_pacs_takes_its_own_seg_as_the_tumour(tmp_path):
     another.SOPInstanceUID = generate_uid()
     another.save_as(study / "segmentations" / "another.dcm")
     assert StudyFolder.scan(study).default_segmentation() is None  # two: the user chooses
+
+
+def test_fetched_study_of_several_series_gets_one_folder_per_series(tmp_path):
+    """An MRI study fetched in one folder: each series moved into a folder named by its
+    description, so the channels are assigned by name; its SEG stays the tumour."""
+    import SimpleITK as sitk
+
+    from Testing.dicom_series import write_ct_series
+
+    image = sitk.Image([12, 12, 4], sitk.sitkInt16)
+    study = tmp_path / "study-1"
+    uids = write_ct_series(image, study, description="T1 post")
+    write_ct_series(image + 1, study, description="FLAIR", study_uid=uids["study"])
+    (study / "segmentations").mkdir()  # as fetched: this study has no SEG
+    folders = split_series(study)
+    assert sorted(p.name for p in folders) == ["FLAIR", "T1_post"]
+    assert sorted(p.name for p in study.iterdir()) == ["FLAIR", "T1_post", "segmentations"]
+    assert len(list((study / "FLAIR").iterdir())) == 4
+    folder = StudyFolder.scan(study)
+    assert folder.segmentations() == [] and folder.default_segmentation() is None
+    assert folder.assign(["t1gd", "flair"]) == {"t1gd": str(study / "T1_post"),
+                                                "flair": str(study / "FLAIR")}
+    assert split_series(study / "FLAIR") == [study / "FLAIR"]  # one series: left in place

@@ -655,7 +655,8 @@ class Viewer(TrameApp):
 
         fetched = await self._in_worker("fetching the study from the PACS", fetch_study,
                                         self.settings.pacs, uid, folder)
-        if fetched is None:
+        if fetched is None or await self._in_worker("sorting the series", hospital.split_series,
+                                                    folder) is None:
             return
         title = next((s["title"] for s in self.state.pacs_studies if s["value"] == uid), uid)
         with self.state:

@@ -6,6 +6,7 @@ thread so that the page never freezes.
 
 from __future__ import annotations
 
+import re
 import zipfile
 from pathlib import Path
 from typing import Iterable
@@ -29,6 +30,28 @@ def study_items(studies: Iterable[StudySummary]) -> list[dict]:
 
     ordered = sorted(studies, key=lambda s: s.date, reverse=True)
     return [{"title": title(s), "value": s.uid} for s in ordered]
+
+
+def split_series(folder: Path) -> list[Path]:
+    """A fetched study holding several image series (an MRI's T1, T1Gd, T2, FLAIR): each
+    moved into a subfolder named by its description, so that the page can assign the
+    channels by name like any study's; a single series stays where it is."""
+    from RadioGenomicsLib.imaging import dicom_series
+
+    found = dicom_series(folder)
+    if len(found) < 2:
+        return [folder]
+    moved = []
+    for uid, description, files in found:
+        name = re.sub(r"[^A-Za-z0-9.+-]+", "_", description).strip("_.") or f"series_{uid}"
+        target = folder / name
+        while target.exists():  # two series of one description
+            target = target.with_name(target.name + "+")
+        target.mkdir()
+        for file in files:
+            Path(file).rename(target / Path(file).name)
+        moved.append(target)
+    return moved
 
 
 def export_dicom(run_folder: Path, gene: str | None, out: Path) -> list[Path]:

@@ -31,12 +31,15 @@ class StudyFolder:
             return cls(path.parent, [path])
         if not path.is_dir():
             raise InputError(path, "is neither a study folder nor an image file")
-        if _is_dicom_folder(path):  # a fetched study: the series, and its SEGs beside it
-            segs = sorted(p for p in (path / SEGMENTATIONS).glob("*.dcm") if is_dicom_seg(p))
+        # a fetched study: its SEGs in segmentations/, beside its series (or series folders)
+        segs = sorted(p for p in (path / SEGMENTATIONS).glob("*.dcm") if is_dicom_seg(p))
+        if _is_dicom_folder(path):
             return cls(path, [path, *segs])
-        sources = sorted(p for p in path.iterdir() if _is_image(p) or _is_dicom_folder(p))
+        sources = sorted(p for p in path.iterdir() if (_is_image(p) or _is_dicom_folder(p))
+                         and p.name != SEGMENTATIONS) + segs
         # a DICOM zip often holds its series one folder down
         sources += sorted(q for p in path.iterdir() if p.is_dir() and not _is_dicom_folder(p)
+                          and p.name != SEGMENTATIONS
                           for q in p.iterdir() if _is_dicom_folder(q))
         if not sources:
             raise InputError(path, "holds no image (NIfTI, NRRD, MHA) nor DICOM series folder")
@@ -56,7 +59,7 @@ class StudyFolder:
     def default_segmentation(self) -> Path | None:
         """The tumour when the study makes it obvious: its only segmentation, or for a
         fetched study its own DICOM SEG (not one of RadioGenomics' stored results)."""
-        if self.folder in self.sources:
+        if (self.folder / SEGMENTATIONS).is_dir():
             try:
                 return study_segmentation(self.folder)
             except InputError:  # none or several: the user chooses or paints
