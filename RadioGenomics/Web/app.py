@@ -109,6 +109,7 @@ class Viewer(TrameApp):
         self.runs = 0
         self.card: BundleCard | None = None  # the chosen bundle's card
         self.tumour_centre: list[float] | None = None  # RAS, where the views centre
+        self.pacs_uids: set[str] = set()  # the studies listed: the only ones the page may open
         self._initial_state()
         self._bind()
         self._build_ui()
@@ -152,7 +153,7 @@ class Viewer(TrameApp):
         s.has_results = False
         s.painting = False
         s.cancellable = False  # a child process runs (Predict, the sample), not a thread
-        s.pacs = bool(self.settings.pacs)  # never its URL in the page
+        s.pacs = bool(self.settings.pacs)
         s.pacs_studies = []  # [{"title": patient, date, description; "value": study UID}]
         s.dicom_ready = False  # the run's DICOM results are written and zipped
 
@@ -636,12 +637,14 @@ class Viewer(TrameApp):
         studies = await self._in_worker("listing the PACS studies", list_studies,
                                         self.settings.pacs)
         if studies is not None:
+            self.pacs_uids = {s.uid for s in studies}
             with self.state:
                 self.state.pacs_studies = hospital.study_items(studies)
                 self.state.status = f"{len(studies)} studies on the PACS."
 
     def open_pacs_study(self, uid: str) -> None:
-        if self.settings.pacs and not self.state.busy:
+        # the UID comes from the page: only a listed study, never a path of the server's
+        if self.settings.pacs and not self.state.busy and uid in self.pacs_uids:
             folder = self.settings.work / "pacs" / f"study-{len(self._pacs_folders()) + 1}"
             create_task(self._open_pacs_study(uid, folder))
 
