@@ -49,8 +49,13 @@ def run(out: Path, patients: int = TRAIN_PATIENTS, config: str = DEMO_CONFIG,
     manifest = pd.read_csv(cohort / "manifest.csv", dtype=str, keep_default_na=False)
     manifest.iloc[:patients].to_csv(cohort / "training.csv", index=False)
     unseen = manifest.iloc[patients]
+    # the kept-out patients' expression stays out of training too (their files unread)
+    sheet = pd.read_csv(cohort / "gdc_sample_sheet.tsv", sep="\t", dtype=str,
+                        keep_default_na=False)
+    sheet[sheet["Case ID"].isin(manifest["patient_id"].iloc[:patients])].to_csv(
+        cohort / "training_sample_sheet.tsv", sep="\t", index=False)
     data = ["--manifest", cohort / "training.csv", "--expression", cohort / "expression",
-            "--sample-sheet", cohort / "gdc_sample_sheet.tsv", "--config", config]
+            "--sample-sheet", cohort / "training_sample_sheet.tsv", "--config", config]
 
     _step(2, f"cross-validated training of the {config} model on {patients} patients "
              f"(the last {HELD_OUT} are kept out)")
