@@ -143,6 +143,16 @@ PRESETS: dict[str, Recipe] = {
                     TrainSettings(epochs=12, patience=4, batch_patients=4, train_slices=4,
                                   learning_rate=5e-4, standardize_targets=True,
                                   random_top_k=False)),
+    # beyond the paper, for a CPU and a small cohort: the small encoder frozen (every slice
+    # encoded once), slices spread across the lesion, the mean token and the mask's
+    # geometry into a ridge per gene (closed form, no epochs). Chosen on the seed-0
+    # synthetic cohort only (BENCHMARKS.md): 3 of 50 linked genes at 40 patients, where
+    # `small` found none and a frozen attention head trained by AdamW found 1
+    "frozen-ridge": Recipe(
+        "frozen-ridge", dataclasses.replace(ModelConfig.preset("small"), pooling="mean",
+                                            geometry=True),
+        PreprocessSettings(max_slices=16, slice_choice="spread"),
+        TrainSettings(encoder="frozen", head_solver="ridge")),
 }
 
 
