@@ -53,11 +53,21 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise InputError(None, "--map-gene needs --maps DIR to write the maps to")
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    from RadioGenomicsLib.cli.preprocess import study_inputs
+    from RadioGenomicsLib.outputs import Output, check_outputs
+
+    out = Output(args.out, "folder" if args.manifest else "file")
+    inputs = [args.model, args.manifest] + ([] if args.manifest else study_inputs(args))
+    check_outputs("predict", [out, Output(args.maps, "folder", "--maps")], inputs)
+
+
 def run(args: argparse.Namespace) -> int:
     from RadioGenomicsLib.bundle import load_bundle
     from RadioGenomicsLib.predict import choose_device, map_gene_indices, table_separator
 
     _check_arguments(args)
+    _check_outputs(args)
     bundle = load_bundle(args.model)
     device = choose_device(args.device)
     if args.manifest:

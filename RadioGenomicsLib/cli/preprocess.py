@@ -28,6 +28,12 @@ def load_study_from_args(args: argparse.Namespace, channels: tuple[str, ...] | N
                       channels=channels, series=parse_named_paths(args.series, "--series"))
 
 
+def study_inputs(args: argparse.Namespace) -> list[str | None]:
+    """The files a study's options name (for the output checks)."""
+    images = parse_named_paths(args.image, "--image") if args.image else {}
+    return [*images.values(), args.segmentation, args.brain_mask]
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "preprocess", help="one study -> model-ready tumour slices (.npz) and a preview",
@@ -46,8 +52,11 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from RadioGenomicsLib.preprocess import PreprocessSettings, preprocess
+    from RadioGenomicsLib.outputs import Output, check_outputs
     from RadioGenomicsLib.preview import save_montage
 
+    check_outputs("preprocess", [Output(args.out, "file"), Output(args.preview, "file", "--preview")],
+                  study_inputs(args))
     settings = PreprocessSettings(max_slices=args.max_slices, min_tumour_area_mm2=args.min_area,
                                   region=args.region)
     study = load_study_from_args(args)
