@@ -18,6 +18,11 @@ def add_study_arguments(parser: argparse.ArgumentParser) -> None:
     add_segmentation_arguments(parser)
     parser.add_argument("--brain-mask", metavar="PATH",
                         help="a brain mask to use instead of automatic skull stripping")
+    parser.add_argument("--regularize-dicom", action="store_true",
+                        help="resample a DICOM series whose slices are unevenly spaced (a gap, "
+                             "a duplicate, mixed spacing) onto a uniform grid instead of "
+                             "refusing it; reported when done (or set "
+                             "RADIOGENOMICS_REGULARIZE_DICOM=1)")
 
 
 def load_study_from_args(args: argparse.Namespace, channels: tuple[str, ...] | None = None):
@@ -25,7 +30,8 @@ def load_study_from_args(args: argparse.Namespace, channels: tuple[str, ...] | N
 
     return load_study(parse_named_paths(args.image, "--image"), args.segmentation,
                       label=args.label, segment=args.segment, brain_mask=args.brain_mask,
-                      channels=channels, series=parse_named_paths(args.series, "--series"))
+                      channels=channels, series=parse_named_paths(args.series, "--series"),
+                      regularize_dicom=args.regularize_dicom or None)
 
 
 def study_inputs(args: argparse.Namespace) -> list[str | None]:
