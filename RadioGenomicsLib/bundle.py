@@ -288,6 +288,9 @@ def _read_metadata(path: Path) -> dict[str, Any]:
     missing = [key for key in REQUIRED_FIELDS if key not in document]
     if missing:
         raise InputError(meta_path, f"missing field(s) {', '.join(missing)}")
+    from RadioGenomicsLib.schemas import BUNDLE_METADATA, validate
+
+    validate(document, BUNDLE_METADATA, meta_path)  # types, ranges: one line, never a TypeError
     return document
 
 

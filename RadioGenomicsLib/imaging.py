@@ -248,6 +248,8 @@ def read_segmentation(path: str | os.PathLike, reference: sitk.Image, label: int
 
 
 def _mask_from_labelmap(labels: sitk.Image, path: Path, label: int | None) -> sitk.Image:
+    if label is not None and not 0 < label < 2**31:
+        raise InputError(path, f"label {label}: expected a label value from 1 to {2**31 - 1}")
     values = sitk.GetArrayViewFromImage(labels)
     present = np.unique(values)
     present = present[present != 0]

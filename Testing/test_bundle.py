@@ -21,7 +21,7 @@ from RadioGenomicsLib.model import GenePredictor, ModelConfig
 
 SMALL = ModelConfig.preset("small")
 CHANNELS = ["t1", "flair"]
-PREPROCESSING = {"spacing_mm": 1.0, "skull_strip": True, "margin_mm": [10, 10]}
+PREPROCESSING = {"spacing_mm": 1.0, "skull_strip": True, "margin_mm": 12.5}
 
 
 def gene_table() -> pd.DataFrame:
