@@ -33,6 +33,7 @@ from safetensors.torch import load_file, save
 from RadioGenomicsLib import __version__
 from RadioGenomicsLib.atomic import atomic_path
 from RadioGenomicsLib.errors import InputError, read_json_object
+from RadioGenomicsLib.integrity import Integrity, verify_bundle, write_manifest
 from RadioGenomicsLib.model import GenePredictor, ModelConfig
 
 FORMAT_VERSION = 1
@@ -180,6 +181,7 @@ def write_bundle(path: str | os.PathLike, fold_state_dicts: Sequence[Mapping[str
         (tmp / METADATA_FILE).write_text(json.dumps(document, indent=2, allow_nan=False) + "\n",
                                          encoding="utf-8")
         genes.to_csv(tmp / GENES_FILE, sep="\t", index=False, na_rep="")
+        write_manifest(tmp, checksums)  # last: every file above, checked on load
     return path
 
 
@@ -195,6 +197,7 @@ class Bundle:
     library_version: str
     created: str
     _verified: set[str] = field(default_factory=set, repr=False)
+    integrity: Integrity | None = None  # manifest and signature checks (integrity.py)
 
     @property
     def channels(self) -> list[str]:
@@ -321,10 +324,12 @@ def _read_genes(path: Path) -> pd.DataFrame:
     return _check_genes(genes, genes_path)
 
 
-def load_bundle(path: str | os.PathLike, verify_checksums: bool = True) -> Bundle:
-    """Read and check a bundle folder: format version, required fields, gene table, weight
-    files present and (unless `verify_checksums=False`, which defers each check to the
-    moment a fold's weights are read) their sha256."""
+def load_bundle(path: str | os.PathLike, verify_checksums: bool = True,
+                check_signature: bool = True) -> Bundle:
+    """Read and check a bundle folder: format version, required fields, gene table, every
+    file against manifest.json and the signature (integrity.py), weight files present and
+    (unless `verify_checksums=False`, which defers each check to the moment a fold's
+    weights are read) their sha256."""
     path = Path(path)
     refuse_pickle(path)
     if not path.exists():
@@ -342,6 +347,8 @@ def load_bundle(path: str | os.PathLike, verify_checksums: bool = True) -> Bundl
         library_version=str(document.get("library_version", "unknown")),
         created=str(document.get("created", "unknown")),
     )
+    bundle.integrity = verify_bundle(path, [METADATA_FILE, GENES_FILE, *bundle.checksums],
+                                     bundle.checksums, check_signature)
     if verify_checksums:
         bundle.verify()
     return bundle

@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from RadioGenomicsLib.integrity import write_manifest
 from RadioGenomicsLib.bundle import (
     FORMAT_VERSION, BundleMetadata, convert_torch_weights, load_bundle, make_untrained_bundle,
     sha256_of, write_bundle)
@@ -81,7 +82,7 @@ def test_metadata_file_records_checksums_and_versions(bundle_path):
                                    for i in range(2)}
     assert document["model"]["hidden_size"] == SMALL.hidden_size
     assert sorted(p.name for p in bundle_path.iterdir()) == [
-        "fold_0.safetensors", "fold_1.safetensors", "genes.tsv", "metadata.json"]
+        "fold_0.safetensors", "fold_1.safetensors", "genes.tsv", "manifest.json", "metadata.json"]
 
 
 def test_significant_genes_need_positive_r(bundle_path):
@@ -133,6 +134,7 @@ def test_weights_of_another_shape_are_named(bundle_path):
     path = bundle_path / "genes.tsv"
     genes = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     genes.iloc[:3].to_csv(path, sep="\t", index=False)
+    write_manifest(bundle_path)  # consistent files, wrong shapes: as a faulty writer would
     bundle = load_bundle(bundle_path)
     one_line_error(lambda: bundle.models(), "fold_0.safetensors: weights do not fit the model")
 

@@ -64,7 +64,9 @@ def _text(summary: dict[str, Any], markers: list[dict[str, Any]]) -> str:
                   f"top-k {model['top_k']}"),
         ("Target", f"{summary['target']['transform']} of {summary['target']['units']}"),
         ("Genes", str(summary["genes"])),
-        ("Folds", f"{summary['folds']} (weights present, sha256 checked)"),
+        ("Folds", f"{summary['folds']} (weights present, sha256 checked, shapes fit the model)"),
+        ("Integrity", summary["integrity"]["note"]),
+        ("Signature", summary["integrity"]["provenance"]),
         ("Training cohort", _pairs(summary["training_cohort"])),
         ("Validation", validation),
         ("Marker genes", ", ".join(_marker_text(m) for m in markers) or "none of " + ", ".join(MARKER_GENES)),
@@ -74,8 +76,12 @@ def _text(summary: dict[str, Any], markers: list[dict[str, Any]]) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
+    from RadioGenomicsLib.integrity import check_weight_shapes
+
     bundle = load_bundle(args.bundle)
+    check_weight_shapes(bundle)  # what `predict` would refuse is refused here
     summary, markers = bundle.summary(), marker_genes(bundle)
+    summary["integrity"] = {**bundle.integrity.to_dict(), "note": bundle.integrity.note}
     if args.json:
         print(json.dumps({**summary, "marker_genes": markers}, indent=2))
     else:

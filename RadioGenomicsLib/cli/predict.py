@@ -69,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
     _check_arguments(args)
     _check_outputs(args)
     bundle = load_bundle(args.model)
+    print(f"model {bundle.path}: {bundle.integrity.provenance}")
     device = choose_device(args.device)
     if args.manifest:
         return _predict_cohort(args, bundle, device)

@@ -21,6 +21,7 @@ import pandas as pd
 import torch
 
 from RadioGenomicsLib.atomic import atomic_path
+from RadioGenomicsLib.integrity import read_manifest, write_manifest
 from RadioGenomicsLib.outputs import Output, check_outputs, mark_complete
 from RadioGenomicsLib.bundle import BundleMetadata, write_bundle
 from RadioGenomicsLib.cohort import channel_columns, validate_cohort
@@ -201,6 +202,7 @@ def write_trained_bundle(out: Path, recipe: Recipe, inputs: TrainingInputs,
                                command=None)
         pd.DataFrame([{"fold": h["fold"], **e} for h in histories for e in h["history"]]).to_csv(
             staging / "report" / "training_history.tsv", sep="\t", index=False)
+        write_manifest(staging, read_manifest(staging))  # the report too (weights not re-hashed)
         mark_complete(staging, "train")
     return summary
 
