@@ -357,7 +357,7 @@ def _is_star_file(path: Path) -> bool:
 def _is_xena(path: Path) -> bool:
     """Genes × samples: first header `sample` or `Ensembl_ID`, then TCGA barcodes."""
     header = _header(path)
-    return (header[0] in XENA_FIRST_HEADERS and len(header) > 1
+    return (len(header) > 1 and header[0] in XENA_FIRST_HEADERS
             and all(re.match(r"^TCGA-", h, re.I) for h in header[1:]))
 
 

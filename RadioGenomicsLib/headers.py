@@ -119,6 +119,10 @@ def read_nifti_header(path: str | os.PathLike):
     klass = Nifti1Header if 348 in sizes else Nifti2Header if 540 in sizes else None
     if klass is None or len(raw) < klass.template_dtype.itemsize:
         raise InputError(path, "cannot read as an image (no NIfTI header)")
+    magic = raw[344:348] if klass is Nifti1Header else raw[4:8]
+    if magic not in (b"n+1\0", b"n+2\0"):
+        raise InputError(path, f"cannot read as an image (NIfTI magic {magic!r}: not a "
+                               "single-file NIfTI)")
     try:
         return klass.from_fileobj(io.BytesIO(raw[:klass.template_dtype.itemsize]), check=False)
     except Exception as error:  # nibabel raises many types for damaged headers
@@ -132,16 +136,19 @@ def check_nifti(path: str | os.PathLike) -> None:
     header = read_nifti_header(path)
     try:
         shape = [int(n) for n in header.get_data_shape()]
-        offset = int(header.get_data_offset())
+        offset = float(header["vox_offset"])
         itemsize = header.get_data_dtype().itemsize
         pixdim = [float(v) for v in header["pixdim"][1:4]]
     except Exception as error:  # an unknown data type, ...
         raise InputError(path, f"cannot read as an image (NIfTI header: {type(error).__name__}: "
                                f"{str(error)[:120]})") from None
     count = check_voxel_count(path, shape)
+    if offset < header.sizeof_hdr + 4 or not math.isfinite(offset):
+        raise InputError(path, f"cannot read as an image (vox_offset {offset} lies inside the "
+                               "NIfTI header)")
     # ITK takes the magnitude (and reads 0 as 1 mm: refused here)
     check_spacing(path, [abs(v) for v in pixdim[:min(3, len(shape))]], "pixel spacing")
-    needed = offset + count * itemsize
+    needed = int(offset) + count * itemsize
     with open(path, "rb") as handle:
         if path.name.lower().endswith(".gz"):
             available = _stream_length(handle, needed,

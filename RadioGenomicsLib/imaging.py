@@ -93,10 +93,13 @@ def _nifti_non_finite(path: Path) -> int:
         return 0
     import nibabel
 
-    nifti = nibabel.load(str(path))
-    if not np.issubdtype(nifti.get_data_dtype(), np.floating):
-        return 0
-    return int((~np.isfinite(np.asanyarray(nifti.dataobj))).sum())
+    try:  # the header was checked (headers.py): nibabel reads what ITK read
+        nifti = nibabel.load(str(path))
+        if not np.issubdtype(nifti.get_data_dtype(), np.floating):
+            return 0
+        return int((~np.isfinite(np.asanyarray(nifti.dataobj))).sum())
+    except Exception as error:  # nibabel raises many types (HeaderDataError, ImageFileError, ...)
+        raise InputError(path, f"cannot read as an image ({str(error)[:120]})") from None
 
 
 def _itk_reason(error: RuntimeError) -> str:
