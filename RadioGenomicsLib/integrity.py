@@ -26,6 +26,7 @@ from typing import Any
 
 from RadioGenomicsLib.atomic import atomic_path
 from RadioGenomicsLib.errors import InputError, read_json_object
+from RadioGenomicsLib.hashing import sha256_of
 
 MANIFEST_FILE = "manifest.json"
 SIGNATURE_FILE = "signature.json"
@@ -33,14 +34,6 @@ TRUSTED_KEYS_ENV = "RADIOGENOMICS_TRUSTED_KEYS"
 REQUIRE_SIGNATURE_ENV = "RADIOGENOMICS_REQUIRE_SIGNATURE"
 DEFAULT_TRUSTED_KEYS = Path("~/.config/radiogenomics/trusted_keys")
 _NOT_LISTED = {MANIFEST_FILE, SIGNATURE_FILE}
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 def bundle_files(folder: Path) -> list[str]:

@@ -16,8 +16,8 @@ from RadioGenomicsLib import __version__
 from RadioGenomicsLib.errors import InputError
 
 # in the order `radiogenomics --help` lists them
-SUBCOMMANDS = ("preprocess", "expression", "manifest", "synth", "train", "baseline", "evaluate", "predict", "info",
-               "sign")
+SUBCOMMANDS = ("preprocess", "expression", "manifest", "synth", "train", "baseline", "evaluate",
+               "compare", "predict", "map", "info", "sign")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -45,3 +45,9 @@ def add_cohort_arguments(parser: argparse.ArgumentParser, out_help: str) -> None
                         help="a preset or a JSON recipe (see training/)")
     parser.add_argument("--folds", type=int, help="cross-validation folds (recipe: 5)")
     parser.add_argument("--seed", type=int, help="seed of the folds, batches and weights")
+    parser.add_argument("--group-by", choices=("patient", "site"),
+                        help="folds by patient (recipe default) or keeping each TCGA "
+                             "tissue-source site (the barcode's second field) in one fold")
+    parser.add_argument("--permute-targets", action="store_true", default=None,
+                        help="a control: shuffle the expression rows across patients first "
+                             "(seeded); a sound method then finds no gene")

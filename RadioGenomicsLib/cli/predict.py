@@ -30,11 +30,20 @@ def register(subparsers) -> None:
     parser.add_argument("--manifest", metavar="CSV", help="predict every patient of a cohort")
     parser.add_argument("--out", required=True,
                         help="gene table (.csv or .tsv) for a study; a folder for a cohort")
+    parser.add_argument("--run", metavar="DIR", dest="run_folder",
+                        help="keep the prediction run here (the table, the tumour slices, the "
+                             "token embeddings: any gene's map later with `radiogenomics map`); "
+                             "default: beside --out, named after it (genes.csv -> genes.run)")
+    parser.add_argument("--runs", metavar="DIR",
+                        help="with --manifest: keep each patient's prediction run in DIR/PATIENT "
+                             "(default: not kept)")
     parser.add_argument("--maps", metavar="DIR", help="write the maps of --map-gene genes here")
     parser.add_argument("--map-gene", action="append", metavar="SYMBOL", default=[],
                         help="a gene (symbol or Ensembl id) to map; repeat")
-    parser.add_argument("--map-format", choices=("nrrd", "nii.gz"), default="nrrd")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--map-format", choices=("nrrd", "nii.gz"), default="nrrd",
+                        help="file format of the maps (default nrrd)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where the fold models run (auto: the GPU when there is one)")
     parser.add_argument("--folds", choices=("all", "first"), default="all",
                         help="the ensemble of fold models, or the first alone (faster)")
     parser.set_defaults(run=run)
@@ -44,8 +53,11 @@ def _check_arguments(args: argparse.Namespace) -> None:
     if args.manifest:
         if args.image or args.segmentation:
             raise InputError(args.manifest, "give either --manifest or --image/--segmentation")
-        if args.maps or args.map_gene:
-            raise InputError(args.manifest, "maps are written for one study at a time")
+        if args.maps or args.map_gene or args.run_folder:
+            raise InputError(args.manifest, "--maps, --map-gene and --run are for one study; "
+                                            "with --manifest keep the runs with --runs DIR")
+    elif args.runs:
+        raise InputError(None, "--runs DIR is for --manifest; for one study use --run DIR")
     elif not (args.image and args.segmentation):
         raise InputError(None, "give --image NAME=PATH (per channel) and --segmentation, "
                                "or --manifest")
@@ -53,13 +65,32 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise InputError(None, "--map-gene needs --maps DIR to write the maps to")
 
 
+def default_run_folder(out: str) -> Path:
+    """genes.csv -> genes.run beside it."""
+    path = Path(out)
+    return path.with_name(path.name.split(".")[0] + ".run")
+
+
+def study_inputs(args: argparse.Namespace):
+    from RadioGenomicsLib.run import StudyInputs
+
+    return StudyInputs(parse_named_paths(args.image, "--image"), args.segmentation,
+                       label=args.label, segment=args.segment, brain_mask=args.brain_mask,
+                       series=parse_named_paths(args.series, "--series"))
+
+
 def _check_outputs(args: argparse.Namespace) -> None:
-    from RadioGenomicsLib.cli.preprocess import study_inputs
+    from RadioGenomicsLib.cli.preprocess import study_paths
     from RadioGenomicsLib.outputs import Output, check_outputs
 
-    out = Output(args.out, "folder" if args.manifest else "file")
-    inputs = [args.model, args.manifest] + ([] if args.manifest else study_inputs(args))
-    check_outputs("predict", [out, Output(args.maps, "folder", "--maps")], inputs)
+    if args.manifest:
+        outputs = [Output(args.out, "folder"), Output(args.runs, "folder", "--runs")]
+    else:
+        outputs = [Output(args.out, "file"), Output(args.maps, "folder", "--maps"),
+                   Output(args.run_folder or default_run_folder(args.out), "folder",
+                          "--run" if args.run_folder else "--out (its .run folder)")]
+    inputs = [args.model, args.manifest] + ([] if args.manifest else study_paths(args))
+    check_outputs("predict", outputs, inputs)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -70,48 +101,35 @@ def run(args: argparse.Namespace) -> int:
     _check_outputs(args)
     bundle = load_bundle(args.model)
     print(f"model {bundle.path}: {bundle.integrity.provenance}")
-    device = choose_device(args.device)
     if args.manifest:
-        return _predict_cohort(args, bundle, device)
+        return _predict_cohort(args, bundle, choose_device(args.device))
     table_separator(args.out)
-    map_genes = map_gene_indices(bundle, args.map_gene)
-    return _predict_study(args, bundle, device, map_genes)
+    map_gene_indices(bundle, args.map_gene)  # a misspelt gene fails before the work
+    return _predict_study(args, bundle)
 
 
-def _predict_study(args, bundle, device, map_genes: list[int]) -> int:
-    from RadioGenomicsLib.imaging import load_study
-    from RadioGenomicsLib.maps import write_volume
-    from RadioGenomicsLib.predict import (check_bundle_fits, ensure_writable_folder, gene_table,
-                                          map_file_name, map_volumes, one_at_a_time, run_models,
-                                          write_table)
-    from RadioGenomicsLib.preprocess import PreprocessSettings, preprocess
+def _predict_study(args, bundle) -> int:
+    from RadioGenomicsLib.predict import write_table
+    from RadioGenomicsLib.run import predict_study, run_maps, write_maps
 
-    study = load_study(parse_named_paths(args.image, "--image"), args.segmentation,
-                       label=args.label, segment=args.segment, brain_mask=args.brain_mask,
-                       channels=tuple(bundle.channels),
-                       series=parse_named_paths(args.series, "--series"))
-    slices = preprocess(study, PreprocessSettings.from_dict(bundle.metadata.preprocessing))
-    check_bundle_fits(bundle, slices)
-    count = len(bundle.fold_indices(args.folds))
-    prediction = run_models(one_at_a_time(bundle, device, args.folds), slices, device, map_genes,
-                            count)
-    table = gene_table(bundle, prediction)
-    write_table(table, args.out)
+    run_folder = Path(args.run_folder or default_run_folder(args.out))
+    result = predict_study(bundle, study_inputs(args), run_folder, args.device, args.folds)
+    write_table(result.table, args.out)
     written = []
-    if map_genes:
-        folder = ensure_writable_folder(args.maps)
-        for name, volume in map_volumes(bundle, prediction, slices).items():
-            written.append(folder / map_file_name(name, "." + args.map_format))
-            write_volume(volume, written[-1])
-    print(f"{len(table)} genes from {count} fold model(s) on {len(slices.images)} "
-          f"tumour slices -> {args.out}")
-    _print_top(table)
+    if args.map_gene:
+        written = write_maps(run_maps(result, bundle, args.map_gene), args.maps,
+                             "." + args.map_format)
+    print(f"{len(result.table)} genes from {len(result.folds)} fold model(s) on "
+          f"{result.info['slices']} tumour slices -> {args.out}")
+    print(f"prediction run -> {run_folder} (any gene's map: radiogenomics map --run "
+          f"{run_folder} --gene SYMBOL --out DIR)")
+    print_top(result.table)
     for path in written:
         print(f"map -> {path}")
     return 0
 
 
-def _print_top(table, count: int = 10) -> None:
+def print_top(table, count: int = 10) -> None:
     top = table.head(count)
     print("top genes against the training cohort (z):")
     for row in top.itertuples():
@@ -121,41 +139,44 @@ def _print_top(table, count: int = 10) -> None:
 
 
 def _predict_cohort(args, bundle, device) -> int:
+    import shutil
+    import tempfile
+
     import pandas as pd
 
+    from RadioGenomicsLib.atomic import atomic_path
     from RadioGenomicsLib.cohort import LABEL_COLUMN, channel_columns, validate_cohort
     from RadioGenomicsLib.expression import write_values
-    from RadioGenomicsLib.imaging import load_study
-    from RadioGenomicsLib.predict import (check_bundle_fits, ensure_writable_folder, gene_table,
-                                          run_models, write_table)
-    from RadioGenomicsLib.preprocess import PreprocessSettings, preprocess
+    from RadioGenomicsLib.predict import ensure_writable_folder, write_table
     from RadioGenomicsLib.progress import progress
-    from RadioGenomicsLib.atomic import atomic_path
+    from RadioGenomicsLib.run import StudyInputs, TorchFoldRunner, predict_study
 
     cohort = validate_cohort(args.manifest)
     channels = channel_columns(cohort.reset_index())
-    settings = PreprocessSettings.from_dict(bundle.metadata.preprocessing)
-    models = bundle.models(device, args.folds)
+    runners = [TorchFoldRunner(bundle, fold, device) for fold in bundle.fold_indices(args.folds)]
     out = ensure_writable_folder(args.out)
+    runs = ensure_writable_folder(args.runs) if args.runs else Path(tempfile.mkdtemp(
+        prefix=".runs-", dir=out))
     predicted, failures = {}, []
-    for patient, row in progress(list(cohort.iterrows()), "patients"):
-        try:
+    try:
+        for patient, row in progress(list(cohort.iterrows()), "patients"):
             label = row.get(LABEL_COLUMN)
-            study = load_study({c: row[c] for c in channels}, row["segmentation"],
-                               label=None if pd.isna(label) else int(label),
-                               channels=tuple(bundle.channels))
-            slices = preprocess(study, settings)
-            check_bundle_fits(bundle, slices)
-            prediction = run_models(models, slices, device)
-        except InputError as error:
-            failures.append((patient, str(error)))
-            print(f"radiogenomics predict: {patient}: skipped: {error}", file=sys.stderr)
-            continue
-        write_table(gene_table(bundle, prediction), out / f"{patient}.csv")
-        predicted[patient] = prediction.values
+            inputs = StudyInputs({c: row[c] for c in channels}, row["segmentation"],
+                                 label=None if pd.isna(label) else int(label))
+            try:
+                result = predict_study(bundle, inputs, runs / str(patient), str(device),
+                                       args.folds, runners)
+            except InputError as error:
+                failures.append((patient, str(error)))
+                print(f"radiogenomics predict: {patient}: skipped: {error}", file=sys.stderr)
+                continue
+            write_table(result.table, out / f"{patient}.csv")
+            predicted[patient] = result.table.set_index("gene_id")["predicted"]
+    finally:
+        if not args.runs:
+            shutil.rmtree(runs, ignore_errors=True)
     if predicted:
-        matrix = pd.DataFrame.from_dict(predicted, orient="index",
-                                        columns=bundle.genes["gene_id"].tolist())
+        matrix = pd.DataFrame(predicted).T.loc[:, bundle.genes["gene_id"].tolist()]
         with atomic_path(out / "predictions.tsv") as tmp:
             write_values(tmp, matrix, digits=6)
     if failures:

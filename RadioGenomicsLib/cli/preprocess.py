@@ -34,7 +34,7 @@ def load_study_from_args(args: argparse.Namespace, channels: tuple[str, ...] | N
                       regularize_dicom=args.regularize_dicom or None)
 
 
-def study_inputs(args: argparse.Namespace) -> list[str | None]:
+def study_paths(args: argparse.Namespace) -> list[str | None]:
     """The files a study's options name (for the output checks)."""
     images = parse_named_paths(args.image, "--image") if args.image else {}
     return [*images.values(), args.segmentation, args.brain_mask]
@@ -62,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     from RadioGenomicsLib.preview import save_montage
 
     check_outputs("preprocess", [Output(args.out, "file"), Output(args.preview, "file", "--preview")],
-                  study_inputs(args))
+                  study_paths(args))
     settings = PreprocessSettings(max_slices=args.max_slices, min_tumour_area_mm2=args.min_area,
                                   region=args.region)
     study = load_study_from_args(args)

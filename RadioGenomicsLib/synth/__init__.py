@@ -199,15 +199,21 @@ def _write_truth(folder: Path, latent: np.ndarray, images: list[dict[str, object
 def score_against_truth(truth_json: str | os.PathLike, report: str | os.PathLike) -> dict:
     """An evaluation report (`gene_stats.tsv` in `report`) scored against the links a
     synthetic cohort's truth.json knows: the significant genes, how many of them are
-    truly linked, the null genes called significant, the mean r of either kind."""
+    truly linked, the null genes called significant, the mean r of either kind, and per
+    latent factor the linked genes and how many of them were found."""
     truth = json.loads(Path(truth_json).read_text())
-    linked = {gene["gene_id"] for gene in truth["expression"]["linked"]}
+    factor_of = {gene["gene_id"]: gene["factor"] for gene in truth["expression"]["linked"]}
     stats = pd.read_csv(Path(report) / "gene_stats.tsv", sep="\t")
-    is_linked = stats["gene_id"].isin(linked)
+    is_linked = stats["gene_id"].isin(set(factor_of))
     significant = stats["significant"].astype(bool)
+    factors = stats["gene_id"].map(factor_of)
+    per_factor = {str(name): {"linked": int((factors == name).sum()),
+                              "found": int(((factors == name) & significant).sum())}
+                  for name in sorted(set(factor_of.values()))}
     return {"genes": len(stats), "linked": int(is_linked.sum()), "null": int((~is_linked).sum()),
             "significant": int(significant.sum()),
             "significant_linked": int((significant & is_linked).sum()),
             "null_significant": int((significant & ~is_linked).sum()),
             "r_linked": float(stats.loc[is_linked, "pearson_r"].mean()),
-            "r_null": float(stats.loc[~is_linked, "pearson_r"].mean())}
+            "r_null": float(stats.loc[~is_linked, "pearson_r"].mean()),
+            "per_factor": per_factor}

@@ -375,11 +375,13 @@ def run_baseline(manifest: str, expression: str, sample_sheet: str | None, out: 
 
 
 def baseline_recipe(config: str, folds: int | None, seed: int | None,
-                    region: str | None) -> Recipe:
+                    region: str | None, group_by: str | None = None,
+                    permute_targets: bool | None = None) -> Recipe:
     """The recipe whose targets, folds and MRI normalisation the baseline shares."""
     from RadioGenomicsLib.training.recipe import load_recipe
 
-    recipe = load_recipe(config).with_training(folds=folds, seed=seed)
+    recipe = load_recipe(config).with_training(folds=folds, seed=seed, group_by=group_by,
+                                               permute_targets=permute_targets)
     if region is not None:
         recipe = dataclasses.replace(
             recipe, preprocessing=dataclasses.replace(recipe.preprocessing, region=region))

@@ -79,7 +79,14 @@ def check_inputs(manifest: str, expression: str, sample_sheet: str | None,
     targets = matrix.values.loc[cohort.index].astype(np.float64)
     if not np.isfinite(targets.to_numpy()).all():
         raise InputError(expression, "the expression of the imaged patients has missing values")
-    folds = assign_folds(list(cohort.index), recipe.training.folds, recipe.training.seed, manifest)
+    if recipe.training.permute_targets:
+        order = np.random.default_rng([recipe.training.seed, 7919]).permutation(len(targets))
+        targets = pd.DataFrame(targets.to_numpy()[order], index=targets.index,
+                               columns=targets.columns)
+        notes.append(f"CONTROL: expression rows permuted across patients (seed "
+                     f"{recipe.training.seed}): every gene found is a false positive")
+    folds = assign_folds(list(cohort.index), recipe.training.folds, recipe.training.seed, manifest,
+                         recipe.training.group_by)
     smallest = int(folds.value_counts().min())
     if smallest < MIN_PATIENTS:
         raise InputError(manifest, f"{len(folds)} patients in {recipe.training.folds} folds leave "
@@ -193,7 +200,8 @@ def write_trained_bundle(out: Path, recipe: Recipe, inputs: TrainingInputs,
                                 for h in histories]}
     metadata = BundleMetadata(channels=inputs.channels, preprocessing=recipe.preprocessing.to_dict(),
                               model=recipe.model, target_transform=recipe.transform_name,
-                              target_units=recipe.target_units, training_cohort=cohort)
+                              target_units=recipe.target_units, training_cohort=cohort,
+                              markers=recipe.markers)
     with atomic_path(out) as staging:
         write_bundle(staging, states, metadata, genes)
         summary = write_report(staging / "report", oof, truth,

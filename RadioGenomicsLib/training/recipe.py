@@ -30,6 +30,7 @@ from RadioGenomicsLib.schemas import RECIPE, TRAINING, validate
 
 TARGET_UNITS = {"fpkm_uq": "FPKM-UQ", "tpm": "TPM", "counts": "counts"}
 TRANSFORM_NAMES = {"log10p1": "log10(1+x)", "log2p1": "log2(1+x)", "none": "x"}
+GROUPINGS = ("patient", "site")
 
 
 @dataclass(frozen=True)
@@ -54,9 +55,17 @@ class TrainSettings:
     # HE2RNA draws one k of the top-k list per step; False uses the whole list, as at
     # evaluation (less train-time noise in the output: learns sooner on small cohorts)
     random_top_k: bool = True
+    # folds keep every "patient" apart, or every TCGA tissue-source "site" (the barcode's
+    # second field) together: no site in both training and evaluation
+    group_by: str = "patient"
+    # a control: expression rows shuffled across patients before anything else (seeded
+    # by `seed`); the image-gene links are gone, so every gene found is a false positive
+    permute_targets: bool = False
 
     def problems(self) -> list[str]:
         found = []
+        if self.group_by not in GROUPINGS:
+            found.append(f"group_by {self.group_by!r}: choose {' or '.join(GROUPINGS)}")
         if self.folds < 2:
             found.append(f"folds {self.folds}: need at least 2")
         if self.epochs < 1 or self.patience < 1 or self.batch_patients < 1 or self.train_slices < 1:
