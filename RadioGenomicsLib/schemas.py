@@ -89,6 +89,8 @@ TRAINING = {
         "pretrained": {"type": "string"},
         "standardize_targets": {"type": "boolean"},
         "random_top_k": {"type": "boolean"},
+        "group_by": {"enum": ["patient", "site"]},
+        "permute_targets": {"type": "boolean"},
     },
 }
 
@@ -130,6 +132,8 @@ BUNDLE_METADATA = {
         "training_cohort": {"type": "object"},
         "folds": _int(1, 100),
         "weights": {"type": "object", "additionalProperties": SHA256, "maxProperties": 100},
+        "markers": {"type": "array", "items": {"type": "string", "maxLength": 100},
+                    "maxItems": 1000},
     },
 }
 

@@ -214,6 +214,7 @@ def test_the_markers_are_the_bundles_own(bundle_path, tmp_path, run_cli):
     (own / "metadata.json").write_text(json.dumps(meta))
     card = read_card(own)
     assert card.markers == ("EGFR",) and [r["gene_name"] for r in card.marker_rows] == ["EGFR"]
+    write_manifest(own)  # an edited metadata.json is refused unless re-listed
     code, out, _ = run_cli("info", own, "--json")
     assert code == 0 and json.loads(out)["markers"] == ["EGFR"]
 

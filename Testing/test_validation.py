@@ -39,7 +39,9 @@ def one_line(error: InputError, *words: str) -> None:
     (lambda m: m["preprocessing"].update(size=10**6), "preprocessing.size", "greater than the maximum"),
     (lambda m: m["preprocessing"].update(max_slices="all"), "preprocessing.max_slices", "not of type"),
     (lambda m: m.update(channels=["ct", "ct"]), "channels", "non-unique"),
-    (lambda m: m["target"].pop("units"), "target", "'units' is a required property"),
+    (lambda m: m["weights"].update({"fold_0.safetensors": "abc"}), "weights.fold_0.safetensors",
+     "'abc' does not match"),
+    (lambda m: m.update(markers="EGFR"), "markers", "is not of type 'array'"),
 ])
 def test_damaged_metadata_is_one_line(bundle, change, key, problem, run_cli):
     path = bundle / METADATA_FILE
@@ -108,3 +110,17 @@ def test_a_damaged_symbols_sidecar_is_one_line(tmp_path, sidecar, problem):
     with pytest.raises(InputError) as error:
         read_matrix(matrix)
     one_line(error.value, str(genes_path(matrix)), problem)
+
+
+def test_every_setting_has_a_schema_entry():
+    """A new setting without a schema entry would be refused as unknown: caught here."""
+    import dataclasses
+
+    from RadioGenomicsLib import schemas
+    from RadioGenomicsLib.training.recipe import Recipe, TrainSettings
+
+    for cls, schema in ((ModelConfig, schemas.MODEL), (PreprocessSettings, schemas.PREPROCESSING),
+                        (TrainSettings, schemas.TRAINING)):
+        assert {f.name for f in dataclasses.fields(cls)} == set(schema["properties"]), cls
+    assert set(Recipe.__dataclass_fields__) - {"value", "transform"} <= \
+        set(schemas.RECIPE["properties"])
