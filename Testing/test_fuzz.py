@@ -183,6 +183,13 @@ def test_bundle_metadata_reader(bundle_metadata, data):
         (copy / file.name).write_bytes(file.read_bytes())
     (copy / "metadata.json").write_bytes(raw)
     result_or_one_line(load_bundle, copy, False)
+    result_or_one_line(_card_text, copy)  # the stdlib card the Slicer module shows
+
+
+def _card_text(path: Path) -> str:
+    from RadioGenomicsLib.card import card_text, read_card
+
+    return card_text(read_card(path))
 
 
 # ---------------------------------------------------------------- image headers

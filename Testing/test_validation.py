@@ -63,6 +63,7 @@ def test_damaged_metadata_is_one_line(bundle, change, key, problem, run_cli):
     ({"model": {"top_k": ["1"]}}, ("model.top_k.0", "not of type 'integer'")),
     ({"markers": "EGFR"}, ("markers", "is not of type 'array'")),
     ({"target": []}, ("target", "is not of type 'object'")),
+    ({"base": []}, ("unknown base []",)),  # found by the fuzz suite: was a TypeError
 ])
 def test_bad_recipe_values_are_one_line(tmp_path, document, words):
     path = tmp_path / "recipe.json"

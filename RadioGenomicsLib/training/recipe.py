@@ -147,9 +147,10 @@ def recipe_from_dict(document: dict[str, Any], source: Path) -> Recipe:
     unknown = sorted(set(document) - known)
     if unknown:
         raise InputError(source, f"unknown recipe section(s) {', '.join(unknown)}")
-    base = PRESETS.get(document.get("base", "paper"))
+    base_name = document.get("base", "paper")
+    base = PRESETS.get(base_name) if isinstance(base_name, str) else None
     if base is None:
-        raise InputError(source, f"unknown base {document['base']!r} ({', '.join(PRESETS)})")
+        raise InputError(source, f"unknown base {base_name!r} ({', '.join(PRESETS)})")
     preprocessing = {**base.preprocessing.to_dict(),
                      **_fields(PreprocessSettings, document.get("preprocessing", {}),
                                "preprocessing", source)}
