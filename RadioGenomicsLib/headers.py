@@ -33,7 +33,8 @@ from RadioGenomicsLib.errors import InputError
 DEFAULT_MAX_VOXELS = 1 << 30
 MAX_VOXELS_ENV = "RADIOGENOMICS_MAX_VOXELS"
 NRRD_HEADER_LIMIT = 1 << 20  # bytes: a longer "header" is not one
-CHUNK = 1 << 20
+CHUNK = 1 << 20  # bytes read at a time
+OUT_CHUNK = 1 << 24  # bytes decompressed at a time, at most
 # slice positions closer than this share a position; spacings within it are equal
 POSITION_TOLERANCE_MM = 0.01
 SPACING_TOLERANCE = 0.01  # relative
@@ -86,10 +87,12 @@ def _stream_length(handle: BinaryIO, needed: int, opener: Callable[[], object] |
             block = handle.read(CHUNK)
             if not block:
                 break
-            seen += len(decompressor.decompress(block, max(needed - seen, 1)))
+            # at most OUT_CHUNK out per call: zeros inflate a thousandfold
+            seen += len(decompressor.decompress(block, OUT_CHUNK))
             while seen < needed and getattr(decompressor, "unconsumed_tail", b""):
-                seen += len(decompressor.decompress(decompressor.unconsumed_tail,
-                                                    max(needed - seen, 1)))
+                seen += len(decompressor.decompress(decompressor.unconsumed_tail, OUT_CHUNK))
+            while seen < needed and not getattr(decompressor, "needs_input", True):
+                seen += len(decompressor.decompress(b"", OUT_CHUNK))  # bz2 keeps its own tail
             if getattr(decompressor, "eof", False):
                 break
     except (OSError, EOFError, zlib.error, ValueError) as error:

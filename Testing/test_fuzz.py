@@ -10,10 +10,8 @@ from __future__ import annotations
 
 import gzip
 import json
-import resource
 import string
 import tempfile
-from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -22,24 +20,10 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from RadioGenomicsLib.errors import InputError
+from Testing.limits import memory_limit
 
 FUZZ = settings(max_examples=40, deadline=None, derandomize=True, database=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture])
-HEADROOM = 1 << 30  # bytes of address space a reader may add: far below any blow-up
-
-
-@contextmanager
-def memory_limit():
-    """Lower the soft address-space limit to what is in use + HEADROOM, then restore it."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
-    with open("/proc/self/statm") as statm:
-        in_use = int(statm.read().split()[0]) * resource.getpagesize()
-    limit = in_use + HEADROOM if hard == resource.RLIM_INFINITY else min(in_use + HEADROOM, hard)
-    resource.setrlimit(resource.RLIMIT_AS, (limit, hard))
-    try:
-        yield
-    finally:
-        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
 
 
 pytestmark = pytest.mark.skipif(not Path("/proc/self/statm").exists(),

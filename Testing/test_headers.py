@@ -85,6 +85,28 @@ def test_a_small_file_claiming_a_huge_volume_is_refused_at_once(tmp_path):
     assert time.perf_counter() - started < 5
 
 
+@pytest.mark.skipif(not Path("/proc/self/statm").exists(), reason="the memory limit needs Linux")
+def test_a_gzip_bomb_is_counted_in_chunks(tmp_path):
+    """600 MB of zeros in a 0.6 MB .nii.gz, a few bytes short: refused as truncated while
+    the checker holds no more than a few chunks (128 MiB of headroom)."""
+    from Testing.limits import memory_limit
+
+    header = nibabel.Nifti1Header()
+    header.set_data_shape((1024, 1024, 600))
+    header.set_data_dtype(np.uint8)
+    header["pixdim"][1:4] = 1.0
+    header["vox_offset"] = 352
+    path = tmp_path / "bomb.nii.gz"
+    with gzip.open(path, "wb", compresslevel=1) as packed:
+        packed.write(header.binaryblock + b"\0" * 4)
+        block = b"\0" * (1 << 24)
+        for _ in range(37):
+            packed.write(block)
+    with memory_limit(128 << 20):
+        with pytest.raises(InputError, match="truncated: the header promises 629,145,952 bytes"):
+            check_image_file(path)
+
+
 def test_the_voxel_ceiling_is_a_setting(tmp_path, monkeypatch):
     path = volume(tmp_path / "small.nii.gz")
     monkeypatch.setenv(MAX_VOXELS_ENV, "100")
