@@ -230,7 +230,9 @@ def _model_text(model: dict[str, Any]) -> str:
     return (f"{model.get('name', '?')}: R50 stages {model.get('resnet_layers')} "
             f"(width {model.get('resnet_width')}), {model.get('num_layers')} transformer "
             f"layers of {model.get('hidden_size')} ({model.get('num_heads')} heads), "
-            f"{size}x{size} slices -> {grid}x{grid} tokens, top-k {model.get('top_k')}")
+            f"{size}x{size} slices -> {grid}x{grid} tokens, " + (
+                f"top-k {model.get('top_k')}" if model.get("pooling", "topk") == "topk"
+                else f"{model['pooling']} pooling"))
 
 
 def _marker_text(row: dict[str, Any]) -> str:

@@ -305,6 +305,38 @@ def token_maps(run: PredictionRun, bundle: "Bundle", genes: Sequence[int]) -> np
     return np.moveaxis(mean, -1, 0).reshape(len(genes), len(mean), grid, grid)
 
 
+def _attention_weights(bundle: "Bundle", fold: int, tokens: np.ndarray) -> np.ndarray:
+    """(S, T, hidden) tokens -> (S, T) gated-attention weights of one fold model (summing
+    to 1 over the patient's tokens), from its safetensors file."""
+    from safetensors import safe_open
+
+    bundle.verify(fold)
+    with safe_open(str(bundle.weight_path(fold)), framework="numpy") as file:
+        part = {name: file.get_tensor(f"attention.{name}").astype(np.float32) for name in
+                ("value.weight", "value.bias", "gate.weight", "gate.bias", "score.weight",
+                 "score.bias")}
+    flat = tokens.reshape(-1, tokens.shape[-1]).astype(np.float32)
+    value = np.tanh(flat @ part["value.weight"].T + part["value.bias"])
+    gate = 1.0 / (1.0 + np.exp(-(flat @ part["gate.weight"].T + part["gate.bias"])))
+    logits = (value * gate) @ part["score.weight"][0] + part["score.bias"][0]
+    weights = np.exp(logits - logits.max())
+    return (weights / weights.sum()).reshape(tokens.shape[:2])
+
+
+def attention_map(run: PredictionRun, bundle: "Bundle") -> sitk.Image:
+    """Where an attention-pooling model looked: each token's attention weight (mean over
+    the fold models), carried onto the study's grid."""
+    from RadioGenomicsLib.maps import values_to_volume
+
+    if bundle.config.pooling != "attention":
+        raise InputError(bundle.path, f"the model pools its tokens by {bundle.config.pooling}, "
+                                      "not attention: it has no attention map")
+    grid = int(run.info["grid"])
+    weights = np.mean([_attention_weights(bundle, fold, run.tokens(fold)) for fold in run.folds],
+                      axis=0)
+    return values_to_volume(weights.reshape(len(weights), grid, grid), run.slices)
+
+
 def run_maps(run: PredictionRun, bundle: "Bundle", genes: Sequence[str]) -> dict[str, sitk.Image]:
     """Gene (symbol or Ensembl id, as asked) -> its map on the study's grid."""
     from RadioGenomicsLib.maps import values_to_volume

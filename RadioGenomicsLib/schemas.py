@@ -54,6 +54,8 @@ MODEL = {
         "head_dropout": _fraction(),
         "top_k": {"type": "array", "items": _int(1, 1_000_000), "minItems": 1, "maxItems": 64},
         "head_memory_mb": {"type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000},
+        "pooling": {"enum": ["topk", "mean", "attention"]},
+        "attention_dim": _int(1, 8192),
     },
 }
 
@@ -91,6 +93,11 @@ TRAINING = {
         "random_top_k": {"type": "boolean"},
         "group_by": {"enum": ["patient", "site"]},
         "permute_targets": {"type": "boolean"},
+        "encoder": {"enum": ["train", "frozen"]},
+        "head_epochs": _int(1, 100_000),
+        "head_patience": _int(1, 100_000),
+        "head_learning_rate": {"type": "number", "exclusiveMinimum": 0, "maximum": 10},
+        "refit": {"type": "boolean"},
     },
 }
 

@@ -10,7 +10,7 @@ from torch import nn
 
 from RadioGenomicsLib.model.config import ModelConfig
 from RadioGenomicsLib.model.encoder import HybridEncoder
-from RadioGenomicsLib.model.head import GeneHead
+from RadioGenomicsLib.model.head import GatedAttention, GeneHead, pooled_embedding
 
 
 def slices_per_pass(device: torch.device) -> int:
@@ -20,7 +20,8 @@ def slices_per_pass(device: torch.device) -> int:
 
 
 class GenePredictor(nn.Module):
-    """TransUNet R50+ViT encoder and HE2RNA top-k head.
+    """TransUNet R50+ViT encoder and the gene head (HE2RNA top-k, or patient-level mean or
+    gated-attention pooling: `config.pooling`).
 
     Inputs: `x` (B, S, C, H, W) float slices, H = W = config.image_size, and
     `slice_mask` (B, S) bool, False for padding slices (never encoded, never selected).
@@ -32,6 +33,8 @@ class GenePredictor(nn.Module):
         self.in_channels = in_channels
         self.encoder = HybridEncoder(config, in_channels)
         self.head = GeneHead(config.hidden_size, n_genes, config.head_dropout)
+        self.attention = (GatedAttention(config.hidden_size, config.attention_dim)
+                          if config.pooling == "attention" else None)
 
     @property
     def n_genes(self) -> int:
@@ -70,8 +73,25 @@ class GenePredictor(nn.Module):
         """(B, S, T, hidden) tokens -> (B, genes) patient values (float32)."""
         batch, n_slices, per_slice, hidden = tokens.shape
         token_mask = slice_mask[:, :, None].expand(-1, -1, per_slice).reshape(batch, -1)
-        return self.head(tokens.reshape(batch, n_slices * per_slice, hidden), token_mask,
-                         self.top_k_list(), memory_mb or self.config.head_memory_mb)
+        flat = tokens.reshape(batch, n_slices * per_slice, hidden)
+        if self.config.pooling == "topk":
+            return self.head(flat, token_mask, self.top_k_list(),
+                             memory_mb or self.config.head_memory_mb)
+        with torch.autocast(device_type=tokens.device.type, enabled=False):
+            embedding = pooled_embedding(flat, token_mask, self.attention)
+        return self.head.embedding_values(embedding)
+
+    def attention_maps(self, tokens: torch.Tensor, slice_mask: torch.Tensor) -> torch.Tensor:
+        """(B, S, T, hidden) -> (B, S, grid, grid) attention weight of each token (summing to
+        1 over the patient's tokens): where an attention-pooling model looked."""
+        if self.attention is None:
+            raise ValueError(f"a {self.config.pooling}-pooling model has no attention")
+        batch, n_slices, per_slice, hidden = tokens.shape
+        token_mask = slice_mask[:, :, None].expand(-1, -1, per_slice).reshape(batch, -1)
+        with torch.autocast(device_type=tokens.device.type, enabled=False):
+            weights = self.attention(tokens.reshape(batch, -1, hidden).float(), token_mask)
+        grid = self.config.grid_size
+        return weights.reshape(batch, n_slices, grid, grid)
 
     def forward(self, x: torch.Tensor, slice_mask: torch.Tensor) -> torch.Tensor:
         return self.predict_genes(self.encode(x, slice_mask), slice_mask)

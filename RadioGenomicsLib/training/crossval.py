@@ -135,6 +135,8 @@ def run_folds(inputs: TrainingInputs, recipe: Recipe, runtime: Runtime, cache: S
     """Train every fold (or take it from a finished checkpoint): states, OOF predictions."""
     settings = recipe.training
     fingerprint = _fingerprint(recipe, inputs)
+    frozen = _frozen_tokens(inputs, recipe, runtime, cache, keys) \
+        if settings.encoder == "frozen" else None
     states, oof_parts, histories = [], [], []
     for fold in range(settings.folds):
         done = work / f"fold_{fold}.done.safetensors"
@@ -144,26 +146,60 @@ def run_folds(inputs: TrainingInputs, recipe: Recipe, runtime: Runtime, cache: S
             saved = load_checkpoint(done, fingerprint)
             best, state, oof = saved.best, saved.fold_state, saved.extra["oof"].numpy()
         else:
-            best, state = fit_fold(recipe, fold, train, validation, runtime,
-                                   work / f"fold_{fold}.safetensors", resume, fingerprint)
-            model = _model_from(recipe, best, train)
-            oof = predict_patients(model.to(runtime.device), held_out, runtime,
-                                   settings.batch_patients)
+            if frozen is not None:
+                best, state, oof = _fit_frozen_fold(recipe, fold, frozen, train, validation,
+                                                    held_out)
+            else:
+                best, state = fit_fold(recipe, fold, train, validation, runtime,
+                                       work / f"fold_{fold}.safetensors", resume, fingerprint)
+                model = _model_from(recipe, best, train)
+                oof = predict_patients(model.to(runtime.device), held_out, runtime,
+                                       settings.batch_patients)
             if runtime.main:
                 save_checkpoint(done, fingerprint, state, {}, best, {"state": {},
                                 "param_groups": []}, extra={"oof": torch.from_numpy(oof)})
         states.append(best)
         oof_parts.append(pd.DataFrame(oof, index=held_out.patients,
                                       columns=inputs.fold_genes[fold]))
-        histories.append({"fold": fold, "best_epoch": state.best_epoch,
-                          "best_validation_r": state.best_score, "epochs": state.epoch,
-                          "history": state.history})
+        score = ({"best_validation_loss": -state.best_score} if frozen is not None
+                 else {"best_validation_r": state.best_score})
+        histories.append({"fold": fold, "best_epoch": state.best_epoch, **score,
+                          "epochs": state.epoch, "history": state.history})
     common = [g for g in inputs.targets.columns
               if all(g in set(genes) for genes in inputs.fold_genes)]
     states = [_restrict_head(s, genes, common) for s, genes in zip(states, inputs.fold_genes)]
     oof = pd.concat([part[common] for part in oof_parts]).loc[inputs.targets.index]
     oof.index.name = "patient_id"
     return states, oof, histories
+
+
+def _frozen_tokens(inputs: TrainingInputs, recipe: Recipe, runtime: Runtime, cache: SliceCache,
+                   keys: dict[str, str]) -> tuple[GenePredictor, dict[str, np.ndarray]]:
+    """Stage 1 of the two-stage mode: the shared frozen encoder and every patient's tokens."""
+    from RadioGenomicsLib.training.frozen import encode_patients, frozen_encoder
+
+    patients = list(inputs.targets.index)
+    everyone = PatientSlices(cache, keys, np.zeros((len(patients), 1)), patients)
+    encoder = frozen_encoder(recipe, everyone.slices(0).shape[1], 1)
+    return encoder, encode_patients(encoder, everyone, runtime.device)
+
+
+def _fit_frozen_fold(recipe: Recipe, fold: int, frozen: tuple, train: PatientSlices,
+                     validation: PatientSlices, held_out: PatientSlices):
+    """Stage 2 for one fold: (weights in the target's units, state, OOF predictions)."""
+    from RadioGenomicsLib.training.frozen import fit_head_fold, predict_tokens
+    from RadioGenomicsLib.training.loop import in_target_units, target_scale
+
+    encoder, tokens = frozen
+    if recipe.training.standardize_targets:
+        mean, std = target_scale(train.targets)
+        train, validation = train.standardized(mean, std), validation.standardized(mean, std)
+    best, state = fit_head_fold(recipe, fold, encoder, tokens, train, validation)
+    if recipe.training.standardize_targets:
+        best = in_target_units(best, mean, std)
+    model = _model_from(recipe, best, train)
+    return best, state, predict_tokens(model, tokens, held_out.patients,
+                                       recipe.training.batch_patients)
 
 
 def _model_from(recipe: Recipe, state: dict[str, torch.Tensor], data: PatientSlices):

@@ -31,6 +31,7 @@ from RadioGenomicsLib.schemas import RECIPE, TRAINING, validate
 TARGET_UNITS = {"fpkm_uq": "FPKM-UQ", "tpm": "TPM", "counts": "counts"}
 TRANSFORM_NAMES = {"log10p1": "log10(1+x)", "log2p1": "log2(1+x)", "none": "x"}
 GROUPINGS = ("patient", "site")
+ENCODER_MODES = ("train", "frozen")
 
 
 @dataclass(frozen=True)
@@ -61,9 +62,21 @@ class TrainSettings:
     # a control: expression rows shuffled across patients before anything else (seeded
     # by `seed`); the image-gene links are gone, so every gene found is a false positive
     permute_targets: bool = False
+    # "train": the encoder and head trained together (the paper); "frozen": two stages,
+    # every slice encoded once by a frozen encoder (seeded random, or `pretrained`), then
+    # the pooling and gene layer trained alone on the cached tokens (training/frozen.py)
+    encoder: str = "train"
+    head_epochs: int = 300  # "frozen": most epochs of the head
+    head_patience: int = 30  # "frozen": epochs without a lower validation loss
+    head_learning_rate: float = 1e-3
+    refit: bool = True  # "frozen": refit on the whole training fold for the chosen epochs
 
     def problems(self) -> list[str]:
         found = []
+        if self.encoder not in ENCODER_MODES:
+            found.append(f"encoder {self.encoder!r}: choose {' or '.join(ENCODER_MODES)}")
+        if self.head_epochs < 1 or self.head_patience < 1 or self.head_learning_rate <= 0:
+            found.append("head_epochs and head_patience must be >= 1, head_learning_rate > 0")
         if self.group_by not in GROUPINGS:
             found.append(f"group_by {self.group_by!r}: choose {' or '.join(GROUPINGS)}")
         if self.folds < 2:
