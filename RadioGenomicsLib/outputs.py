@@ -79,8 +79,8 @@ def _check_one(command: str, output: Output, path: Path) -> None:
         return
     if path.exists() and not path.is_dir():
         raise InputError(path, f"{output.option}: is a file; a folder is expected here")
-    if path.is_dir() and any(path.iterdir()) and completed_by(path) != command:
-        owner = completed_by(path)
+    owner = completed_by(path) if path.is_dir() and any(path.iterdir()) else command
+    if owner != command:
         what = f"an output of `{owner}`" if owner else "no complete earlier output of this command"
         raise InputError(path, f"{output.option}: the folder is not empty and holds {what}; "
                                "refusing to replace it: give a new or empty folder")
@@ -113,10 +113,15 @@ def _alive(pid: int) -> bool:
 
 def check_outputs(command: str, outputs: Sequence[Output],
                   inputs: Iterable[str | os.PathLike | None] = ()) -> None:
-    """Refuse, before any work, every output that would destroy data or fail at the end;
-    then clean the leftovers of killed runs where the outputs go."""
+    """Clean the leftovers of killed runs where the outputs go (a folder holding only
+    those is empty), then refuse, before any work, every output that would destroy data
+    or fail at the end."""
     given = [(output, _resolved(output.path)) for output in outputs if output.path is not None]
     sources = [(_resolved(p), os.fspath(p)) for p in inputs if p is not None]
+    for output, path in given:
+        clean_partials(path.parent)
+        if output.kind == "folder" and path.is_dir():
+            clean_partials(path)
     for index, (output, path) in enumerate(given):
         for source, name in sources:
             if source == path:
@@ -130,7 +135,3 @@ def check_outputs(command: str, outputs: Sequence[Output],
                 raise InputError(path, f"{output.option} and {other.option} name the same "
                                        "place (one would overwrite the other)")
         _check_one(command, output, path)
-    for output, path in given:
-        clean_partials(path.parent)
-        if output.kind == "folder" and path.is_dir():
-            clean_partials(path)

@@ -178,3 +178,11 @@ def test_an_unwritable_place_is_one_line(run_cli, tables):
     code, _, err = run_cli("evaluate", "--predictions", tables["pred"], "--truth",
                            tables["truth"], "--out", "/proc/self/radiogenomics-report")
     one_line(code, err, "/proc/self/radiogenomics-report")
+
+
+def test_a_folder_holding_only_a_killed_runs_leftovers_counts_as_empty(tmp_path):
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / f".summary.partial-{dead_pid()}.json").write_text("half")
+    check_outputs("evaluate", [Output(out, "folder")])
+    assert list(out.iterdir()) == []
