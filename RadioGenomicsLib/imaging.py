@@ -133,8 +133,12 @@ def _series_description(file: str) -> str:
     return header.GetMetaData("0008|103e").strip() if header.HasMetaDataKey("0008|103e") else ""
 
 
-def _read_dicom_series(folder: Path, series: str | None, regularize: bool = False) -> sitk.Image:
-    found = every = dicom_series(folder)
+def choose_dicom_series(folder: str | os.PathLike,
+                        series: str | None = None) -> tuple[str, str, list[str]]:
+    """(SeriesInstanceUID, description, files) of the one series a folder holds, or of the
+    series chosen by UID or description."""
+    folder = Path(folder)
+    found = dicom_series(folder)
     if not found:
         raise InputError(folder, "folder holds no DICOM series")
     if series is not None:
@@ -146,9 +150,13 @@ def _read_dicom_series(folder: Path, series: str | None, regularize: bool = Fals
         listed = "; ".join(f"{uid} '{desc}'" for uid, desc, _ in found)
         raise InputError(folder, f"holds {len(found)} series, choose one by UID or "
                                  f"description: {listed}")
-    uid, _, files = found[0]
+    return found[0]
+
+
+def _read_dicom_series(folder: Path, series: str | None, regularize: bool = False) -> sitk.Image:
+    uid, _, files = choose_dicom_series(folder, series)
     where = f"{folder} (series {uid})"
-    check_skipped_files(folder, {f for _, _, listed in every for f in listed}, uid)
+    check_skipped_files(folder, set(files), uid)
     geometry = series_geometry(files, where)
     problem = geometry.problem() if len(files) > 1 else None
     if problem and not regularize:
@@ -239,9 +247,12 @@ def read_segmentation(path: str | os.PathLike, reference: sitk.Image, label: int
     path = Path(path)
     if path.name.lower().endswith(".seg.nrrd"):
         mask = _mask_from_seg_nrrd(path, segment)
+    elif is_dicom_seg(path):
+        mask = _mask_from_dicom_seg(path, segment)
     else:
         if segment is not None:
-            raise InputError(path, "--segment needs a Slicer .seg.nrrd; use --label for a labelmap")
+            raise InputError(path, "--segment needs a Slicer .seg.nrrd or a DICOM SEG; use "
+                                   "--label for a labelmap")
         mask = _mask_from_labelmap(read_image(path), path, label)
     mask = resample_onto(mask, reference, sitk.sitkNearestNeighbor, path)
     if not sitk.GetArrayViewFromImage(mask).any():
@@ -266,6 +277,46 @@ def _mask_from_labelmap(labels: sitk.Image, path: Path, label: int | None) -> si
         raise InputError(path, f"label {label} is not in the segmentation "
                                f"(labels present: {', '.join(map(str, present[:20].tolist()))})")
     return sitk.Cast(mask, sitk.sitkUInt8)
+
+
+SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+
+
+def is_dicom_seg(path: Path) -> bool:
+    """A DICOM Part 10 file of the Segmentation Storage SOP class."""
+    if not path.is_file():
+        return False
+    with open(path, "rb") as file:
+        if file.read(132)[128:] != b"DICM":
+            return False
+    import pydicom
+
+    header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+    return header.get("SOPClassUID") == SEGMENTATION_STORAGE
+
+
+def _mask_from_dicom_seg(path: Path, segment: str | None) -> sitk.Image:
+    """The union of a DICOM SEG's segments (or the one labelled `segment`) in LPS."""
+    import highdicom as hd
+
+    try:
+        seg = hd.seg.segread(path)
+    except Exception as error:  # highdicom raises plain exceptions for broken files
+        raise InputError(path, f"cannot read as a DICOM SEG ({error})") from None
+    labels = {int(item.SegmentNumber): str(item.SegmentLabel) for item in seg.SegmentSequence}
+    if segment is not None and segment not in labels.values():
+        raise InputError(path, f"no segment labelled {segment!r} (segments: "
+                               f"{', '.join(labels.values())})")
+    numbers = [n for n, label in labels.items() if segment in (None, label)]
+    try:
+        volume = seg.get_volume(segment_numbers=numbers, combine_segments=True, relabel=True,
+                                skip_overlap_checks=True)
+    except (ValueError, RuntimeError) as error:
+        raise InputError(path, f"its frames do not form a volume ({error})") from None
+    mask = sitk.Cast(volume.to_simpleitk() > 0, sitk.sitkUInt8)
+    if not sitk.GetArrayViewFromImage(mask).any():
+        raise InputError(path, f"segment {', '.join(labels[n] for n in numbers)} is empty")
+    return mask
 
 
 def _mask_from_seg_nrrd(path: Path, segment: str | None) -> sitk.Image:

@@ -168,7 +168,8 @@ def test_sharded_batches_give_the_full_batch_gradient(cohort, workspace, trained
 
     recipe = load_recipe(workspace["recipe"]).with_training(batch_patients=5)
     cache = SliceCache(workspace["cache"])
-    keys = {f"p{i}": path.stem for i, path in enumerate(sorted(cache.folder.glob("*.npy"))[:5])}
+    slices = sorted(p for p in cache.folder.glob("*.npy") if not p.name.endswith(".geometry.npy"))
+    keys = {f"p{i}": path.stem for i, path in enumerate(slices[:5])}
     targets = np.random.default_rng(0).normal(size=(5, 7)).astype(np.float32)
     data = PatientSlices(cache, keys, targets, list(keys))
 
@@ -374,18 +375,19 @@ def test_a_head_on_frozen_tokens_learns_what_the_tokens_carry():
         t[..., :2] += signal[i].astype(np.float16)  # the tokens' mean carries the signal
         tokens[p] = t
     targets = np.c_[signal @ [[1.0], [0.5]], rng.normal(size=(90, 1))].astype(np.float32)
+    geometry = {p: rng.normal(size=4).astype(np.float32) for p in patients}
 
     class Part:
         def __init__(self, index):
             self.patients = [patients[i] for i in index]
             self.targets = targets[index]
 
-    from RadioGenomicsLib.training.frozen import frozen_encoder
+    from RadioGenomicsLib.training.frozen import FrozenTokens, frozen_encoder
 
-    encoder = frozen_encoder(recipe, 1, 2)
-    best, state = fit_head_fold(recipe, 0, encoder, tokens, Part(range(50)), Part(range(50, 60)))
+    frozen = FrozenTokens(frozen_encoder(recipe, 1, 2), tokens, geometry)
+    best, state = fit_head_fold(recipe, 0, frozen, Part(range(50)), Part(range(50, 60)))
     model = model_from_state(recipe, best)
-    predicted = predict_tokens(model, tokens, patients[60:], 8)
+    predicted = predict_tokens(model, frozen, patients[60:], 8)
     assert np.corrcoef(predicted[:, 0], targets[60:, 0])[0, 1] > 0.9
     assert abs(np.corrcoef(predicted[:, 1], targets[60:, 1])[0, 1]) < 0.5
     assert 0 <= state.best_epoch < len(state.history) <= 200

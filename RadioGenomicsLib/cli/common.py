@@ -24,12 +24,14 @@ def parse_named_paths(items: list[str] | None, option: str) -> dict[str, str]:
 def add_segmentation_arguments(parser: argparse.ArgumentParser) -> None:
     """--segmentation with --label N | --segment NAME, as preprocess and predict take them."""
     parser.add_argument("--segmentation", required=True, metavar="PATH",
-                        help="tumour labelmap (NIfTI, NRRD, DICOM folder) or Slicer .seg.nrrd")
+                        help="tumour labelmap (NIfTI, NRRD, DICOM folder), Slicer .seg.nrrd or "
+                             "DICOM SEG")
     choice = parser.add_mutually_exclusive_group()
     choice.add_argument("--label", type=int, metavar="N",
                         help="label value of the tumour in a labelmap (default: any non-zero)")
     choice.add_argument("--segment", metavar="NAME",
-                        help="segment name in a .seg.nrrd (default: all segments)")
+                        help="segment name in a .seg.nrrd or label in a DICOM SEG "
+                             "(default: all segments)")
 
 
 def add_cohort_arguments(parser: argparse.ArgumentParser, out_help: str) -> None:
@@ -51,3 +53,19 @@ def add_cohort_arguments(parser: argparse.ArgumentParser, out_help: str) -> None
     parser.add_argument("--permute-targets", action="store_true", default=None,
                         help="a control: shuffle the expression rows across patients first "
                              "(seeded); a sound method then finds no gene")
+
+
+def add_sr_genes_argument(parser) -> None:
+    """--sr-genes N|all: how many genes the DICOM SR lists (export-dicom, predict)."""
+    from RadioGenomicsLib.genetable import SR_GENES
+
+    def count_or_all(text: str) -> int | None:
+        if text == "all":
+            return None
+        if not text.isdigit() or int(text) < 1:
+            raise argparse.ArgumentTypeError(f"{text!r}: a positive number or 'all'")
+        return int(text)
+
+    parser.add_argument("--sr-genes", type=count_or_all, default=SR_GENES, metavar="N|all",
+                        help=f"genes in the DICOM SR: the N highest ranked and the markers, or "
+                             f"all (default {SR_GENES}; a genome-wide SR takes minutes)")

@@ -42,6 +42,9 @@ class ModelConfig:
     # layer on each token stays the gene's map whatever the pooling
     pooling: str = "topk"
     attention_dim: int = 128  # hidden units of the attention's gates
+    # the tumour's size and extent from the mask (preprocess.GEOMETRY_FEATURES), through a
+    # linear layer added to every gene's value: physical scale that the rescaled crops lose
+    geometry: bool = False
     # most memory the head's per-token values may take at once (genes are chunked to fit)
     head_memory_mb: float = 256.0
 

@@ -12,6 +12,8 @@ from RadioGenomicsLib.model.config import ModelConfig
 from RadioGenomicsLib.model.encoder import HybridEncoder
 from RadioGenomicsLib.model.head import GatedAttention, GeneHead, pooled_embedding
 
+N_GEOMETRY = 4  # preprocess.GEOMETRY_FEATURES
+
 
 def slices_per_pass(device: torch.device) -> int:
     """Encoder batch at inference: on a CPU 8 slices at a time ran 30 % faster than 32
@@ -35,6 +37,12 @@ class GenePredictor(nn.Module):
         self.head = GeneHead(config.hidden_size, n_genes, config.head_dropout)
         self.attention = (GatedAttention(config.hidden_size, config.attention_dim)
                           if config.pooling == "attention" else None)
+        if config.geometry:
+            # per gene, a linear function of the standardised geometry, added to its value
+            self.head.geometry = nn.Linear(N_GEOMETRY, n_genes, bias=False)
+            nn.init.zeros_(self.head.geometry.weight)
+            self.register_buffer("geometry_mean", torch.zeros(N_GEOMETRY))
+            self.register_buffer("geometry_std", torch.ones(N_GEOMETRY))
 
     @property
     def n_genes(self) -> int:
@@ -69,17 +77,37 @@ class GenePredictor(nn.Module):
         return list(ks)
 
     def predict_genes(self, tokens: torch.Tensor, slice_mask: torch.Tensor,
+                      geometry: torch.Tensor | None = None,
                       memory_mb: float | None = None) -> torch.Tensor:
-        """(B, S, T, hidden) tokens -> (B, genes) patient values (float32)."""
+        """(B, S, T, hidden) tokens [, (B, N_GEOMETRY) geometry] -> (B, genes) float32."""
         batch, n_slices, per_slice, hidden = tokens.shape
         token_mask = slice_mask[:, :, None].expand(-1, -1, per_slice).reshape(batch, -1)
         flat = tokens.reshape(batch, n_slices * per_slice, hidden)
         if self.config.pooling == "topk":
-            return self.head(flat, token_mask, self.top_k_list(),
-                             memory_mb or self.config.head_memory_mb)
-        with torch.autocast(device_type=tokens.device.type, enabled=False):
-            embedding = pooled_embedding(flat, token_mask, self.attention)
-        return self.head.embedding_values(embedding)
+            values = self.head(flat, token_mask, self.top_k_list(),
+                               memory_mb or self.config.head_memory_mb)
+        else:
+            with torch.autocast(device_type=tokens.device.type, enabled=False):
+                embedding = pooled_embedding(flat, token_mask, self.attention)
+            values = self.head.embedding_values(embedding)
+        return values + self.geometry_shift(geometry, batch)
+
+    def geometry_shift(self, geometry: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """(B, genes) what the tumour's geometry adds to each gene (0 without geometry)."""
+        if not self.config.geometry:
+            return torch.zeros((), device=self.head.conv.bias.device)
+        if geometry is None or geometry.shape != (batch, N_GEOMETRY):
+            raise ValueError(f"a model with geometry needs (B, {N_GEOMETRY}) geometry values")
+        standardised = (geometry.float() - self.geometry_mean) / self.geometry_std
+        return self.head.geometry(standardised)
+
+    @torch.no_grad()
+    def set_geometry_scale(self, values: np.ndarray) -> None:
+        """Standardise the geometry by the training patients' (N, N_GEOMETRY) values."""
+        values = np.asarray(values, dtype=np.float32)
+        self.geometry_mean.copy_(torch.from_numpy(values.mean(axis=0)))
+        std = values.std(axis=0)
+        self.geometry_std.copy_(torch.from_numpy(np.where(std > 0, std, 1.0).astype(np.float32)))
 
     def attention_maps(self, tokens: torch.Tensor, slice_mask: torch.Tensor) -> torch.Tensor:
         """(B, S, T, hidden) -> (B, S, grid, grid) attention weight of each token (summing to
@@ -93,8 +121,9 @@ class GenePredictor(nn.Module):
         grid = self.config.grid_size
         return weights.reshape(batch, n_slices, grid, grid)
 
-    def forward(self, x: torch.Tensor, slice_mask: torch.Tensor) -> torch.Tensor:
-        return self.predict_genes(self.encode(x, slice_mask), slice_mask)
+    def forward(self, x: torch.Tensor, slice_mask: torch.Tensor,
+                geometry: torch.Tensor | None = None) -> torch.Tensor:
+        return self.predict_genes(self.encode(x, slice_mask), slice_mask, geometry)
 
     def gene_maps(self, tokens: torch.Tensor, gene_indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
         """(B, S, T, hidden) tokens -> (B, S, n_sel, grid, grid) per-token values of the

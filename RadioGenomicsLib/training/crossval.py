@@ -38,7 +38,7 @@ from RadioGenomicsLib.training.folds import assign_folds, inner_validation_split
 from RadioGenomicsLib.training.loop import Runtime, fit_fold, predict_patients
 from RadioGenomicsLib.training.recipe import Recipe
 
-HEAD_KEYS = ("head.conv.weight", "head.conv.bias")
+HEAD_KEYS = ("head.conv.weight", "head.conv.bias", "head.geometry.weight")  # a row per gene
 
 
 @dataclass
@@ -174,31 +174,30 @@ def run_folds(inputs: TrainingInputs, recipe: Recipe, runtime: Runtime, cache: S
 
 
 def _frozen_tokens(inputs: TrainingInputs, recipe: Recipe, runtime: Runtime, cache: SliceCache,
-                   keys: dict[str, str]) -> tuple[GenePredictor, dict[str, np.ndarray]]:
+                   keys: dict[str, str]):
     """Stage 1 of the two-stage mode: the shared frozen encoder and every patient's tokens."""
     from RadioGenomicsLib.training.frozen import encode_patients, frozen_encoder
 
     patients = list(inputs.targets.index)
     everyone = PatientSlices(cache, keys, np.zeros((len(patients), 1)), patients)
     encoder = frozen_encoder(recipe, everyone.slices(0).shape[1], 1)
-    return encoder, encode_patients(encoder, everyone, runtime.device)
+    return encode_patients(encoder, everyone, runtime.device, cache.folder / "tokens")
 
 
-def _fit_frozen_fold(recipe: Recipe, fold: int, frozen: tuple, train: PatientSlices,
+def _fit_frozen_fold(recipe: Recipe, fold: int, frozen, train: PatientSlices,
                      validation: PatientSlices, held_out: PatientSlices):
     """Stage 2 for one fold: (weights in the target's units, state, OOF predictions)."""
     from RadioGenomicsLib.training.frozen import fit_head_fold, predict_tokens
     from RadioGenomicsLib.training.loop import in_target_units, target_scale
 
-    encoder, tokens = frozen
     if recipe.training.standardize_targets:
         mean, std = target_scale(train.targets)
         train, validation = train.standardized(mean, std), validation.standardized(mean, std)
-    best, state = fit_head_fold(recipe, fold, encoder, tokens, train, validation)
+    best, state = fit_head_fold(recipe, fold, frozen, train, validation)
     if recipe.training.standardize_targets:
         best = in_target_units(best, mean, std)
     model = _model_from(recipe, best, train)
-    return best, state, predict_tokens(model, tokens, held_out.patients,
+    return best, state, predict_tokens(model, frozen, held_out.patients,
                                        recipe.training.batch_patients)
 
 

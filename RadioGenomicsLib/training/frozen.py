@@ -15,12 +15,16 @@ head: a normal GenePredictor, read and run like any other.
 from __future__ import annotations
 
 import copy
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 from torch import nn
 
+from RadioGenomicsLib.atomic import atomic_path
 from RadioGenomicsLib.model import GenePredictor
 from RadioGenomicsLib.model.predictor import slices_per_pass
 from RadioGenomicsLib.progress import ProgressBar, progress
@@ -42,18 +46,48 @@ def frozen_encoder(recipe: Recipe, channels: int, genes: int) -> GenePredictor:
     return model.eval()
 
 
+@dataclass
+class FrozenTokens:
+    """Every patient's tokens from the frozen encoder, and its tumour geometry."""
+
+    encoder: GenePredictor
+    tokens: dict[str, np.ndarray]  # patient -> (S, T, hidden) float16
+    geometry: dict[str, np.ndarray]  # patient -> (N_GEOMETRY,) float32
+
+
+def encoder_key(model: GenePredictor) -> str:
+    """The frozen encoder's content (its weights), for the token cache's folder name."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.encoder.state_dict().items()):
+        digest.update(name.encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:24]
+
+
 @torch.no_grad()
-def encode_patients(model: GenePredictor, data: PatientSlices, device: torch.device
-                    ) -> dict[str, np.ndarray]:
-    """patient -> (S, T, hidden) float16 tokens of all of its cached slices."""
+def encode_patients(model: GenePredictor, data: PatientSlices, device: torch.device,
+                    cache: Path | None = None) -> FrozenTokens:
+    """Every patient's cached slices through the frozen encoder, once; with `cache`, the
+    tokens are kept in cache/<encoder weights' hash>/<slice key>.npy for later runs."""
     model.to(device)
-    tokens = {}
+    folder = cache / encoder_key(model) if cache is not None else None
+    tokens, geometry = {}, {}
     for index in progress(range(len(data)), "encoding the slices once (frozen encoder)"):
-        x = torch.from_numpy(np.asarray(data.slices(index), dtype=np.float32))[None].to(device)
-        mask = torch.ones(x.shape[:2], dtype=torch.bool, device=device)
-        tokens[data.patients[index]] = model.encode(x, mask, slices_per_pass(device))[0] \
-            .to(torch.float16).cpu().numpy()
-    return tokens
+        patient = data.patients[index]
+        stored = folder / f"{data.keys[patient]}.npy" if folder is not None else None
+        if stored is not None and stored.exists():
+            tokens[patient] = np.load(stored)
+        else:
+            x = torch.from_numpy(np.asarray(data.slices(index), np.float32))[None].to(device)
+            mask = torch.ones(x.shape[:2], dtype=torch.bool, device=device)
+            tokens[patient] = model.encode(x, mask, slices_per_pass(device))[0] \
+                .to(torch.float16).cpu().numpy()
+            if stored is not None:
+                folder.mkdir(parents=True, exist_ok=True)
+                with atomic_path(stored) as tmp, open(tmp, "wb") as handle:
+                    np.save(handle, tokens[patient])
+        geometry[patient] = data.geometry([index])[0].numpy()
+    return FrozenTokens(model.cpu(), tokens, geometry)
 
 
 def token_batch(stacks: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,22 +101,25 @@ def token_batch(stacks: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tenso
     return tokens, mask
 
 
-def batches(tokens: dict[str, np.ndarray], patients: Sequence[str], size: int,
-            rng: np.random.Generator | None = None) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor]]:
-    """(patient indices, tokens, mask) in shuffled (rng) or given order."""
+def batches(frozen: FrozenTokens, patients: Sequence[str], size: int,
+            rng: np.random.Generator | None = None
+            ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]]:
+    """(patient indices, tokens, mask, geometry) in shuffled (rng) or given order."""
     order = rng.permutation(len(patients)) if rng is not None else np.arange(len(patients))
     for start in range(0, len(order), size):
         chosen = order[start:start + size]
-        yield (chosen, *token_batch([tokens[patients[i]] for i in chosen]))
+        names = [patients[i] for i in chosen]
+        geometry = torch.from_numpy(np.stack([frozen.geometry[p] for p in names]))
+        yield (chosen, *token_batch([frozen.tokens[p] for p in names]), geometry)
 
 
 @torch.no_grad()
-def predict_tokens(model: GenePredictor, tokens: dict[str, np.ndarray], patients: Sequence[str],
+def predict_tokens(model: GenePredictor, frozen: FrozenTokens, patients: Sequence[str],
                    batch_patients: int) -> np.ndarray:
     """(patients, genes) values from cached tokens, eval mode."""
     model.eval()
-    out = [model.predict_genes(batch, mask).float().numpy()
-           for _, batch, mask in batches(tokens, patients, batch_patients)]
+    out = [model.predict_genes(batch, mask, geometry).float().numpy()
+           for _, batch, mask, geometry in batches(frozen, patients, batch_patients)]
     return np.concatenate(out) if out else np.zeros((0, model.n_genes), np.float32)
 
 
@@ -90,7 +127,7 @@ def _head_parameters(model: GenePredictor) -> list[nn.Parameter]:
     return [p for name, p in model.named_parameters() if not name.startswith(ENCODER_PREFIX)]
 
 
-def _train(model: GenePredictor, tokens: dict[str, np.ndarray], patients: Sequence[str],
+def _train(model: GenePredictor, frozen: FrozenTokens, patients: Sequence[str],
            targets: np.ndarray, epochs: int, recipe: Recipe, fold: int, bar_text: str,
            validation: tuple[Sequence[str], np.ndarray] | None = None
            ) -> tuple[FoldState, dict[str, torch.Tensor] | None]:
@@ -106,15 +143,17 @@ def _train(model: GenePredictor, tokens: dict[str, np.ndarray], patients: Sequen
             model.train()
             rng = np.random.default_rng([settings.seed, fold, epoch, 17])
             losses = []
-            for chosen, batch, mask in batches(tokens, patients, settings.batch_patients, rng):
-                loss = nn.functional.mse_loss(model.predict_genes(batch, mask), target[chosen])
+            for chosen, batch, mask, geometry in batches(frozen, patients,
+                                                         settings.batch_patients, rng):
+                loss = nn.functional.mse_loss(model.predict_genes(batch, mask, geometry),
+                                              target[chosen])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
                 losses.append(float(loss.detach()))
             entry = {"epoch": epoch, "loss": float(np.mean(losses))}
             if validation is not None:
-                predicted = predict_tokens(model, tokens, validation[0], settings.batch_patients)
+                predicted = predict_tokens(model, frozen, validation[0], settings.batch_patients)
                 score = -float(np.mean((predicted - validation[1]) ** 2))
                 entry["validation_loss"] = -score
                 if score > state.best_score:
@@ -129,8 +168,7 @@ def _train(model: GenePredictor, tokens: dict[str, np.ndarray], patients: Sequen
     return state, best
 
 
-def fit_head_fold(recipe: Recipe, fold: int, encoder: GenePredictor, tokens: dict[str, np.ndarray],
-                  train: PatientSlices, validation: PatientSlices
+def fit_head_fold(recipe: Recipe, fold: int, frozen: FrozenTokens, train, validation
                   ) -> tuple[dict[str, torch.Tensor], FoldState]:
     """One fold's head on frozen tokens: early stopping on the validation loss, then (the
     recipe's `refit`) the same number of epochs on training + validation patients.
@@ -138,18 +176,22 @@ def fit_head_fold(recipe: Recipe, fold: int, encoder: GenePredictor, tokens: dic
     settings = recipe.training
     torch.manual_seed(settings.seed * 1000 + fold)
 
+    encoder = frozen.encoder
+
     def fresh(targets: np.ndarray) -> GenePredictor:
         model = GenePredictor(recipe.model, encoder.in_channels, targets.shape[1])
         model.load_state_dict({k: v for k, v in encoder.state_dict().items()
                                if k.startswith(ENCODER_PREFIX)}, strict=False)
         model.set_output_bias(targets.mean(axis=0))
+        if recipe.model.geometry:  # standardised by the training patients alone
+            model.set_geometry_scale(np.stack([frozen.geometry[p] for p in train.patients]))
         model.draw_top_k = settings.random_top_k
         for parameter in model.encoder.parameters():
             parameter.requires_grad_(False)
         return model
 
     model = fresh(train.targets)
-    state, best = _train(model, tokens, train.patients, train.targets, settings.head_epochs,
+    state, best = _train(model, frozen, train.patients, train.targets, settings.head_epochs,
                          recipe, fold, f"fold {fold + 1}/{settings.folds} head",
                          (validation.patients, validation.targets))
     if settings.refit and state.best_epoch >= 0:
@@ -157,7 +199,7 @@ def fit_head_fold(recipe: Recipe, fold: int, encoder: GenePredictor, tokens: dic
         targets = np.concatenate([train.targets, validation.targets])
         torch.manual_seed(settings.seed * 1000 + fold)
         refitted = fresh(targets)
-        _train(refitted, tokens, patients, targets, state.best_epoch + 1, recipe, fold,
+        _train(refitted, frozen, patients, targets, state.best_epoch + 1, recipe, fold,
                f"fold {fold + 1}/{settings.folds} refit on all {len(patients)}")
         best = refitted.state_dict()
     return best, state
