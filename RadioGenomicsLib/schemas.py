@@ -56,6 +56,7 @@ MODEL = {
         "head_memory_mb": {"type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000},
         "pooling": {"enum": ["topk", "mean", "attention"]},
         "attention_dim": _int(1, 8192),
+        "geometry": {"type": "boolean"},
     },
 }
 
@@ -72,6 +73,7 @@ PREPROCESSING = {
         "margin_mm": _number(0, 1000),
         "min_crop_mm": _number(0, 10_000),
         "size": _int(16, 1024),
+        "slice_choice": {"enum": ["largest", "spread"]},
     },
 }
 

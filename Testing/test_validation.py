@@ -126,13 +126,14 @@ def test_every_setting_has_a_schema_entry():
     assert set(Recipe.__dataclass_fields__) - {"value", "transform"} <= \
         set(schemas.RECIPE["properties"])
     from RadioGenomicsLib.model.config import POOLINGS
-    from RadioGenomicsLib.preprocess import REGIONS
+    from RadioGenomicsLib.preprocess import REGIONS, SLICE_CHOICES
     from RadioGenomicsLib.training.recipe import (ENCODER_MODES, GROUPINGS, TARGET_UNITS,
                                                   TRANSFORM_NAMES)
 
     target = schemas.RECIPE["properties"]["target"]["properties"]
     for enum, names in ((schemas.MODEL["properties"]["pooling"], POOLINGS),
                         (schemas.PREPROCESSING["properties"]["region"], REGIONS),
+                        (schemas.PREPROCESSING["properties"]["slice_choice"], SLICE_CHOICES),
                         (schemas.TRAINING["properties"]["encoder"], ENCODER_MODES),
                         (schemas.TRAINING["properties"]["group_by"], GROUPINGS),
                         (target["value"], tuple(TARGET_UNITS)),
