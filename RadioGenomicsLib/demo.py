@@ -11,6 +11,7 @@ Every step is the ordinary command line; the paths of what it wrote are printed.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -78,12 +79,77 @@ def run(out: Path, epochs: int) -> None:
         print(f"  {path}  ({what})")
 
 
+# ---------------------------------------------------------------- the viewer's sample
+
+SAMPLE_FILE = "sample.json"
+SAMPLE_GENES, SAMPLE_SLICES, SAMPLE_FOLDS = 60, 8, 2
+
+
+def _unseen_study(cohort: Path, row: int) -> dict:
+    manifest = pd.read_csv(cohort / "manifest.csv", dtype=str, keep_default_na=False)
+    unseen = manifest.iloc[row]
+    channels = [c for c in ("t1", "t1gd", "t2", "flair") if c in manifest.columns]
+    return {"patient": unseen["patient_id"],
+            "images": {c: str((cohort / unseen[c]).resolve()) for c in channels},
+            "segmentation": str((cohort / unseen["segmentation"]).resolve())}
+
+
+def _untrained_sample_bundle(cohort: Path, path: Path) -> None:
+    """A `small` bundle with random weights over the cohort's genes (seconds, not minutes)."""
+    from RadioGenomicsLib.bundle import make_untrained_bundle
+    from RadioGenomicsLib.model import ModelConfig
+    from RadioGenomicsLib.preprocess import PreprocessSettings
+
+    star = next((cohort / "expression").rglob("*.tsv"))
+    genes = pd.read_csv(star, sep="\t", comment="#", usecols=["gene_id", "gene_name"])
+    genes = genes[genes["gene_id"].str.startswith("ENSG")].reset_index(drop=True)
+    make_untrained_bundle(path, ModelConfig.preset("small"), ["t1", "t1gd", "t2", "flair"],
+                          genes, PreprocessSettings(max_slices=SAMPLE_SLICES).to_dict(),
+                          seed=7, folds=SAMPLE_FOLDS)
+
+
+def make_sample(out: Path, demo_out: Path | None = None) -> dict:
+    """The viewer's "Load sample": a synthetic study and a model bundle, labelled as such.
+
+    With the output of `make demo` (`demo_out`): its bundle, trained on 40 synthetic
+    patients, and the study it kept out. Otherwise, in seconds: a 2-patient synthetic
+    cohort (the demo's seed) and an untrained `small` bundle over its genes. Writes
+    sample.json in `out` and returns it.
+    """
+    if demo_out is not None and (demo_out / "model" / "metadata.json").is_file():
+        sample = {**_unseen_study(demo_out / "cohort", TRAIN_PATIENTS),
+                  "bundle": str((demo_out / "model").resolve()),
+                  "label": f"Synthetic study (not a patient); model trained by `make demo` on "
+                           f"{TRAIN_PATIENTS} synthetic patients: for trying the viewer only"}
+    else:
+        cohort = out / "cohort"
+        cli(["synth", "--out", str(cohort), "--patients", "2", "--genes", str(SAMPLE_GENES),
+             "--seed", "7", "--jobs", "1"])
+        _untrained_sample_bundle(cohort, out / "untrained-small")
+        sample = {**_unseen_study(cohort, 1), "bundle": str((out / "untrained-small").resolve()),
+                  "label": "Synthetic study (not a patient); untrained model with random "
+                           "weights: shows the flow, its values mean nothing"}
+    from RadioGenomicsLib.atomic import atomic_path
+
+    with atomic_path(out / SAMPLE_FILE) as partial:
+        partial.write_text(json.dumps(sample, indent=2))
+    return sample
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("demo-out"))
     parser.add_argument("--epochs", type=int, default=DEMO_EPOCHS, help="most epochs per fold")
+    parser.add_argument("--sample", action="store_true",
+                        help="only the viewer's sample (a synthetic study and a bundle) in --out")
+    parser.add_argument("--from-demo", type=Path, default=None, metavar="DIR",
+                        help="with --sample: use this `make demo` output when it is complete")
     args = parser.parse_args()
-    run(args.out, args.epochs)
+    if args.sample:
+        args.out.mkdir(parents=True, exist_ok=True)
+        print(json.dumps(make_sample(args.out, args.from_demo)))
+    else:
+        run(args.out, args.epochs)
     sys.exit(0)
 
 

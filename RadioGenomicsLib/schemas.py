@@ -100,6 +100,7 @@ TRAINING = {
         "head_patience": _int(1, 100_000),
         "head_learning_rate": {"type": "number", "exclusiveMinimum": 0, "maximum": 10},
         "refit": {"type": "boolean"},
+        "head_solver": {"enum": ["adamw", "ridge"]},
     },
 }
 

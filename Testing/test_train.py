@@ -405,3 +405,51 @@ def model_from_state(recipe, state):
     model = GenePredictor(recipe.model, 1, state["head.conv.bias"].shape[0])
     model.load_state_dict(state)
     return model
+
+
+def test_the_ridge_head_is_the_ridge_written_into_the_model():
+    """Closed-form head: the GenePredictor's values are exactly the ridge's predictions on
+    new patients (mean token and geometry, standardised), and it learns the signal."""
+    from sklearn.linear_model import RidgeCV
+
+    from RadioGenomicsLib.model import ModelConfig
+    from RadioGenomicsLib.training.frozen import (RIDGE_ALPHAS, FrozenTokens, fit_ridge_head,
+                                                  frozen_encoder, patient_features,
+                                                  predict_tokens)
+    from RadioGenomicsLib.training.recipe import load_recipe
+
+    rng = np.random.default_rng(2)
+    config = ModelConfig.from_dict({**ModelConfig.preset("small").to_dict(), **RECIPE["model"],
+                                    "pooling": "mean", "geometry": True})
+    recipe = load_recipe("small")
+    recipe = dataclass_replace(recipe, model=config, training=dataclass_replace(
+        recipe.training, encoder="frozen", head_solver="ridge"))
+    patients = [f"P{i}" for i in range(70)]
+    signal = rng.normal(size=70)
+    shift = np.zeros(32)
+    tokens = {}
+    for i, p in enumerate(patients):
+        shift[0] = signal[i]  # the first feature of every token carries the signal
+        tokens[p] = (rng.normal(size=(2, 196, 32)) + shift).astype(np.float16)
+    geometry = {p: rng.normal(3, 2, 4).astype(np.float32) for p in patients}
+    volume = np.array([geometry[p][3] for p in patients])
+    targets = np.c_[signal + rng.normal(0, 0.3, 70), volume, rng.normal(size=70)]
+
+    class Part:
+        def __init__(self, index):
+            self.patients = [patients[i] for i in index]
+            self.targets = targets[index].astype(np.float32)
+
+    frozen = FrozenTokens(frozen_encoder(recipe, 1, 3), tokens, geometry)
+    best, state = fit_ridge_head(recipe, 0, frozen, Part(range(45)), Part(range(45, 50)))
+    model = model_from_state(recipe, best)
+    predicted = predict_tokens(model, frozen, patients[50:], 8)
+    x = patient_features(frozen, patients[:50], True)
+    centre, scale = x.mean(0), x.std(0)
+    ridge = RidgeCV(alphas=np.asarray(RIDGE_ALPHAS), alpha_per_target=True).fit(
+        (x - centre) / scale, targets[:50])
+    expected = ridge.predict((patient_features(frozen, patients[50:], True) - centre) / scale)
+    np.testing.assert_allclose(predicted, expected, rtol=1e-3, atol=1e-3)
+    assert np.corrcoef(predicted[:, 0], targets[50:, 0])[0, 1] > 0.8  # from the tokens
+    assert np.corrcoef(predicted[:, 1], targets[50:, 1])[0, 1] > 0.9  # from the geometry
+    assert state.history[0]["patients"] == 50  # training and validation patients both

@@ -127,8 +127,8 @@ def test_every_setting_has_a_schema_entry():
         set(schemas.RECIPE["properties"])
     from RadioGenomicsLib.model.config import POOLINGS
     from RadioGenomicsLib.preprocess import REGIONS, SLICE_CHOICES
-    from RadioGenomicsLib.training.recipe import (ENCODER_MODES, GROUPINGS, TARGET_UNITS,
-                                                  TRANSFORM_NAMES)
+    from RadioGenomicsLib.training.recipe import (ENCODER_MODES, GROUPINGS, HEAD_SOLVERS,
+                                                  TARGET_UNITS, TRANSFORM_NAMES)
 
     target = schemas.RECIPE["properties"]["target"]["properties"]
     for enum, names in ((schemas.MODEL["properties"]["pooling"], POOLINGS),
@@ -136,6 +136,7 @@ def test_every_setting_has_a_schema_entry():
                         (schemas.PREPROCESSING["properties"]["slice_choice"], SLICE_CHOICES),
                         (schemas.TRAINING["properties"]["encoder"], ENCODER_MODES),
                         (schemas.TRAINING["properties"]["group_by"], GROUPINGS),
+                        (schemas.TRAINING["properties"]["head_solver"], HEAD_SOLVERS),
                         (target["value"], tuple(TARGET_UNITS)),
                         (target["transform"], tuple(TRANSFORM_NAMES))):
         assert tuple(enum["enum"]) == tuple(names)

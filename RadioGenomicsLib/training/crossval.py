@@ -187,13 +187,14 @@ def _frozen_tokens(inputs: TrainingInputs, recipe: Recipe, runtime: Runtime, cac
 def _fit_frozen_fold(recipe: Recipe, fold: int, frozen, train: PatientSlices,
                      validation: PatientSlices, held_out: PatientSlices):
     """Stage 2 for one fold: (weights in the target's units, state, OOF predictions)."""
-    from RadioGenomicsLib.training.frozen import fit_head_fold, predict_tokens
+    from RadioGenomicsLib.training.frozen import fit_head_fold, fit_ridge_head, predict_tokens
     from RadioGenomicsLib.training.loop import in_target_units, target_scale
 
     if recipe.training.standardize_targets:
         mean, std = target_scale(train.targets)
         train, validation = train.standardized(mean, std), validation.standardized(mean, std)
-    best, state = fit_head_fold(recipe, fold, frozen, train, validation)
+    fit = fit_ridge_head if recipe.training.head_solver == "ridge" else fit_head_fold
+    best, state = fit(recipe, fold, frozen, train, validation)
     if recipe.training.standardize_targets:
         best = in_target_units(best, mean, std)
     model = _model_from(recipe, best, train)

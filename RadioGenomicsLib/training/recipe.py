@@ -32,6 +32,7 @@ TARGET_UNITS = {"fpkm_uq": "FPKM-UQ", "tpm": "TPM", "counts": "counts"}
 TRANSFORM_NAMES = {"log10p1": "log10(1+x)", "log2p1": "log2(1+x)", "none": "x"}
 GROUPINGS = ("patient", "site")
 ENCODER_MODES = ("train", "frozen")
+HEAD_SOLVERS = ("adamw", "ridge")
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,10 @@ class TrainSettings:
     head_patience: int = 30  # "frozen": epochs without a lower validation loss
     head_learning_rate: float = 1e-3
     refit: bool = True  # "frozen": refit on the whole training fold for the chosen epochs
+    # "frozen" with mean pooling: "adamw" (epochs on the tokens) or "ridge" (closed form on
+    # the mean token and the geometry: RidgeCV, a penalty per gene chosen by leave-one-out
+    # on the whole training fold, the radiomics baseline's estimator)
+    head_solver: str = "adamw"
 
     def problems(self) -> list[str]:
         found = []
@@ -77,6 +82,8 @@ class TrainSettings:
             found.append(f"encoder {self.encoder!r}: choose {' or '.join(ENCODER_MODES)}")
         if self.head_epochs < 1 or self.head_patience < 1 or self.head_learning_rate <= 0:
             found.append("head_epochs and head_patience must be >= 1, head_learning_rate > 0")
+        if self.head_solver not in HEAD_SOLVERS:
+            found.append(f"head_solver {self.head_solver!r}: choose {' or '.join(HEAD_SOLVERS)}")
         if self.group_by not in GROUPINGS:
             found.append(f"group_by {self.group_by!r}: choose {' or '.join(GROUPINGS)}")
         if self.folds < 2:
