@@ -31,10 +31,13 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from RadioGenomicsLib.bundle import load_bundle
     from RadioGenomicsLib.errors import InputError
+    from RadioGenomicsLib.outputs import Output, check_outputs
     from RadioGenomicsLib.run import attention_map, open_run, run_maps, write_maps
 
     if not args.gene and not args.attention:
         raise InputError(None, "give --gene SYMBOL (repeatable) and/or --attention")
+    # maps folders are the prediction's: `predict --maps` and `map --out` share them
+    check_outputs("predict", [Output(args.out, "folder")], [args.run_folder, args.model])
     started = time.perf_counter()
     bundle = load_bundle(args.model, verify_checksums=False) if args.model else None
     result, bundle = open_run(args.run_folder, bundle)
