@@ -302,7 +302,9 @@ def test_painted_tumour_is_written_on_the_study_grid_and_predicted(browser, view
     page = open_with_sample(browser, url)
     page.click('[data-testid="paint"]')
     wait_for_status(page, "Paint the tumour")
-    box = page.locator("img.image-display-area").first.bounding_box()
+    view = page.locator("img.image-display-area").first
+    view.wait_for(state="visible", timeout=30_000)  # the first frame may still be coming
+    box = view.bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(x - 30, y)
     page.mouse.down()
