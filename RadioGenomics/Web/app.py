@@ -640,7 +640,8 @@ class Viewer(TrameApp):
             self.pacs_uids = {s.uid for s in studies}
             with self.state:
                 self.state.pacs_studies = hospital.study_items(studies)
-                self.state.status = f"{len(studies)} studies on the PACS."
+                self.state.status = (f"{len(studies)} "
+                                     f"{'study' if len(studies) == 1 else 'studies'} on the PACS.")
 
     def open_pacs_study(self, uid: str) -> None:
         # the UID comes from the page: only a listed study, never a path of the server's
