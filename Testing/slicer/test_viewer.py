@@ -303,7 +303,7 @@ def test_painted_tumour_is_written_on_the_study_grid_and_predicted(browser, view
     page.click('[data-testid="paint"]')
     wait_for_status(page, "Paint the tumour")
     view = page.locator("img.image-display-area").first
-    view.wait_for(state="visible", timeout=30_000)  # the first frame may still be coming
+    view.wait_for(state="visible", timeout=90_000)  # the first frame may still be coming
     box = view.bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(x - 30, y)
