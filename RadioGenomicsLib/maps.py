@@ -103,8 +103,14 @@ def tumour_region(tumour: sitk.Image, margin_mm: float = 0.0) -> np.ndarray:
     inside = sitk.GetArrayFromImage(tumour) > 0
     if margin_mm <= 0 or not inside.any():
         return inside
-    spacing_zyx = tumour.GetSpacing()[::-1]
-    return distance_transform_edt(~inside, sampling=spacing_zyx) <= margin_mm
+    spacing_zyx = np.asarray(tumour.GetSpacing()[::-1])
+    # only the tumour's box grown by the margin can be reached: the distance there alone
+    reach = np.ceil(margin_mm / spacing_zyx).astype(int) + 1
+    box = tuple(slice(max(a.min() - r, 0), a.max() + r + 1)
+                for a, r in zip(np.nonzero(inside), reach))
+    region = np.zeros_like(inside)
+    region[box] = distance_transform_edt(~inside[box], sampling=spacing_zyx) <= margin_mm
+    return region
 
 
 def restrict_to_tumour(volume: sitk.Image, tumour: sitk.Image, margin_mm: float = 0.0,

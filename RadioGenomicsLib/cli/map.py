@@ -40,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
     if not args.gene and not args.attention:
         raise InputError(None, "give --gene SYMBOL (repeatable) and/or --attention")
     check_map_margin(args.map_margin)
+    if args.picture and not args.gene:
+        raise InputError(args.picture, "--picture draws the maps of --gene: name a gene")
     started = time.perf_counter()
     bundle = load_bundle(args.model, verify_checksums=False) if args.model else None
     result, bundle = open_run(args.run_folder, bundle)
@@ -50,7 +52,7 @@ def run(args: argparse.Namespace) -> int:
     for path in written:
         print(f"map -> {path}")
     if args.picture:
-        save_run_picture(result, {g: m for g, m in maps.items() if g != "attention"} or maps,
+        save_run_picture(result, {g: m for g, m in maps.items() if g != "attention"},
                          args.picture)
         print(f"picture -> {args.picture}")
     print(f"{len(written)} map(s) from {len(result.folds)} fold model(s) in "
