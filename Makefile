@@ -25,8 +25,10 @@ test: testdata
 	$(PY) -m pytest -q
 	$(MAKE) slicer-test
 
+# PATIENTS=N trains on N synthetic patients (default 40); CONFIG=small EPOCHS=8 the old way
 demo: $(STAMP)
-	$(PY) -m RadioGenomicsLib.demo --out demo-out
+	$(PY) -m RadioGenomicsLib.demo --out demo-out $(if $(PATIENTS),--patients $(PATIENTS)) \
+		$(if $(CONFIG),--config $(CONFIG)) $(if $(EPOCHS),--epochs $(EPOCHS))
 
 bench: testdata
 	$(PY) -m benchmarks.run

@@ -36,6 +36,7 @@ from RadioGenomicsLib.card import (FORMAT_VERSION, GENE_COLUMNS, GENES_FILE, MET
                                    BundleCard, card_from, read_metadata)
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.hashing import sha256_of
+from RadioGenomicsLib.integrity import Integrity, verify_bundle, write_manifest
 from RadioGenomicsLib.model import GenePredictor, ModelConfig
 
 NUMERIC_GENE_COLUMNS = GENE_COLUMNS[2:]
@@ -170,6 +171,7 @@ def write_bundle(path: str | os.PathLike, fold_state_dicts: Sequence[Mapping[str
         (tmp / METADATA_FILE).write_text(json.dumps(document, indent=2, allow_nan=False) + "\n",
                                          encoding="utf-8")
         genes.to_csv(tmp / GENES_FILE, sep="\t", index=False, na_rep="")
+        write_manifest(tmp, checksums)  # last: every file above, checked on load
     return path
 
 
@@ -187,6 +189,7 @@ class Bundle:
     card: BundleCard
     _verified: set[str] = field(default_factory=set, repr=False)
     _fingerprint: str = field(default="", repr=False)
+    integrity: Integrity | None = None  # manifest and signature checks (integrity.py)
 
     @property
     def fingerprint(self) -> str:
@@ -311,10 +314,12 @@ def _read_genes(path: Path) -> pd.DataFrame:
     return _check_genes(genes, genes_path)
 
 
-def load_bundle(path: str | os.PathLike, verify_checksums: bool = True) -> Bundle:
-    """Read and check a bundle folder: format version, required fields, gene table, weight
-    files present and (unless `verify_checksums=False`, which defers each check to the
-    moment a fold's weights are read) their sha256."""
+def load_bundle(path: str | os.PathLike, verify_checksums: bool = True,
+                check_signature: bool = True) -> Bundle:
+    """Read and check a bundle folder: format version, required fields (schemas.py), gene
+    table, every file against manifest.json and the signature (integrity.py), weight files
+    present and (unless `verify_checksums=False`, which defers each check to the moment a
+    fold's weights are read) their sha256."""
     path = Path(path)
     refuse_pickle(path)
     if not path.exists():
@@ -323,6 +328,10 @@ def load_bundle(path: str | os.PathLike, verify_checksums: bool = True) -> Bundl
         raise InputError(path, f"not a model bundle: expected a folder with {METADATA_FILE}, "
                                f"{GENES_FILE} and fold_<i>.safetensors")
     document = read_metadata(path)
+    from RadioGenomicsLib.schemas import BUNDLE_METADATA, validate
+
+    # types, ranges: one line, never a TypeError
+    validate(document, BUNDLE_METADATA, path / METADATA_FILE)
     genes = _read_genes(path)
     bundle = Bundle(
         path=path,
@@ -334,6 +343,8 @@ def load_bundle(path: str | os.PathLike, verify_checksums: bool = True) -> Bundl
         created=str(document.get("created", "unknown")),
         card=card_from(path, document, genes.to_dict("records")),
     )
+    bundle.integrity = verify_bundle(path, [METADATA_FILE, GENES_FILE, *bundle.checksums],
+                                     bundle.checksums, check_signature)
     if verify_checksums:
         bundle.verify()
     return bundle

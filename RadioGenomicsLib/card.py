@@ -69,6 +69,11 @@ def read_metadata(path: Path) -> dict[str, Any]:
     for key in ("preprocessing", "training_cohort", "model"):
         if not isinstance(document[key], dict):
             raise InputError(meta_path, f"{key} must be a JSON object")
+    # what the card computes with (the full schema is checked by bundle.load_bundle)
+    for key, value in (("folds", document["folds"]),
+                       ("model.image_size", document["model"].get("image_size", 224))):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InputError(meta_path, f"{key}: {value!r} is not a positive integer")
     return document
 
 

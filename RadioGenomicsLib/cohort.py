@@ -24,6 +24,7 @@ from RadioGenomicsLib.imaging import CT_CHANNELS, KNOWN_CHANNELS, MRI_CHANNELS
 PATIENT_COLUMN = "patient_id"
 SEGMENTATION_COLUMN = "segmentation"
 LABEL_COLUMN = "label"
+MAX_LABEL = 2**31 - 1  # the largest value a labelmap's voxel type is read as here
 
 # BraTS-TCGA: TCGA-02-0006_1996.08.23_t1Gd.nii.gz; the manually corrected GLISTRboost
 # segmentation is preferred to the automatic one. Labels 1 necrosis, 2 oedema, 4 enhancing.
@@ -130,8 +131,10 @@ def _row_problems(row: pd.Series, columns: list[str], folder: Path) -> list[str]
         elif not (folder / row[column]).exists():
             problems.append(f"missing file: {patient} {column} {row[column]}")
     label = row.get(LABEL_COLUMN, "")
-    if label and not re.fullmatch(r"\d+", label):
+    if label and not re.fullmatch(r"[0-9]+", label):
         problems.append(f"bad label: {patient} {label!r} is not a whole number")
+    elif label and int(label) > MAX_LABEL:
+        problems.append(f"bad label: {patient} {label[:30]!r} is larger than {MAX_LABEL}")
     return problems
 
 

@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from RadioGenomicsLib.atomic import atomic_path
+from RadioGenomicsLib.outputs import mark_complete
 from RadioGenomicsLib.errors import InputError
 
 TABLE_FILE = "compare.tsv"
@@ -157,3 +158,4 @@ def write_comparison(out: str | os.PathLike, table: pd.DataFrame, text: str,
         (folder / SUMMARY_FILE).write_text(text, encoding="utf-8")
         plot_scatter(table, labels, folder / SCATTER_FILE)
         (folder / "labels.json").write_text(json.dumps(list(labels)) + "\n")
+        mark_complete(folder, "compare")

@@ -39,6 +39,7 @@ from RadioGenomicsLib.card import RESEARCH_NOTICE as NOTICE
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.genetable import MARKER_GENES, SR_GENES
 from RadioGenomicsLib.imaging import choose_dicom_series, same_grid
+from RadioGenomicsLib.outputs import mark_complete
 
 MANUFACTURER = "RadioGenomics"
 # series numbers of the new series, far above a scanner's
@@ -454,6 +455,7 @@ def export_study(out: str | os.PathLike, source: str | os.PathLike, tumour: sitk
         for name, dataset in objects.items():
             dataset.save_as(folder / name, enforce_file_format=True)
         (folder / "report.pdf").write_bytes(pdf)
+        mark_complete(folder, "export-dicom")  # last: outputs.py lets a later export replace it
     return [Path(out) / name for name in [*objects, "report.pdf"]]
 
 

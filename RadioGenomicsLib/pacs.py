@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 import pydicom
 
 from RadioGenomicsLib.atomic import atomic_path
+from RadioGenomicsLib.outputs import mark_complete
 from RadioGenomicsLib.errors import InputError
 
 USER_ENV, PASSWORD_ENV = "RADIOGENOMICS_PACS_USER", "RADIOGENOMICS_PACS_PASSWORD"
@@ -166,6 +167,7 @@ def fetch_study(url: str, study_uid: str, folder: str | os.PathLike) -> list[Fet
                 dataset.save_as(into / f"{dataset.SOPInstanceUID}.dcm", enforce_file_format=True)
             fetched.append(FetchedSeries(uid, _first(series, MODALITY),
                                          _first(series, DESCRIPTION), len(instances)))
+        mark_complete(tmp, "predict")  # the study folder `predict --pacs` fetched into
     return fetched
 
 

@@ -62,11 +62,17 @@ class PreprocessSettings:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> PreprocessSettings:
+    def from_dict(cls, values: dict, source: str | os.PathLike | None = None) -> PreprocessSettings:
+        """Settings checked against schemas.PREPROCESSING; `source` names the file in errors."""
+        from RadioGenomicsLib.schemas import PREPROCESSING, validate
+
+        if not isinstance(values, dict):
+            raise InputError(source, "preprocessing settings must be a JSON object")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise InputError(None, f"unknown preprocessing setting {unknown[0]!r}")
+            raise InputError(source, f"unknown preprocessing setting {unknown[0]!r}")
+        validate(values, PREPROCESSING, source, prefix="preprocessing")
         return cls(**values)
 
 

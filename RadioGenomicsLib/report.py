@@ -36,6 +36,7 @@ from matplotlib.figure import Figure
 from RadioGenomicsLib.expression import write_values
 from RadioGenomicsLib.genetable import MARKER_GENES
 from RadioGenomicsLib.atomic import atomic_path
+from RadioGenomicsLib.outputs import mark_complete
 from RadioGenomicsLib.stats import (ALPHAS, beats_mean_predictor, fold_statistics,
                                     gene_statistics, significant_key, summarize)
 
@@ -175,11 +176,13 @@ def write_model_card(report_dir: str | os.PathLike, title: str) -> None:
 def write_report(out_dir: str | os.PathLike, predictions: pd.DataFrame, truth: pd.DataFrame,
                  gene_names: Mapping[str, str] | None = None, folds: pd.Series | None = None,
                  alpha: float = 0.05, markers: Sequence[str] = MARKER_GENES,
-                 names: Sequence[str] = ("predictions", "truth", "folds")) -> dict:
+                 names: Sequence[str] = ("predictions", "truth", "folds"),
+                 command: str | None = "evaluate") -> dict:
     """Evaluate `predictions` against `truth` (patients x genes, indexed by patient id) into `out_dir`.
 
     gene_names: gene id -> symbol ("" for ids it lacks); folds: patient id -> fold label, for
-    the per-fold statistics; names: how error messages call the two tables and the folds.
+    the per-fold statistics; names: how error messages call the two tables and the folds;
+    command: whose complete output the folder is (None inside another command's output).
     Everything is checked before anything is written. Returns the summary dict.
     """
     stats = gene_statistics(predictions, truth, alpha, names[:2])
@@ -204,6 +207,8 @@ def write_report(out_dir: str | os.PathLike, predictions: pd.DataFrame, truth: p
         plot_pearson_histogram(stats["pearson_r"].to_numpy(), stats["significant"].to_numpy(),
                                summary, folder / FIGURE_FILE)
         (folder / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+        if command:
+            mark_complete(folder, command)
     return summary
 
 

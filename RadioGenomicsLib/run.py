@@ -32,6 +32,7 @@ import SimpleITK as sitk
 
 from RadioGenomicsLib import __version__
 from RadioGenomicsLib.atomic import atomic_path
+from RadioGenomicsLib.outputs import mark_complete
 from RadioGenomicsLib.errors import InputError, read_json_object
 from RadioGenomicsLib.hashing import sha256_of_input
 from RadioGenomicsLib.progress import progress
@@ -256,6 +257,7 @@ def _write_run(run_dir: Path, info: dict, table, slices, tumour: sitk.Image,
         lap("write_s", mark)
         info["timings"]["total_s"] = round(sum(info["timings"].values()), 3)
         (tmp / RUN_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        mark_complete(tmp, "predict")  # last: outputs.py lets a later predict replace it
 
 
 def open_run(path: str | os.PathLike, bundle: "Bundle | None" = None) -> tuple[PredictionRun, "Bundle"]:

@@ -228,7 +228,7 @@ def test_a_folder_that_is_no_earlier_baseline_is_never_replaced(cohort, run_cli,
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
     code, _, err = _run(run_cli, cohort, out)
-    assert code == 2 and "no earlier baseline" in err
+    assert code == 2 and "no complete earlier output" in err
     assert (out / "notes.txt").read_text() == "keep me"
 
 

@@ -12,6 +12,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
+from RadioGenomicsLib.outputs import COMPLETE_MARKER
 from RadioGenomicsLib import __version__
 from RadioGenomicsLib.dicom_export import (NOTICE, ModelCard, export_study, gene_report,
                                            read_source_series)
@@ -75,7 +76,7 @@ def _frames(dataset) -> list:
 def test_files_written(exported):
     assert sorted(p.name for p in (exported["root"] / "out").iterdir()) == sorted(
         ["seg.dcm", "map_EGFR.dcm", "map_GENE7.dcm", "report_sr.dcm", "report_sc.dcm",
-         "report.pdf"])
+         "report.pdf", COMPLETE_MARKER])
 
 
 def test_seg_frames_lie_on_the_source_slices(exported):

@@ -12,6 +12,7 @@ import pydicom
 import pytest
 import SimpleITK as sitk
 
+from RadioGenomicsLib.outputs import COMPLETE_MARKER
 from RadioGenomicsLib.bundle import make_untrained_bundle
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.imaging import read_volume
@@ -147,8 +148,8 @@ def test_export_dicom_from_the_run(sent, run_cli, tmp_path):
                                    tmp_path / "dicom", "--gene", "TP53", "--gene", "KRAS")
     assert code == 0, stderr
     assert sorted(p.name for p in (tmp_path / "dicom").iterdir()) == [
-        "map_KRAS.dcm", "map_TP53.dcm", "report.pdf", "report_sc.dcm", "report_sr.dcm",
-        "seg.dcm"]
+        COMPLETE_MARKER, "map_KRAS.dcm", "map_TP53.dcm", "report.pdf", "report_sc.dcm",
+        "report_sr.dcm", "seg.dcm"]
     for path in (tmp_path / "dicom").glob("*.dcm"):  # the model's own maps, not made up
         assert dciodvfy_errors(path) == [], path.name
     seg = pydicom.dcmread(tmp_path / "dicom" / "seg.dcm")

@@ -14,6 +14,7 @@ from PIL import Image
 
 from RadioGenomicsLib import report, stats
 from RadioGenomicsLib.errors import InputError
+from RadioGenomicsLib.outputs import COMPLETE_MARKER
 
 IDH1, EGFR, TP53 = "ENSG00000138413.14", "ENSG00000146648.20", "ENSG00000141510.18"
 SIGNIFICANT_RED = np.array([0xd1, 0x49, 0x5b])
@@ -53,7 +54,7 @@ def test_report_files_and_contents(cohort, tmp_path):
                                   markers=report.MARKER_GENES + ("ENSG00000000007.1", "NOPE"))
     assert sorted(p.name for p in out.iterdir()) == sorted(
         [report.SUMMARY_FILE, report.GENE_STATS_FILE, report.PREDICTIONS_FILE,
-         report.MEASURED_FILE, report.FIGURE_FILE])
+         report.MEASURED_FILE, report.FIGURE_FILE, COMPLETE_MARKER])
     assert json.loads((out / report.SUMMARY_FILE).read_text()) == summary
     assert set(summary) == SUMMARY_KEYS
 

@@ -221,8 +221,11 @@ def test_bad_input_fails_at_the_start(tmp_path, cohort, workspace, run_cli, case
     elif case == "resume_other_settings":
         from RadioGenomicsLib.training.checkpoint import FoldState, save_checkpoint
 
+        from RadioGenomicsLib.outputs import mark_complete
+
         save_checkpoint(tmp_path / "bundle.work" / "fold_0.safetensors", "other settings",
                         FoldState(epoch=1), {}, {}, {"state": {}, "param_groups": []})
+        mark_complete(tmp_path / "bundle.work", "train")  # train's own work folder
         extra = ["--resume"]
     out = tmp_path / "bundle"
     code, _, stderr = run_cli(*train_args(data, workspace, out, *extra))

@@ -43,8 +43,10 @@ def add_cohort_arguments(parser: argparse.ArgumentParser, out_help: str) -> None
                              "table, or a matrix from `radiogenomics expression`")
     parser.add_argument("--sample-sheet", metavar="TSV", help="the GDC sample sheet")
     parser.add_argument("--out", required=True, metavar="PATH", help=out_help)
-    parser.add_argument("--config", default="paper", metavar="paper|small|FILE",
-                        help="a preset or a JSON recipe (see training/)")
+    parser.add_argument("--config", default="paper", metavar="PRESET|FILE",
+                        help="a preset (paper: the paper's method; small: the same on a CPU; "
+                             "frozen-ridge: frozen encoder, mask geometry, ridge per gene) or "
+                             "a JSON recipe (see training/)")
     parser.add_argument("--folds", type=int, help="cross-validation folds (recipe: 5)")
     parser.add_argument("--seed", type=int, help="seed of the folds, batches and weights")
     parser.add_argument("--group-by", choices=("patient", "site"),

@@ -39,6 +39,10 @@ def run(args: argparse.Namespace) -> int:
 
     if not 0.0 < args.alpha < 1.0:
         raise InputError(None, f"--alpha {args.alpha}: expected a level between 0 and 1")
+    from RadioGenomicsLib.outputs import Output, check_outputs
+
+    check_outputs("compare", [Output(args.out, "folder")],
+                  [args.report_a, args.report_b, args.truth])
     labels = args.labels or [_label(args.report_a), _label(args.report_b)]
     if labels[0] == labels[1]:
         labels = [f"{labels[0]} (A)", f"{labels[1]} (B)"]

@@ -32,6 +32,9 @@ def run(args: argparse.Namespace) -> int:
     from RadioGenomicsLib.dicom_export import export_run
     from RadioGenomicsLib.run import open_run
 
+    from RadioGenomicsLib.outputs import Output, check_outputs
+
+    check_outputs("export-dicom", [Output(args.out, "folder")], [args.run_folder, args.model])
     bundle = load_bundle(args.model, verify_checksums=False) if args.model else None
     result, bundle = open_run(args.run_folder, bundle)
     for path in export_run(result, bundle, args.out, args.gene, args.sr_genes):

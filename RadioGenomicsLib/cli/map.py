@@ -34,6 +34,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from RadioGenomicsLib.bundle import load_bundle
     from RadioGenomicsLib.errors import InputError
+    from RadioGenomicsLib.outputs import Output, check_outputs
     from RadioGenomicsLib.run import (attention_map, open_run, run_maps, save_run_picture,
                                       write_maps)
 
@@ -42,6 +43,10 @@ def run(args: argparse.Namespace) -> int:
     check_map_margin(args.map_margin)
     if args.picture and not args.gene:
         raise InputError(args.picture, "--picture draws the maps of --gene: name a gene")
+    # maps folders are the prediction's: `predict --maps` and `map --out` share them
+    outputs = [Output(args.out, "folder")] + ([Output(args.picture, "file", "--picture")] if args.picture
+                                              else [])
+    check_outputs("predict", outputs, [args.run_folder, args.model])
     started = time.perf_counter()
     bundle = load_bundle(args.model, verify_checksums=False) if args.model else None
     result, bundle = open_run(args.run_folder, bundle)

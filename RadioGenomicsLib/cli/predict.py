@@ -140,12 +140,35 @@ def study_inputs(args: argparse.Namespace, images: dict | None = None):
                        series=parse_named_paths(args.series, "--series"))
 
 
+def _check_outputs(args: argparse.Namespace) -> None:
+    from RadioGenomicsLib.cli.preprocess import study_paths
+    from RadioGenomicsLib.outputs import Output, check_outputs
+
+    if args.manifest:
+        outputs = [Output(args.out, "folder"), Output(args.runs, "folder", "--runs")]
+    else:
+        outputs = [Output(args.out, "file"), Output(args.maps, "folder", "--maps"),
+                   Output(args.picture, "file", "--picture"),
+                   Output(args.run_folder or default_run_folder(args.out), "folder",
+                          "--run" if args.run_folder else "--out (its .run folder)")]
+        if args.pacs:
+            outputs.append(Output(default_run_folder(args.out, ".study"), "folder",
+                                  "--pacs (its .study folder beside --out)"))
+    inputs = [args.model, args.manifest] + ([] if args.manifest else study_paths(args))
+    check_outputs("predict", outputs, inputs)
+    dicom_out = args.dicom_out or (default_run_folder(args.out, ".dicom") if args.send else None)
+    if dicom_out and not args.manifest:  # the folder `export-dicom` also writes
+        check_outputs("export-dicom", [Output(dicom_out, "folder", "--dicom-out")], inputs)
+
+
 def run(args: argparse.Namespace) -> int:
     from RadioGenomicsLib.bundle import load_bundle
     from RadioGenomicsLib.predict import choose_device, map_gene_indices, table_separator
 
     _check_arguments(args)
+    _check_outputs(args)
     bundle = load_bundle(args.model)
+    print(f"model {bundle.path}: {bundle.integrity.provenance}")
     if args.manifest:
         return _predict_cohort(args, bundle, choose_device(args.device))
     table_separator(args.out)

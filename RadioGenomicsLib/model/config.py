@@ -105,6 +105,9 @@ class ModelConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise InputError(source, f"unknown model setting(s) {', '.join(unknown)}")
+        from RadioGenomicsLib.schemas import MODEL, validate
+
+        validate(data, MODEL, source)
         try:
             config = cls(**data)
         except (TypeError, ValueError) as error:

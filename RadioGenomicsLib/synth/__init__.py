@@ -33,6 +33,7 @@ import SimpleITK as sitk
 
 from RadioGenomicsLib import cohort, gdc
 from RadioGenomicsLib.atomic import atomic_path
+from RadioGenomicsLib.outputs import Output, check_outputs, mark_complete
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.gencode import gene_table
 from RadioGenomicsLib.imaging import CT_CHANNELS, MRI_CHANNELS
@@ -62,11 +63,7 @@ def check_request(out: Path, patients: int, genes: int, modality: str) -> None:
     available = len(gene_table())
     if not 1 <= genes <= available:
         raise InputError(None, f"--genes {genes}: expected 1 to {available} (GENCODE v36)")
-    if out.exists() and not out.is_dir():
-        raise InputError(out, "exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "truth.json").exists():
-        raise InputError(out, "folder is not empty and holds no earlier synthetic cohort; "
-                              "give a new or empty folder")
+    check_outputs("synth", [Output(out, "folder")])
 
 
 def synthesize_cohort(out: str | os.PathLike, patients: int, genes: int, modality: str = "mri",
@@ -82,6 +79,7 @@ def synthesize_cohort(out: str | os.PathLike, patients: int, genes: int, modalit
         samples, model = _write_expression(tmp, latent, genes, seed)
         _write_manifest(tmp, images, modality)
         _write_truth(tmp, latent, images, samples, model, modality, seed)
+        mark_complete(tmp, "synth")
     return out
 
 

@@ -21,6 +21,8 @@ import pandas as pd
 import torch
 
 from RadioGenomicsLib.atomic import atomic_path
+from RadioGenomicsLib.integrity import read_manifest, write_manifest
+from RadioGenomicsLib.outputs import Output, check_outputs, mark_complete
 from RadioGenomicsLib.bundle import BundleMetadata, write_bundle
 from RadioGenomicsLib.cohort import channel_columns, validate_cohort
 from RadioGenomicsLib.errors import InputError
@@ -240,11 +242,14 @@ def write_trained_bundle(out: Path, recipe: Recipe, inputs: TrainingInputs,
         write_bundle(staging, states, metadata, genes)
         summary = write_report(staging / "report", oof, truth,
                                dict(zip(genes["gene_id"], genes["gene_name"])),
-                               folds=inputs.folds.loc[oof.index], markers=recipe.markers)
+                               folds=inputs.folds.loc[oof.index], markers=recipe.markers,
+                               command=None)
         pd.DataFrame([{"fold": h["fold"], **e} for h in histories for e in h["history"]]).to_csv(
             staging / "report" / "training_history.tsv", sep="\t", index=False)
         write_model_card(staging / "report", f"{recipe.name}: {len(truth)} patients, "
                                              f"{recipe.training.folds} folds, out-of-fold r")
+        write_manifest(staging, read_manifest(staging))  # the report too (weights not re-hashed)
+        mark_complete(staging, "train")
     return summary
 
 
@@ -253,6 +258,9 @@ def train(manifest: str, expression: str, sample_sheet: str | None, out: Path, r
     """The whole cross-validated training; returns the evaluation summary."""
     from RadioGenomicsLib.training.cache import default_cache_dir
 
+    work = out.with_name(out.name + ".work")
+    check_outputs("train", [Output(out, "folder"), Output(work, "folder", "--out (its .work)")],
+                  [manifest, expression, sample_sheet, recipe.training.pretrained or None])
     inputs = check_inputs(manifest, expression, sample_sheet, recipe)
     if recipe.training.pretrained:  # a checkpoint that does not fit fails now, not in fold 1
         load_transunet_weights(GenePredictor(recipe.model, len(inputs.channels), 1),
@@ -266,10 +274,11 @@ def train(manifest: str, expression: str, sample_sheet: str | None, out: Path, r
     runtime.barrier()
     if not runtime.main:
         keys = preprocess_cohort(inputs.cohort, inputs.channels, recipe.preprocessing, cache)
-    work = out.with_name(out.name + ".work")
     if not resume and work.exists() and runtime.main:
         shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
+    if runtime.main:
+        work.mkdir(parents=True, exist_ok=True)
+        mark_complete(work, "train")  # here: the folder is train's own (checkpoints to resume)
     runtime.barrier()
     states, oof, histories = run_folds(inputs, recipe, runtime, cache, keys, work, resume)
     summary = {}
