@@ -21,6 +21,7 @@ from RadioGenomicsLib.errors import InputError
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "RadioGenomics"))
 from Web.security import access_token, confine, extract_zip, is_loopback, save_upload  # noqa: E402
 from Web.study import StudyFolder  # noqa: E402
+from Web.hospital import split_series, study_items, zip_files  # noqa: E402
 
 MRI = ("t1", "t1gd", "t2", "flair")
 
@@ -159,3 +160,84 @@ def test_sample_uses_the_demo_model_when_make_demo_has_run(tmp_path):
     assert sample["images"]["t1gd"] == str(unseen.resolve())
     assert "trained by `make demo`" in sample["label"] and "Synthetic study" in sample["label"]
     assert json.loads((tmp_path / "sample" / "sample.json").read_text()) == sample
+
+
+def test_pacs_studies_listed_by_patient_date_and_description_newest_first():
+    from RadioGenomicsLib.pacs import StudySummary
+
+    items = study_items([
+        StudySummary("1.2.3", "RG-1", "Doe^Jane", "20240105", "MR brain", "MR"),
+        StudySummary("1.2.4", "RG-2", "", "20250317", "", "CT/SEG"),
+        StudySummary("1.2.5", "", "", "", "", ""),
+    ])
+    assert items == [
+        {"title": "(RG-2) · 2025-03-17 · CT/SEG", "value": "1.2.4"},
+        {"title": "Doe Jane (RG-1) · 2024-01-05 · MR brain, MR", "value": "1.2.3"},
+        {"title": "unnamed patient · no date", "value": "1.2.5"},
+    ]
+
+
+def test_dicom_results_zip_holds_each_file_by_name_or_nothing(tmp_path):
+    (tmp_path / "dicom").mkdir()
+    for name in ("seg.dcm", "report.pdf"):
+        (tmp_path / "dicom" / name).write_bytes(name.encode())
+    path = zip_files(sorted((tmp_path / "dicom").iterdir()), tmp_path / "dicom.zip")
+    with zipfile.ZipFile(path) as archive:
+        assert {n: archive.read(n) for n in archive.namelist()} == {
+            "report.pdf": b"report.pdf", "seg.dcm": b"seg.dcm"}
+    with pytest.raises(FileNotFoundError):
+        zip_files([tmp_path / "missing.dcm"], tmp_path / "other.zip")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dicom", "dicom.zip"]
+
+
+def test_study_fetched_from_a_pacs_takes_its_own_seg_as_the_tumour(tmp_path):
+    """fetch_study's layout: the series' files in the folder, its SEGs in segmentations/;
+    a SEG that RadioGenomics stored there earlier is a result, never the tumour."""
+    import pydicom
+    import SimpleITK as sitk
+    from pydicom.uid import generate_uid
+
+    from Testing.dicom_series import sphere, write_ct_series, write_workstation_seg
+
+    image = sitk.Image([12, 12, 4], sitk.sitkInt16)
+    image.SetSpacing([2.0, 2.0, 3.0])
+    study = tmp_path / "study-1"
+    write_ct_series(image, study)
+    write_workstation_seg(study, sphere(image, 4.0), tmp_path / "theirs.dcm")
+    (study / "segmentations").mkdir()
+    theirs = (tmp_path / "theirs.dcm").rename(study / "segmentations" / "theirs.dcm")
+    ours = pydicom.dcmread(theirs)
+    ours.Manufacturer, ours.SOPInstanceUID = "RadioGenomics", generate_uid()
+    ours.save_as(study / "segmentations" / "ours.dcm")
+    folder = StudyFolder.scan(study)
+    assert folder.images() == [study]
+    assert [p.name for p in folder.segmentations()] == ["ours.dcm", "theirs.dcm"]
+    assert folder.default_segmentation() == theirs
+    assert folder.assign(["ct"]) == {"ct": str(study)}
+    another = pydicom.dcmread(theirs)
+    another.SOPInstanceUID = generate_uid()
+    another.save_as(study / "segmentations" / "another.dcm")
+    assert StudyFolder.scan(study).default_segmentation() is None  # two: the user chooses
+
+
+def test_fetched_study_of_several_series_gets_one_folder_per_series(tmp_path):
+    """An MRI study fetched in one folder: each series moved into a folder named by its
+    description, so the channels are assigned by name; its SEG stays the tumour."""
+    import SimpleITK as sitk
+
+    from Testing.dicom_series import write_ct_series
+
+    image = sitk.Image([12, 12, 4], sitk.sitkInt16)
+    study = tmp_path / "study-1"
+    uids = write_ct_series(image, study, description="T1 post")
+    write_ct_series(image + 1, study, description="FLAIR", study_uid=uids["study"])
+    (study / "segmentations").mkdir()  # as fetched: this study has no SEG
+    folders = split_series(study)
+    assert sorted(p.name for p in folders) == ["FLAIR", "T1_post"]
+    assert sorted(p.name for p in study.iterdir()) == ["FLAIR", "T1_post", "segmentations"]
+    assert len(list((study / "FLAIR").iterdir())) == 4
+    folder = StudyFolder.scan(study)
+    assert folder.segmentations() == [] and folder.default_segmentation() is None
+    assert folder.assign(["t1gd", "flair"]) == {"t1gd": str(study / "T1_post"),
+                                                "flair": str(study / "FLAIR")}
+    assert split_series(study / "FLAIR") == [study / "FLAIR"]  # one series: left in place

@@ -5,7 +5,9 @@ Everything the page shows comes from the library's files, turned into MRML nodes
 the module's glue (RadioGenomicsLogic/mrml.py). Prediction runs as `radiogenomics
 predict --run DIR` in a child process (jobs.py), so the server stays responsive and
 Cancel works; any gene's map is then drawn from that prediction run in-process
-(`run_maps`, under a second), in a worker thread.
+(`run_maps`, under a second), in a worker thread. So are the DICOM export of a run
+(SEG, Parametric Map, SR, PDF, Secondary Capture, downloaded as one zip) and the talk
+with a configured DICOMweb server (list its studies, fetch one, store the results).
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.genetable import TABLE_COLUMNS
 from RadioGenomicsLogic import mrml
 
+from . import hospital
 from .jobs import CliJob
 from .security import access_token, confine, is_loopback, save_upload
 from .study import StudyFolder
@@ -56,6 +59,7 @@ class Settings:
     work: Path
     upload_limit: int
     demo: Path | None
+    pacs: str | None = None  # a DICOMweb root; its credentials only from the environment
     roots: list[Path] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -105,9 +109,12 @@ class Viewer(TrameApp):
         self.runs = 0
         self.card: BundleCard | None = None  # the chosen bundle's card
         self.tumour_centre: list[float] | None = None  # RAS, where the views centre
+        self.pacs_uids: set[str] = set()  # the studies listed: the only ones the page may open
         self._initial_state()
         self._bind()
         self._build_ui()
+        if self.state.model:
+            self._on_model(self.state.model)
 
     # ------------------------------------------------------------ state
 
@@ -118,7 +125,7 @@ class Viewer(TrameApp):
         s.study_path = ""
         s.sample_label = ""
         s.models = list_bundles(self.settings.models)
-        s.model = ""
+        s.model = s.models[0]["value"] if len(s.models) == 1 else ""  # nothing to choose
         s.card = []
         s.channels = []
         s.image_items = []
@@ -145,6 +152,10 @@ class Viewer(TrameApp):
         s.opacity = MAP_OPACITY
         s.has_results = False
         s.painting = False
+        s.cancellable = False  # a child process runs (Predict, the sample), not a thread
+        s.pacs = bool(self.settings.pacs)
+        s.pacs_studies = []  # [{"title": patient, date, description; "value": study UID}]
+        s.dicom_ready = False  # the run's DICOM results are written and zipped
 
     def _bind(self) -> None:
         self.state.change("study_path")(self._on_study)
@@ -175,9 +186,9 @@ class Viewer(TrameApp):
         self.state.image_items = [{"title": p.name, "value": str(p)} for p in self.study.images()]
         self.state.segmentation_items = [{"title": p.name, "value": str(p)}
                                          for p in self.study.segmentations()]
-        segmentations = self.study.segmentations()
+        chosen = self.study.default_segmentation()
         self._assign_channels()
-        self.state.segmentation = str(segmentations[0]) if len(segmentations) == 1 else ""
+        self.state.segmentation = str(chosen) if chosen else ""
 
     def _assign_channels(self) -> None:
         if self.study is None or not self.state.channels:
@@ -244,7 +255,7 @@ class Viewer(TrameApp):
         if path.name.lower().endswith(".seg.nrrd"):
             node = self.slicer.io_manager.load_segmentation(path)
         else:
-            labels = mrml.load_volume(scene, path, path.name, labelmap=True)
+            labels = mrml.load_volume(scene, self._labelmap(path), path.name, labelmap=True)
             node = scene.AddNewNodeByClass("vtkMRMLSegmentationNode", path.name)
             self.slicer.segmentations_logic.ImportLabelmapToSegmentationNode(labels, node)
             scene.RemoveNode(labels)
@@ -260,6 +271,25 @@ class Viewer(TrameApp):
             self.tumour_centre = [(bounds[0] + bounds[1]) / 2, (bounds[2] + bounds[3]) / 2,
                                   (bounds[4] + bounds[5]) / 2]
             self._jump_to(self.tumour_centre)
+
+    def _labelmap(self, path: Path) -> Path:
+        """A file Slicer's volume reader opens: a DICOM SEG becomes a NRRD labelmap copy on
+        the study's grid (the library's reading of it, as Predict reads it)."""
+        from RadioGenomicsLib.imaging import is_dicom_seg, read_segmentation
+
+        if not is_dicom_seg(path):
+            return path
+        import SimpleITK as sitk
+
+        copy = self.settings.work / "display" / f"{path.stem}.labels.nrrd"
+        if not copy.exists():
+            images = self.study.images() if self.study else []
+            if not images:
+                raise InputError(path, "a DICOM SEG needs the study's images to lie on")
+            reference = sitk.ReadImage(str(self._displayable(images[0])))
+            copy.parent.mkdir(parents=True, exist_ok=True)
+            sitk.WriteImage(read_segmentation(path, reference), str(copy), True)
+        return copy
 
     def _jump_to(self, ras) -> None:
         """Every slice view centred on this point (RAS), moved to the study's nearest voxel
@@ -348,7 +378,7 @@ class Viewer(TrameApp):
         if not (out / "sample.json").is_file():
             self.job = CliJob(arguments, self._on_progress, module="RadioGenomicsLib.demo")
             with self.state:
-                self.state.busy, self.state.error = True, ""
+                self.state.busy, self.state.cancellable, self.state.error = True, True, ""
                 self.state.status = "Making the synthetic sample..."
             succeeded = await self.job.run()
             with self.state:
@@ -421,6 +451,7 @@ class Viewer(TrameApp):
         self.job = CliJob(arguments, self._on_progress)
         with self.state:
             self.state.busy, self.state.error, self.state.progress = True, "", 0
+            self.state.cancellable = True
             self.state.progress_text = "reading and preprocessing the study"  # no count yet
             self.state.status = "Predicting..."
         succeeded = await self.job.run()
@@ -455,6 +486,7 @@ class Viewer(TrameApp):
         self.table_node, self.run_folder = None, None
         self.state.has_results, self.state.rows, self.state.gene = False, [], ""
         self.state.map_units = ""
+        self.state.dicom_ready = False
 
     def _show_table(self, path: Path) -> None:
         units = self.card.units
@@ -542,6 +574,103 @@ class Viewer(TrameApp):
         path = self._map_file(self.state.gene) if self.state.gene else None
         return self.server.protocol.addAttachment(path.read_bytes()) if path else None
 
+    # ------------------------------------------------------------ DICOM and the PACS
+
+    async def _in_worker(self, step: str, work, *arguments):
+        """`work(*arguments)` in a worker thread, with the progress bar on (no Cancel: a
+        thread cannot be stopped); None after showing the library's one-line error."""
+        with self.state:
+            self.state.busy, self.state.cancellable, self.state.progress = True, False, 0
+            self.state.progress_text, self.state.error = step, ""
+        try:
+            return await asyncio.to_thread(work, *arguments)
+        except (InputError, OSError, ValueError) as error:
+            with self.state:
+                self._fail(error)
+            return None
+        finally:
+            with self.state:
+                self.state.busy = False
+
+    def export_dicom(self) -> None:
+        if self.run_folder is not None and not self.state.busy:
+            create_task(self._export_dicom(self.run_folder, self.state.gene))
+
+    async def _export_dicom(self, run_folder: Path, gene: str) -> None:
+        written = await self._in_worker("writing the DICOM objects", hospital.export_dicom,
+                                        run_folder / "run", gene or None, run_folder / "dicom")
+        if written is None:
+            return
+        with self.state:
+            if self.run_folder == run_folder:
+                self.state.dicom_ready = True
+                self.state.status = ("DICOM results (research use only): "
+                                     + ", ".join(p.name for p in written))
+
+    def _dicom_files(self) -> list[Path]:
+        folder = self.run_folder / "dicom" if self.run_folder else None
+        return sorted(folder.glob("*.dcm")) if folder and folder.is_dir() else []
+
+    def dicom_zip(self):
+        path = self.run_folder / "dicom.zip" if self.state.dicom_ready else None
+        return self.server.protocol.addAttachment(path.read_bytes()) if path else None
+
+    def send_to_pacs(self) -> None:
+        if self.settings.pacs and self.state.dicom_ready and not self.state.busy:
+            create_task(self._send_to_pacs(self._dicom_files()))
+
+    async def _send_to_pacs(self, files: list[Path]) -> None:
+        from RadioGenomicsLib.pacs import store
+
+        stored = await self._in_worker("sending to the PACS", store, self.settings.pacs, files)
+        if stored is not None:
+            with self.state:
+                self.state.status = f"{stored} DICOM objects stored on the PACS."
+
+    def list_pacs_studies(self) -> None:
+        if self.settings.pacs and not self.state.busy:
+            create_task(self._list_pacs_studies())
+
+    async def _list_pacs_studies(self) -> None:
+        from RadioGenomicsLib.pacs import list_studies
+
+        studies = await self._in_worker("listing the PACS studies", list_studies,
+                                        self.settings.pacs)
+        if studies is not None:
+            self.pacs_uids = {s.uid for s in studies}
+            with self.state:
+                self.state.pacs_studies = hospital.study_items(studies)
+                self.state.status = (f"{len(studies)} "
+                                     f"{'study' if len(studies) == 1 else 'studies'} on the PACS.")
+
+    def open_pacs_study(self, uid: str) -> None:
+        # the UID comes from the page: only a listed study, never a path of the server's
+        if self.settings.pacs and not self.state.busy and uid in self.pacs_uids:
+            folder = self.settings.work / "pacs" / f"study-{len(self._pacs_folders()) + 1}"
+            create_task(self._open_pacs_study(uid, folder))
+
+    def _pacs_folders(self) -> list[Path]:
+        folder = self.settings.work / "pacs"
+        return list(folder.iterdir()) if folder.is_dir() else []
+
+    async def _open_pacs_study(self, uid: str, folder: Path) -> None:
+        """Fetch the study into the session's folder, then open it like a server study."""
+        from RadioGenomicsLib.pacs import fetch_study
+
+        fetched = await self._in_worker("fetching the study from the PACS", fetch_study,
+                                        self.settings.pacs, uid, folder)
+        if fetched is None or await self._in_worker("sorting the series", hospital.split_series,
+                                                    folder) is None:
+            return
+        title = next((s["title"] for s in self.state.pacs_studies if s["value"] == uid), uid)
+        with self.state:
+            self.state.studies = [*self.state.studies, {"title": f"PACS: {title}",
+                                                        "value": str(folder)}]
+            self.state.study_path = str(folder)
+        with self.state:
+            self.state.status = (f"Opened from the PACS: {sum(s.instances for s in fetched)} "
+                                 f"instances of {len(fetched)} series.")
+
     # ------------------------------------------------------------ page
 
     def _trigger(self, method) -> str:
@@ -567,6 +696,7 @@ class Viewer(TrameApp):
             v.VBtn("Load sample", click=self.load_sample, disabled=("busy",), block=True,
                    raw_attrs=['data-testid="load-sample"'])
             html.Div("Study", classes="text-subtitle-2")
+            self._pacs_studies()
             v.VCombobox(v_model=("study_path",), items=("studies",), label="Study folder on the server",
                         density="compact", hide_details=True, item_title="title",
                         item_value="value", return_object=False,
@@ -604,7 +734,7 @@ class Viewer(TrameApp):
             with html.Div(classes="d-flex ga-2"):
                 v.VBtn("Predict", click=self.predict, disabled=("busy",), color="primary",
                        raw_attrs=['data-testid="predict"'])
-                v.VBtn("Cancel", click=self.cancel, disabled=("!busy",),
+                v.VBtn("Cancel", click=self.cancel, disabled=("!busy || !cancellable",),
                        raw_attrs=['data-testid="cancel"'])
             v.VProgressLinear(model_value=("progress",), v_if="busy", height=8,
                               indeterminate=("progress === 0",),
@@ -615,6 +745,20 @@ class Viewer(TrameApp):
             v.VAlert(text=("error",), v_if="error", type="error", density="compact",
                      raw_attrs=['data-testid="error"'])
             self._results()
+
+    def _pacs_studies(self) -> None:
+        """The configured DICOMweb server's studies; a click fetches and opens one."""
+        with v.VCard(v_if="pacs", variant="outlined", density="compact",
+                     raw_attrs=['data-testid="pacs"']):
+            with v.VCardTitle(classes="text-body-2 d-flex align-center"):
+                html.Span("Studies on the PACS")
+                v.VSpacer()
+                v.VBtn("Refresh", size="x-small", variant="text", click=self.list_pacs_studies,
+                       disabled=("busy",), raw_attrs=['data-testid="pacs-refresh"'])
+            with v.VList(density="compact", max_height=180, classes="py-0"):
+                v.VListItem(title=("s.title",), v_for="s in pacs_studies", key="s.value",
+                            click=(self.open_pacs_study, "[s.value]"), disabled=("busy",),
+                            raw_attrs=[':data-study="s.value"'])
 
     def _results(self) -> None:
         with html.Div(v_if="has_results", classes="d-flex flex-column ga-2"):
@@ -653,6 +797,17 @@ class Viewer(TrameApp):
                        click=(f"utils.download(`${{gene}}.nrrd`, trigger('"
                               f"{self._trigger(self.export_map)}'), 'application/octet-stream')"),
                        raw_attrs=['data-testid="export-map"'])
+            with html.Div(classes="d-flex ga-2"):
+                v.VBtn("Export DICOM", size="small", click=self.export_dicom,
+                       disabled=("busy",), prepend_icon="mdi-hospital-building",
+                       raw_attrs=['data-testid="export-dicom"'])
+                v.VBtn("DICOM zip", size="small", v_if="dicom_ready",
+                       click=(f"utils.download('{hospital.DICOM_ZIP}', trigger('"
+                              f"{self._trigger(self.dicom_zip)}'), 'application/zip')"),
+                       raw_attrs=['data-testid="dicom-zip"'])
+                v.VBtn("Send to PACS", size="small", v_if="dicom_ready && pacs",
+                       click=self.send_to_pacs, disabled=("busy",),
+                       raw_attrs=['data-testid="send-to-pacs"'])
 
 
 def _cell(value):
@@ -678,7 +833,16 @@ def support_centre(map_node) -> list[float]:
 
 
 def tumour_choices(path: Path) -> list[dict]:
-    """The labels of a labelmap, or the segments of a .seg.nrrd, for the tumour choice."""
+    """The labels of a labelmap, or the segments of a .seg.nrrd or a DICOM SEG, for the
+    tumour choice."""
+    from RadioGenomicsLib.imaging import is_dicom_seg
+
+    if is_dicom_seg(path):
+        import pydicom
+
+        header = pydicom.dcmread(path, stop_before_pixels=True)
+        labels = [str(s.SegmentLabel) for s in header.get("SegmentSequence", [])]
+        return [{"title": label, "value": label} for label in labels]
     if path.name.lower().endswith(".seg.nrrd"):
         import slicerio
 
@@ -708,12 +872,16 @@ def legend_gradient(color_node) -> str:
 def main(args: argparse.Namespace) -> int:
     """`radiogenomics viewer`: serve until interrupted."""
     token = access_token(args.host, args.token)
+    if args.pacs:  # bad credentials settings stop the start, in one line
+        from RadioGenomicsLib.pacs import read_credentials
+
+        read_credentials()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="radiogenomics-viewer-"))
     (work / "uploads").mkdir(parents=True, exist_ok=True)
     demo = Path(args.demo) if args.demo and Path(args.demo).is_dir() else None
     settings = Settings(models=[Path(p).resolve() for p in args.models],
                         studies=[Path(p).resolve() for p in args.study], work=work.resolve(),
-                        upload_limit=args.upload_limit_mb * 2**20, demo=demo)
+                        upload_limit=args.upload_limit_mb * 2**20, demo=demo, pacs=args.pacs)
     if demo is not None:
         settings.roots.append(demo.resolve())
     # trame reads its own options from sys.argv: hand it only these (the token in a file,
@@ -726,6 +894,7 @@ def main(args: argparse.Namespace) -> int:
         sys.argv += ["--authKeyFile", str(key)]
     viewer = Viewer(settings)
     viewer.server.controller.on_server_ready.add(lambda **_: _announce(viewer, args.host, token))
+    viewer.server.controller.on_server_ready.add(lambda **_: viewer.list_pacs_studies())
     viewer.server.controller.on_server_exited.add(lambda **_: viewer.cancel())  # no orphan
     try:
         viewer.server.start(open_browser=False, show_connection_info=False)

@@ -1,5 +1,8 @@
 """What a study folder holds, as the page offers it: image files, DICOM series folders,
-which file is which channel, and which is the tumour segmentation."""
+which file is which channel, and which is the tumour segmentation.
+
+A study fetched from a PACS (RadioGenomicsLib.pacs.fetch_study) is itself a DICOM series
+folder, with the study's DICOM SEGs in its `segmentations` folder."""
 
 from __future__ import annotations
 
@@ -8,6 +11,8 @@ from pathlib import Path
 
 from RadioGenomicsLib.cohort import SEGMENTATION_SUFFIXES, channel_from_name
 from RadioGenomicsLib.errors import InputError
+from RadioGenomicsLib.imaging import is_dicom_seg
+from RadioGenomicsLib.pacs import SEGMENTATIONS, study_segmentation
 
 IMAGE_SUFFIXES = (".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 SEGMENTATION_WORDS = ("seg", "label", "mask", "tumor", "tumour")
@@ -26,9 +31,15 @@ class StudyFolder:
             return cls(path.parent, [path])
         if not path.is_dir():
             raise InputError(path, "is neither a study folder nor an image file")
-        sources = sorted(p for p in path.iterdir() if _is_image(p) or _is_dicom_folder(p))
+        # a fetched study: its SEGs in segmentations/, beside its series (or series folders)
+        segs = sorted(p for p in (path / SEGMENTATIONS).glob("*.dcm") if is_dicom_seg(p))
+        if _is_dicom_folder(path):
+            return cls(path, [path, *segs])
+        sources = sorted(p for p in path.iterdir() if (_is_image(p) or _is_dicom_folder(p))
+                         and p.name != SEGMENTATIONS) + segs
         # a DICOM zip often holds its series one folder down
         sources += sorted(q for p in path.iterdir() if p.is_dir() and not _is_dicom_folder(p)
+                          and p.name != SEGMENTATIONS
                           for q in p.iterdir() if _is_dicom_folder(q))
         if not sources:
             raise InputError(path, "holds no image (NIfTI, NRRD, MHA) nor DICOM series folder")
@@ -36,13 +47,25 @@ class StudyFolder:
 
     def is_segmentation(self, path: Path) -> bool:
         name = path.name.lower()
-        return name.endswith(".seg.nrrd") or any(word in name for word in SEGMENTATION_WORDS)
+        return (name.endswith(".seg.nrrd") or any(word in name for word in SEGMENTATION_WORDS)
+                or (path.is_file() and is_dicom_seg(path)))
 
     def images(self) -> list[Path]:
         return [p for p in self.sources if not self.is_segmentation(p)]
 
     def segmentations(self) -> list[Path]:
         return [p for p in self.sources if self.is_segmentation(p)]
+
+    def default_segmentation(self) -> Path | None:
+        """The tumour when the study makes it obvious: its only segmentation, or for a
+        fetched study its own DICOM SEG (not one of RadioGenomics' stored results)."""
+        if (self.folder / SEGMENTATIONS).is_dir():
+            try:
+                return study_segmentation(self.folder)
+            except InputError:  # none or several: the user chooses or paints
+                return None
+        found = self.segmentations()
+        return found[0] if len(found) == 1 else None
 
     def assign(self, channels: list[str]) -> dict[str, str]:
         """channel -> path for the channels whose file the names make obvious ("" otherwise)."""

@@ -41,6 +41,11 @@ def register(subparsers) -> None:
     parser.add_argument("--demo", metavar="DIR", default="demo-out",
                         help="`make demo` output for \"Load sample\" (default demo-out); "
                              "without it the sample's model is untrained")
+    parser.add_argument("--pacs", metavar="URL",
+                        help="a DICOMweb server (e.g. http://pacs:8042/dicom-web) whose studies "
+                             "the page lists and opens, and where it sends DICOM results; "
+                             "credentials only from RADIOGENOMICS_PACS_USER and "
+                             "RADIOGENOMICS_PACS_PASSWORD or RADIOGENOMICS_PACS_CREDENTIALS")
     parser.set_defaults(run=run)
 
 

@@ -52,12 +52,12 @@ def free_port() -> int:
 class ViewerProcess:
     """`radiogenomics viewer` in a child process; `url` once it said where it listens."""
 
-    def __init__(self, work: Path, *options: str):
+    def __init__(self, work: Path, *options: str, env: dict | None = None):
         self.port = free_port()
         self.process = subprocess.Popen(
             [sys.executable, "-m", "RadioGenomicsLib", "viewer", "--port", str(self.port),
              "--work", str(work), "--demo", str(work / "no-demo"), *options],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
         self.lines: queue.Queue = queue.Queue()
         self.output: list[str] = []
         threading.Thread(target=self._read, daemon=True).start()
@@ -233,6 +233,11 @@ def test_sample_predict_map_and_export(browser, viewer, tmp_path):
     map_file = tmp_path / "MGMT.nrrd"
     download.value.save_as(map_file)
     assert map_file.read_bytes().startswith(b"NRRD")
+    # the sample was not read from DICOM: the library's one line, and no PACS anywhere
+    page.click('[data-testid="export-dicom"]')
+    assert error_text(page).endswith(".nii.gz: is not a DICOM series folder: DICOM output "
+                                     "needs a study whose images were read from DICOM")
+    assert page.locator('[data-testid="dicom-zip"], [data-testid="pacs"]').count() == 0
     page.close()
 
 
@@ -297,7 +302,9 @@ def test_painted_tumour_is_written_on_the_study_grid_and_predicted(browser, view
     page = open_with_sample(browser, url)
     page.click('[data-testid="paint"]')
     wait_for_status(page, "Paint the tumour")
-    box = page.locator("img.image-display-area").first.bounding_box()
+    view = page.locator("img.image-display-area").first
+    view.wait_for(state="visible", timeout=30_000)  # the first frame may still be coming
+    box = view.bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(x - 30, y)
     page.mouse.down()
@@ -384,3 +391,108 @@ def test_short_token_on_a_network_address_refuses_to_start(tmp_path):
     assert result.returncode == 2
     assert "radiogenomics viewer: error: --host 0.0.0.0 is reachable from other machines" \
         in result.stderr
+
+
+# ---------------------------------------------------------------- a PACS (Debian's Orthanc)
+
+SEG_STORAGE, PARAMETRIC_MAP_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4", "1.2.840.10008.5.1.4.1.1.30"
+COMPREHENSIVE_SR_STORAGE = "1.2.840.10008.5.1.4.1.1.88.33"
+
+
+@pytest.fixture(scope="module")
+def pacs(tmp_path_factory):
+    """A real Orthanc holding slicerio's chest CT as a DICOM series and a workstation's
+    DICOM SEG of a ball tumour on it; a tiny untrained CT bundle in a models folder."""
+    import slicerio
+    import SimpleITK as sitk
+
+    from RadioGenomicsLib.bundle import make_untrained_bundle
+    from RadioGenomicsLib.imaging import read_volume
+    from RadioGenomicsLib.model import ModelConfig
+    from RadioGenomicsLib.preprocess import PreprocessSettings
+    from Testing.dicom_series import sphere, write_ct_series, write_workstation_seg
+    from Testing.orthanc import running_orthanc
+
+    root = tmp_path_factory.mktemp("pacs")
+    ct = sitk.ReadImage(str(Path(slicerio.__file__).parent / "data" / "CTChest4.nrrd"))
+    uids = write_ct_series(ct, root / "ct")
+    tumour = sphere(read_volume(root / "ct"), 25.0)
+    write_workstation_seg(root / "ct", tumour, root / "contour.dcm")
+    genes = pd.DataFrame({"gene_id": [f"ENSG{i:011d}.1" for i in range(8)],
+                          "gene_name": ["EGFR", "TP53", "KRAS"] + [f"GENE{i}" for i in range(3, 8)],
+                          "train_mean": np.linspace(1.0, 2.0, 8), "train_std": 0.5,
+                          "validation_r": 0.4, "validation_p_adj": 0.01})
+    make_untrained_bundle(root / "models" / "ct_tiny", ModelConfig.preset("small"), ["ct"], genes,
+                          PreprocessSettings(max_slices=4).to_dict(), seed=1, folds=2)
+    with running_orthanc(root / "orthanc") as server:
+        server.upload([*sorted((root / "ct").iterdir()), root / "contour.dcm"])
+        yield {"server": server, "models": root / "models",
+               "tumour": sitk.GetArrayFromImage(tumour), **uids}
+
+
+def test_pacs_study_predicted_exported_as_dicom_and_sent_back(browser, pacs, tmp_path):
+    """--pacs: the page lists the server's studies, opens one (its own SEG is the tumour),
+    predicts, exports the run as DICOM (a zip the browser downloads) and sends it back."""
+    import zipfile
+
+    import pydicom
+    import SimpleITK as sitk
+
+    from RadioGenomicsLib.pacs import CREDENTIALS_FILE_ENV, PASSWORD_ENV, USER_ENV
+    from Testing.orthanc import PASSWORD, USER
+
+    server = pacs["server"]
+    environment = {k: v for k, v in os.environ.items() if k != CREDENTIALS_FILE_ENV}
+    environment |= {USER_ENV: USER, PASSWORD_ENV: PASSWORD}
+    work = tmp_path / "work"
+    process = ViewerProcess(work, "--pacs", server.dicomweb, "--models", str(pacs["models"]),
+                            env=environment)
+    try:
+        page = browser.new_page(viewport={"width": 1400, "height": 900}, accept_downloads=True)
+        page.goto(process.url())
+        study = page.locator(f'[data-study="{pacs["study"]}"]')
+        study.wait_for(timeout=60_000)
+        assert "Test Patient (RG-TEST-0001) · 2026-01-02 · CT" in study.inner_text()
+        shot(page, "08-pacs-studies")
+        study.click()
+        wait_for_status(page, "Opened from the PACS: 35 instances of 2 series")  # CT + SEG
+        assert "Channels: ct" in page.inner_text('[data-testid="model-card"]')
+        page.click('[data-testid="predict"]')
+        page.wait_for_selector('[data-gene="EGFR"]', timeout=240_000)
+        run = work / "runs" / "001" / "run"
+        tumour = sitk.GetArrayFromImage(sitk.ReadImage(str(run / "tumour.nrrd")))
+        np.testing.assert_array_equal(tumour, pacs["tumour"])  # the study's own SEG
+        page.click('[data-gene="EGFR"]')
+        wait_for_status(page, "Showing the map of EGFR")
+        page.click('[data-testid="export-dicom"]')
+        wait_for_status(page, "DICOM results (research use only)", timeout_s=120)
+        shot(page, "09-dicom-exported")
+        with page.expect_download() as download:
+            page.click('[data-testid="dicom-zip"]')
+        assert download.value.suggested_filename == "radiogenomics-dicom.zip"
+        exported = tmp_path / "dicom.zip"
+        download.value.save_as(exported)
+        with zipfile.ZipFile(exported) as archive:
+            names = sorted(archive.namelist())
+            datasets = {n: pydicom.dcmread(io.BytesIO(archive.read(n))) for n in names
+                        if n.endswith(".dcm")}
+            assert archive.read("report.pdf").startswith(b"%PDF")
+        assert names == ["map_EGFR.dcm", "report.pdf", "report_sc.dcm", "report_sr.dcm",
+                         "seg.dcm"]
+        assert datasets["seg.dcm"].SOPClassUID == SEG_STORAGE
+        assert datasets["map_EGFR.dcm"].SOPClassUID == PARAMETRIC_MAP_STORAGE
+        assert datasets["report_sr.dcm"].SOPClassUID == COMPREHENSIVE_SR_STORAGE
+        assert {d.StudyInstanceUID for d in datasets.values()} == {pacs["study"]}
+        assert {d.PatientID for d in datasets.values()} == {"RG-TEST-0001"}
+        assert datasets["seg.dcm"].NumberOfFrames == int(pacs["tumour"].any(axis=(1, 2)).sum())
+
+        page.click('[data-testid="send-to-pacs"]')
+        wait_for_status(page, "4 DICOM objects stored on the PACS", timeout_s=60)
+        held = {i["MainDicomTags"]["SOPInstanceUID"]
+                for i in server.get("/instances?expand").json()}
+        assert {d.SOPInstanceUID for d in datasets.values()} <= held
+        assert PASSWORD not in page.content()
+        page.close()
+    finally:
+        process.stop()
+    assert PASSWORD not in "".join(process.output)
