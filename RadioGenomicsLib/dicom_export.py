@@ -178,10 +178,11 @@ def parametric_map(sources: Sequence[pydicom.Dataset], values: sitk.Image, symbo
                    gene_id: str, card: ModelCard, series_number: int) -> hd.pm.ParametricMap:
     """A gene map (float, on the sources' grid) as a Parametric Map of the planes it covers.
 
-    Planes where the map is zero everywhere (outside the tumour's slabs) are left out;
+    Planes where the map has no value (NaN or 0: outside the tumour) are left out;
     the stored floats are the values, mapped 1:1 to the bundle's units.
     """
     array = sitk.GetArrayFromImage(values).astype(np.float32)  # (planes, rows, columns)
+    array = np.nan_to_num(array, nan=0.0)  # no value (outside the tumour): stored as 0
     painted = np.flatnonzero(np.abs(array).reshape(len(array), -1).max(axis=1) > 0)
     first, last = (painted[0], painted[-1]) if painted.size else (0, len(array) - 1)
     planes = range(first, last + 1)

@@ -4,7 +4,15 @@ Each slice's grid (any resolution over the same square, e.g. 14 x 14 tokens or 2
 224 pixels) becomes a one-voxel-thick image with that slice's geometry, and SimpleITK
 resamples it onto the part of the study grid that its slab covers. The slab is as thick
 as the study's own slices when those are thicker than the model's 1 mm, so that thick
-CT or MRI slices get a value too. Voxels outside every slab stay zero.
+CT or MRI slices get a value too. Voxels outside every slab get `empty` (zero, or NaN).
+In-plane the token grid is interpolated linearly between the tokens' centres, so a map
+is smooth at voxel level rather than 16-pixel blocks.
+
+`restrict_to_tumour` then makes a map a radiologist can read: values only in the tumour
+(optionally with a margin in mm), NaN outside, and tumour voxels on study slices that no
+encoded slab reaches (the model sees at most `max_slices` slices) filled with the value of
+the nearest encoded voxel, so that every tumour slice has a value. Those filled voxels
+are not separate predictions: they repeat the nearest slab's.
 """
 
 from __future__ import annotations
@@ -14,6 +22,7 @@ import os
 
 import numpy as np
 import SimpleITK as sitk
+from scipy.ndimage import distance_transform_edt
 
 from RadioGenomicsLib.atomic import atomic_path
 from RadioGenomicsLib.errors import InputError
@@ -62,8 +71,9 @@ def _covered_region(image: sitk.Image, reference: sitk.Image) -> tuple[list[int]
 
 
 def values_to_volume(values: np.ndarray, slices: Slices,
-                     interpolator: int = sitk.sitkLinear) -> sitk.Image:
-    """(S, h, w) values, one grid per slice, as a float32 volume on the study's grid."""
+                     interpolator: int = sitk.sitkLinear, empty: float = 0.0) -> sitk.Image:
+    """(S, h, w) values, one grid per slice, as a float32 volume on the study's grid;
+    voxels that no slice's slab covers get `empty`."""
     if values.ndim != 3 or len(values) != len(slices.images):
         raise ValueError(f"values {values.shape} do not match {len(slices.images)} slices")
     grid = slices.reference
@@ -84,8 +94,49 @@ def values_to_volume(values: np.ndarray, slices: Slices,
         hit = ~np.isnan(sampled)
         total[window][hit] += sampled[hit]
         count[window][hit] += 1
-    volume = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+    volume = np.divide(total, count, out=np.full_like(total, empty),
+                       where=count > 0)
     return image_on_grid(volume.astype(np.float32), grid)
+
+
+def tumour_region(tumour: sitk.Image, margin_mm: float = 0.0) -> np.ndarray:
+    """(z, y, x) bool: the tumour's voxels and those within `margin_mm` of it."""
+    inside = sitk.GetArrayFromImage(tumour) > 0
+    if margin_mm <= 0 or not inside.any():
+        return inside
+    spacing_zyx = np.asarray(tumour.GetSpacing()[::-1])
+    # only the tumour's box grown by the margin can be reached: the distance there alone
+    reach = np.ceil(margin_mm / spacing_zyx).astype(int) + 1
+    box = tuple(slice(max(a.min() - r, 0), a.max() + r + 1)
+                for a, r in zip(np.nonzero(inside), reach))
+    region = np.zeros_like(inside)
+    region[box] = distance_transform_edt(~inside[box], sampling=spacing_zyx) <= margin_mm
+    return region
+
+
+def restrict_to_tumour(volume: sitk.Image, tumour: sitk.Image, margin_mm: float = 0.0,
+                       fill_gaps: bool = True) -> sitk.Image:
+    """A map (NaN where no slab reaches, see `values_to_volume(empty=nan)`) with values
+    only in the tumour (+ `margin_mm`) and NaN elsewhere; with `fill_gaps`, region voxels
+    that no slab reaches take the nearest reached voxel's value (searched within the
+    region's bounding box)."""
+    if margin_mm < 0:
+        raise ValueError(f"a map margin cannot be negative ({margin_mm} mm)")
+    values = sitk.GetArrayFromImage(volume).astype(np.float32)
+    region = tumour_region(tumour, margin_mm)
+    out = np.full_like(values, np.nan)
+    if region.any():
+        box = tuple(slice(a.min(), a.max() + 1) for a in np.nonzero(region))
+        part, inside = values[box], region[box]
+        reached = np.isfinite(part)
+        if fill_gaps and reached.any() and not reached[inside].all():
+            nearest = distance_transform_edt(~reached, sampling=volume.GetSpacing()[::-1],
+                                             return_distances=False, return_indices=True)
+            part = part[tuple(nearest)]
+        out[box] = np.where(inside, part, np.nan)
+    image = sitk.GetImageFromArray(out)
+    image.CopyInformation(volume)
+    return image
 
 
 def write_volume(image: sitk.Image, path: str | os.PathLike) -> None:

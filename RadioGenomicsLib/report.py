@@ -14,7 +14,9 @@ A report folder holds
 - `measured.tsv`: the measured values they were judged against, same layout (so that
   `radiogenomics compare` can test two reports gene by gene);
 - `pearson_hist.png`: the distribution of per-gene r with its minimum, mean and maximum
-  marked and the significant genes counted (the paper's Figure 2).
+  marked and the significant genes counted (the paper's Figure 2);
+- in a trained bundle's report also `model_card.png` (`write_model_card`): Figure 2 small
+  beside the marker genes' validation r, the model at a glance.
 The folder appears whole or not at all.
 """
 
@@ -43,6 +45,7 @@ GENE_STATS_FILE = "gene_stats.tsv"
 PREDICTIONS_FILE = "oof_predictions.tsv"
 MEASURED_FILE = "measured.tsv"
 FIGURE_FILE = "pearson_hist.png"
+MODEL_CARD_FILE = "model_card.png"
 GENE_STATS_COLUMNS = ("gene_id", "gene_name", "pearson_r", "p_value", "p_adj", "significant",
                       "q_bh", "beats_mean")
 # why genes that cannot be predicted lean to negative r under cross-validation
@@ -123,6 +126,51 @@ def plot_pearson_histogram(pearson_r: np.ndarray, significant: np.ndarray, summa
     axes.set_title("Per-gene correlation of the predictions")
     axes.margins(x=0.04, y=0.1)
     figure.savefig(path, dpi=150)
+
+
+def model_card_figure(stats: pd.DataFrame, summary: Mapping, title: str) -> Figure:
+    """Figure 2 (per-gene r, significant genes in red) beside the markers' validation r."""
+    figure = Figure(figsize=(8.0, 3.2), layout="constrained")
+    left, right = figure.subplots(1, 2, width_ratios=[3, 2])
+    r = stats["pearson_r"].to_numpy(dtype=float)
+    significant = stats["significant"].astype(bool).to_numpy()
+    defined = ~np.isnan(r)
+    if defined.any():
+        bins = np.histogram_bin_edges(r[defined], bins=int(np.clip(np.sqrt(defined.sum()), 10, 60)))
+        left.hist([r[defined & ~significant], r[defined & significant]], bins=bins, stacked=True,
+                  color=["#9db4cf", "#d1495b"], label=["not significant", "significant"])
+        left.axvline(summary["pearson_mean"], color="#222222", linewidth=1.0,
+                     label=f"mean r = {summary['pearson_mean']:.3f}")
+        left.legend(fontsize=7, frameon=False)
+    left.set_xlabel("validation r per gene", fontsize=8)
+    left.set_ylabel("genes", fontsize=8)
+    left.set_title(f"{summary['genes']:,} genes, {summary['patients']:,} patients: "
+                   f"{summary[significant_key(summary['alpha'])]:,} significant", fontsize=8)
+    markers = dict(summary.get("markers", {}))
+    values = [np.nan if v is None else v for v in markers.values()]
+    positions = np.arange(len(markers))
+    bars = right.barh(positions, np.nan_to_num(values), color="#4a6fa5")
+    right.bar_label(bars, labels=["" if np.isnan(v) else f"{v:+.2f}" for v in values],
+                    fontsize=7, padding=2)
+    right.set_yticks(positions, [f"{m} (n/a)" if np.isnan(v) else m
+                                 for m, v in zip(markers, values)], fontsize=7)
+    right.invert_yaxis()
+    right.axvline(0.0, color="#777777", linewidth=0.8)
+    right.set_xlim(-1, 1)
+    right.set_xlabel("validation r", fontsize=8)
+    right.set_title("marker genes", fontsize=8)
+    figure.suptitle(title, fontsize=9)
+    return figure
+
+
+def write_model_card(report_dir: str | os.PathLike, title: str) -> None:
+    """model_card.png from a report folder's gene statistics and summary."""
+    folder = os.fspath(report_dir)
+    stats = pd.read_csv(os.path.join(folder, GENE_STATS_FILE), sep="\t")
+    summary = json.loads(open(os.path.join(folder, SUMMARY_FILE), encoding="utf-8").read())
+    figure = model_card_figure(stats, summary, title)
+    with atomic_path(os.path.join(folder, MODEL_CARD_FILE)) as tmp:
+        figure.savefig(tmp, dpi=110, format="png")
 
 
 def write_report(out_dir: str | os.PathLike, predictions: pd.DataFrame, truth: pd.DataFrame,

@@ -339,29 +339,63 @@ def _attention_weights(bundle: "Bundle", fold: int, tokens: np.ndarray) -> np.nd
     return (weights / weights.sum()).reshape(tokens.shape[:2])
 
 
-def attention_map(run: PredictionRun, bundle: "Bundle") -> sitk.Image:
+def attention_map(run: PredictionRun, bundle: "Bundle", margin_mm: float = 0.0) -> sitk.Image:
     """Where an attention-pooling model looked: each token's attention weight (mean over
     the fold models), carried onto the study's grid."""
-    from RadioGenomicsLib.maps import values_to_volume
-
     if bundle.config.pooling != "attention":
         raise InputError(bundle.path, f"the model pools its tokens by {bundle.config.pooling}, "
                                       "not attention: it has no attention map")
     grid = int(run.info["grid"])
     weights = np.mean([_attention_weights(bundle, fold, run.tokens(fold)) for fold in run.folds],
                       axis=0)
-    return values_to_volume(weights.reshape(len(weights), grid, grid), run.slices)
+    return tumour_map(weights.reshape(len(weights), grid, grid), run, margin_mm)
 
 
-def run_maps(run: PredictionRun, bundle: "Bundle", genes: Sequence[str]) -> dict[str, sitk.Image]:
-    """Gene (symbol or Ensembl id, as asked) -> its map on the study's grid."""
-    from RadioGenomicsLib.maps import values_to_volume
+def tumour_map(values: np.ndarray, run: PredictionRun, margin_mm: float = 0.0,
+               fill_gaps: bool = True) -> sitk.Image:
+    """(S, grid, grid) token values of the run's slices as a map on the study's grid:
+    interpolated between the tokens, in the tumour (+ margin) only, NaN elsewhere."""
+    from RadioGenomicsLib.maps import restrict_to_tumour, values_to_volume
+
+    volume = values_to_volume(values, run.slices, empty=np.nan)
+    return restrict_to_tumour(volume, run.tumour, margin_mm, fill_gaps)
+
+
+def run_maps(run: PredictionRun, bundle: "Bundle", genes: Sequence[str],
+             margin_mm: float = 0.0, fill_gaps: bool = True) -> dict[str, sitk.Image]:
+    """Gene (symbol or Ensembl id, as asked) -> its map on the study's grid: in the
+    tumour (+ `margin_mm`), NaN outside; tumour slices the model did not see take the
+    nearest encoded slice's values unless `fill_gaps` is False (then NaN)."""
     from RadioGenomicsLib.predict import map_gene_indices
 
     indices = map_gene_indices(bundle, list(genes))
     values = token_maps(run, bundle, indices)
     names = [bundle.genes["gene_name"].iat[i] or bundle.genes["gene_id"].iat[i] for i in indices]
-    return {name: values_to_volume(grid, run.slices) for name, grid in zip(names, values)}
+    return {name: tumour_map(grid, run, margin_mm, fill_gaps) for name, grid in zip(names, values)}
+
+
+def run_study_image(run: PredictionRun) -> sitk.Image | None:
+    """The study's first channel as the run read it, or None when it is no longer there."""
+    from RadioGenomicsLib.imaging import read_volume
+
+    source = run.info["inputs"]["images"][run.info["channels"][0]]
+    try:
+        return read_volume(source["path"], source.get("series"))
+    except InputError:
+        return None
+
+
+def save_run_picture(run: PredictionRun, maps: Mapping[str, sitk.Image],
+                     path: str | os.PathLike) -> list[dict]:
+    """The maps over the study on slices through the tumour, as a PNG (see
+    `preview.map_figure`); without the study's image when it moved since the run."""
+    from RadioGenomicsLib.preview import save_map_picture
+
+    study = run_study_image(run)
+    channel = run.info["channels"][0]
+    title = (f"gene maps over {channel if study is not None else 'no image (the study moved)'}"
+             f"; red: the tumour; position: mm along the slice normal; {run.info['bundle']['name']}")
+    return save_map_picture(maps, run.tumour, study, run.units["predicted"], path, title)
 
 
 def write_maps(maps: Mapping[str, sitk.Image], folder: str | os.PathLike,

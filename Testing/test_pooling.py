@@ -128,7 +128,7 @@ def test_an_attention_bundle_predicts_and_maps_from_its_run(tmp_path, testdata, 
     assert code == 0, err
     attention = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "maps" / "attention.nrrd")))
     assert attention.shape == sitk.GetArrayFromImage(sitk.ReadImage(str(image))).shape
-    assert attention.min() >= 0 and attention.max() > 0
+    assert np.nanmin(attention) >= 0 and np.nanmax(attention) > 0  # NaN outside the tumour
     # the map's weights are the models' own attention (float16 tokens: to 1 %)
     run, _ = open_run(tmp_path / "genes.run")
     x = torch.from_numpy(run.slices.images)[None]
@@ -254,5 +254,6 @@ def test_a_geometry_bundle_predicts_and_its_maps_carry_the_geometry_share(tmp_pa
     assert table.loc["EGFR", "predicted"] == pytest.approx(float(value), abs=1e-4)
     expected = sitk.GetArrayFromImage(values_to_volume(token_values, run.slices))
     got = sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / "maps" / "EGFR.nrrd")))
-    painted = expected != 0
+    painted = (expected != 0) & np.isfinite(got)  # maps are NaN outside the tumour
+    assert painted.sum() > 200
     np.testing.assert_allclose(got[painted], expected[painted], atol=5e-3)

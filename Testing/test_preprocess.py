@@ -200,3 +200,22 @@ def test_geometry_of_the_tumour_and_slices_spread_across_it(lung_study):
     z_spread = sorted(float(a[2, 3]) for a in spread.pixel_to_lps)
     assert np.ptp(z_spread) > np.ptp(z_largest)  # from one end of the lesion to the other
     assert np.ptp(z_spread) >= extent_mm - 3
+
+
+def test_preview_names_the_channel_and_each_slices_position(tmp_path, testdata, run_cli):
+    from RadioGenomicsLib.preview import montage_figure
+
+    data = testdata / "pyradiomics"
+    out = tmp_path / "slices.npz"
+    code, _, err = run_cli("preprocess", "--image", f"ct={data / 'lung1_image.nrrd'}",
+                           "--segmentation", data / "lung1_label.nrrd", "--label", "1",
+                           "--out", out, "--max-slices", "3")
+    assert code == 0, err
+    slices = Slices.load(out)
+    figure = montage_figure(slices)
+    titles = [axis.get_title() for axis in figure.axes if axis.get_title()]
+    # position along the normal (z in LPS for axial slices): each slice's own
+    expected = [f"ct {slices.pixel_to_lps[i][2, 3]:+.1f} mm" for i in range(3)]
+    assert [t.split("\n")[0] for t in titles] == expected
+    assert len(set(expected)) == 3
+    assert "mm along the slice normal" in figure._suptitle.get_text()

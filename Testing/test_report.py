@@ -271,3 +271,24 @@ def test_evaluate_bad_arguments(cohort, files, run_cli, tmp_path):
         assert code == 2, (arguments, stderr)
         assert message in stderr and len(stderr.strip().splitlines()) == 1, stderr
         assert not out.exists()
+
+
+def test_model_card_shows_figure_2_and_the_markers_r(cohort, tmp_path):
+    predictions, truth, folds = cohort
+    out = tmp_path / "report"
+    names = {IDH1: "IDH1", EGFR: "EGFR", TP53: "TP53"}
+    summary = report.write_report(out, predictions, truth, names, folds=folds,
+                                  markers=("IDH1", "EGFR", "NOPE"))
+    report.write_model_card(out, "demo bundle")
+    with Image.open(out / report.MODEL_CARD_FILE) as image:
+        assert image.size[0] > 600
+    stats = pd.read_csv(out / report.GENE_STATS_FILE, sep="\t")
+    figure = report.model_card_figure(stats, summary, "demo bundle")
+    histogram, markers = figure.axes
+    bars = [patch.get_width() for patch in markers.patches]
+    assert bars == pytest.approx([summary["markers"]["IDH1"], summary["markers"]["EGFR"], 0.0])
+    labels = [label.get_text() for label in markers.get_yticklabels()]
+    assert labels == ["IDH1", "EGFR", "NOPE (n/a)"]
+    # every gene with an r is counted once in the stacked histogram
+    assert sum(patch.get_height() for patch in histogram.patches) == stats["pearson_r"].notna().sum()
+    assert figure._suptitle.get_text() == "demo bundle"

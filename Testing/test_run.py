@@ -53,7 +53,7 @@ def predicted(tmp_path_factory, bundle, lung):
     code = main(["predict", "--model", str(bundle.path), "--image", f"ct={image}",
                  "--segmentation", str(label), "--out", str(out / "genes.csv"),
                  "--maps", str(out / "maps"), "--map-gene", "EGFR", "--map-gene", "G7",
-                 "--device", "cpu"])
+                 "--picture", str(out / "maps.png"), "--device", "cpu"])
     assert code == 0
     return out
 
@@ -115,10 +115,11 @@ def test_a_map_from_the_run_is_the_fold_models_token_values(predicted, bundle):
             token_values.append(model.token_values(x, mask, genes)[0, :, 0].numpy())
     from RadioGenomicsLib.maps import values_to_volume
 
-    expected = sitk.GetArrayFromImage(values_to_volume(np.mean(token_values, axis=0), run.slices))
+    expected = sitk.GetArrayFromImage(values_to_volume(np.mean(token_values, axis=0), run.slices,
+                                                       empty=np.nan))
     got = sitk.GetArrayFromImage(maps["KRAS"])
-    painted = expected != 0
-    assert painted.sum() > 1000
+    painted = np.isfinite(expected) & np.isfinite(got)
+    assert painted.sum() > 200  # the tumour voxels on the 5 encoded slabs
     np.testing.assert_allclose(got[painted], expected[painted], rtol=0, atol=5e-3)
     assert np.corrcoef(got[painted], expected[painted])[0, 1] > 0.9999
 
@@ -210,3 +211,105 @@ def test_an_incomplete_run_is_refused(predicted, tmp_path):
     (tmp_path / "newer" / "run.json").write_text(json.dumps(info))
     with pytest.raises(InputError, match="run format 99"):
         open_run(tmp_path / "newer", load_bundle(info["bundle"]["path"]))
+
+
+# ---------------------------------------------------------------- maps a radiologist reads
+
+
+def _tumour_slices(tumour: np.ndarray) -> np.ndarray:
+    return np.flatnonzero(tumour.any(axis=(1, 2)))
+
+
+def test_maps_are_empty_outside_the_tumour_and_cover_every_tumour_slice(predicted):
+    run, _ = open_run(predicted / "genes.run")
+    tumour = sitk.GetArrayFromImage(run.tumour) > 0
+    egfr = sitk.GetArrayFromImage(sitk.ReadImage(str(predicted / "maps" / "EGFR.nrrd")))
+    assert np.isnan(egfr[~tumour]).all()
+    assert np.isfinite(egfr[tumour]).all()
+    # the model saw 5 slices (1 mm slabs), the tumour spans more of the study's slices
+    covered = sitk.GetArrayFromImage(values_to_volume_of(run)) > 0
+    seen = np.flatnonzero((covered & tumour).any(axis=(1, 2)))
+    assert len(seen) < len(_tumour_slices(tumour))
+    # interpolated between tokens, not blocks: far more distinct values than tokens
+    k = seen[0]
+    assert len(np.unique(egfr[k][tumour[k]])) > 4 * len(np.unique(np.round(
+        run_tokens_of_slice(run), 6)))
+
+
+def values_to_volume_of(run):
+    from RadioGenomicsLib.maps import values_to_volume
+
+    ones = np.ones((len(run.slices.images), 14, 14), np.float32)
+    return values_to_volume(ones, run.slices)
+
+
+def run_tokens_of_slice(run):
+    """The tokens of the map's first slab that lie over the tumour: how many block
+    values a map without interpolation would show."""
+    return run.slices.tumour[0].reshape(14, 16, 14, 16).max(axis=(1, 3)).nonzero()[0]
+
+
+def test_without_filling_only_the_encoded_slabs_have_values(predicted, bundle):
+    run, _ = open_run(predicted / "genes.run")
+    tumour = sitk.GetArrayFromImage(run.tumour) > 0
+    gaps = sitk.GetArrayFromImage(run_maps(run, bundle, ["EGFR"], fill_gaps=False)["EGFR"])
+    filled = sitk.GetArrayFromImage(run_maps(run, bundle, ["EGFR"])["EGFR"])
+    reached = np.isfinite(gaps)
+    assert reached.any() and not reached[tumour].all() and not reached[~tumour].any()
+    np.testing.assert_array_equal(gaps[reached], filled[reached])
+
+
+def test_map_margin_extends_the_map_by_that_many_mm(predicted, tmp_path, run_cli):
+    from scipy.ndimage import distance_transform_edt
+
+    code, _, err = run_cli("map", "--run", predicted / "genes.run", "--gene", "EGFR",
+                           "--map-margin", "4", "--out", tmp_path)
+    assert code == 0, err
+    image = sitk.ReadImage(str(tmp_path / "EGFR.nrrd"))
+    values = sitk.GetArrayFromImage(image)
+    tumour = sitk.GetArrayFromImage(open_run(predicted / "genes.run")[0].tumour) > 0
+    distance = distance_transform_edt(~tumour, sampling=image.GetSpacing()[::-1])
+    assert np.isfinite(values[distance <= 4]).all() and np.isnan(values[distance > 4]).all()
+    assert (np.isfinite(values) & ~tumour).sum() > 1000
+    code, _, err = run_cli("map", "--run", predicted / "genes.run", "--gene", "EGFR",
+                           "--map-margin", "-1", "--out", tmp_path)
+    assert code == 2 and "--map-margin -1.0" in err
+
+
+def _coloured_outside_outline(png, boxes) -> tuple[int, int]:
+    """(coloured map pixels, those outside the filled red outline) over the panels."""
+    from PIL import Image
+    from scipy.ndimage import binary_dilation, binary_fill_holes
+
+    rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    total = outside = 0
+    for left, top, right, bottom in boxes:
+        part = rgb[top:bottom, left:right]
+        red, green, blue = part[..., 0], part[..., 1], part[..., 2]
+        outline = (red > 150) & (red - np.maximum(green, blue) > 60)
+        coloured = (part.max(axis=-1) - part.min(axis=-1) > 40) & ~outline
+        inside = binary_dilation(binary_fill_holes(outline), iterations=2)
+        total += int(coloured.sum())
+        outside += int((coloured & ~inside).sum())
+    return total, outside
+
+
+def test_the_map_picture_colours_only_the_tumour(predicted, tmp_path, bundle):
+    from RadioGenomicsLib.run import save_run_picture
+
+    png = predicted / "maps.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    run, _ = open_run(predicted / "genes.run")
+    maps = run_maps(run, bundle, ["EGFR", "G7"])
+    panels = save_run_picture(run, maps, tmp_path / "again.png")
+    # the lung tumour lies on 3 of the study's 5 mm slices: each gene on all three
+    assert [p["gene"] for p in panels] == ["EGFR"] * 3 + ["G7"] * 3
+    assert [p["position_mm"] for p in panels[:3]] == pytest.approx([-617.5, -612.5, -607.5])
+    assert [p["axes"].get_title() for p in panels[:1]] == ["EGFR  -617.5 mm"]
+    total, outside = _coloured_outside_outline(png, [p["box"] for p in panels])
+    assert total > 2000 and outside < 0.002 * total
+    # the check can fail: with a 10 mm margin the colours spill over the outline
+    wide = run_maps(run, bundle, ["EGFR"], margin_mm=10)
+    panels = save_run_picture(run, wide, tmp_path / "wide.png")
+    total, outside = _coloured_outside_outline(tmp_path / "wide.png", [p["box"] for p in panels])
+    assert outside > 0.2 * total

@@ -81,6 +81,7 @@ def test_bundle_and_report(trained):
     stats = pd.read_csv(trained / "report" / "gene_stats.tsv", sep="\t")
     np.testing.assert_allclose(bundle.genes["validation_r"], stats["pearson_r"], atol=1e-9)
     assert (trained / "report" / "pearson_hist.png").stat().st_size > 10_000
+    assert (trained / "report" / "model_card.png").stat().st_size > 10_000
     assert not Path(str(trained) + ".work").exists()  # checkpoints removed when done
     meta = json.loads((trained / "metadata.json").read_text())
     assert meta["target"] == {"transform": "log10(1+x)", "units": "FPKM-UQ"}

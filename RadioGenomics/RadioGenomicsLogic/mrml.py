@@ -146,15 +146,17 @@ def write_segment(segmentation_node, segment_id: str, reference_volume,
 def show_as_map(volume_node, color_node_id: str) -> tuple[float, float]:
     """Display a gene map: a colour map over its value range, transparent where no value.
 
-    The predictor writes 0 where a map has no value (outside the tumour slices); those
-    voxels become NaN, which the display threshold leaves transparent even when the
-    values straddle 0. Returns the (low, high) range of the values.
+    The predictor writes NaN where a map has no value (outside the tumour), which the
+    display threshold leaves transparent even when the values straddle 0. Maps written
+    before that held 0 there: a map without any NaN gets its zeros turned into NaN.
+    Returns the (low, high) range of the values.
     """
     voxels = array_kji(volume_node)
     if not np.issubdtype(voxels.dtype, np.floating):
         raise ValueError(f"{volume_node.GetName()}: a map must hold floating-point values")
-    voxels[voxels == 0] = np.nan
-    volume_node.GetImageData().Modified()
+    if not np.isnan(voxels).any():
+        voxels[voxels == 0] = np.nan
+        volume_node.GetImageData().Modified()
     values = voxels[np.isfinite(voxels)]
     if values.size == 0:
         raise ValueError(f"{volume_node.GetName()}: the map has no value anywhere")
@@ -168,7 +170,7 @@ def show_as_map(volume_node, color_node_id: str) -> tuple[float, float]:
     display.AutoThresholdOff()
     display.SetThreshold(low, high)
     display.ApplyThresholdOn()
-    display.SetInterpolate(False)  # one value per token: show the tokens as they are
+    display.SetInterpolate(False)  # smooth already (tokens interpolated); NaN edges stay sharp
     return low, high
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import time
 
+from RadioGenomicsLib.cli.predict import add_map_view_arguments, check_map_margin
+
 
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
@@ -25,6 +27,7 @@ def register(subparsers) -> None:
                              "path that run.json records); refused if its content changed")
     parser.add_argument("--map-format", choices=("nrrd", "nii.gz"), default="nrrd",
                         help="file format of the maps (default nrrd)")
+    add_map_view_arguments(parser)
     parser.set_defaults(run=run)
 
 
@@ -32,21 +35,31 @@ def run(args: argparse.Namespace) -> int:
     from RadioGenomicsLib.bundle import load_bundle
     from RadioGenomicsLib.errors import InputError
     from RadioGenomicsLib.outputs import Output, check_outputs
-    from RadioGenomicsLib.run import attention_map, open_run, run_maps, write_maps
+    from RadioGenomicsLib.run import (attention_map, open_run, run_maps, save_run_picture,
+                                      write_maps)
 
     if not args.gene and not args.attention:
         raise InputError(None, "give --gene SYMBOL (repeatable) and/or --attention")
+    check_map_margin(args.map_margin)
+    if args.picture and not args.gene:
+        raise InputError(args.picture, "--picture draws the maps of --gene: name a gene")
     # maps folders are the prediction's: `predict --maps` and `map --out` share them
-    check_outputs("predict", [Output(args.out, "folder")], [args.run_folder, args.model])
+    outputs = [Output(args.out, "folder")] + ([Output(args.picture, "file", "--picture")] if args.picture
+                                              else [])
+    check_outputs("predict", outputs, [args.run_folder, args.model])
     started = time.perf_counter()
     bundle = load_bundle(args.model, verify_checksums=False) if args.model else None
     result, bundle = open_run(args.run_folder, bundle)
-    maps = run_maps(result, bundle, args.gene)
+    maps = run_maps(result, bundle, args.gene, args.map_margin)
     if args.attention:
-        maps["attention"] = attention_map(result, bundle)
+        maps["attention"] = attention_map(result, bundle, args.map_margin)
     written = write_maps(maps, args.out, "." + args.map_format)
     for path in written:
         print(f"map -> {path}")
+    if args.picture:
+        save_run_picture(result, {g: m for g, m in maps.items() if g != "attention"},
+                         args.picture)
+        print(f"picture -> {args.picture}")
     print(f"{len(written)} map(s) from {len(result.folds)} fold model(s) in "
           f"{time.perf_counter() - started:.2f} s")
     return 0

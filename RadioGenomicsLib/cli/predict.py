@@ -10,6 +10,21 @@ from RadioGenomicsLib.cli.common import add_sr_genes_argument, parse_named_paths
 from RadioGenomicsLib.errors import InputError
 
 
+def add_map_view_arguments(parser) -> None:
+    """--map-margin and --picture, shared with `radiogenomics map`."""
+    parser.add_argument("--map-margin", type=float, default=0.0, metavar="MM",
+                        help="also map this many mm around the tumour (default 0: the tumour "
+                             "only; no value, NaN, elsewhere)")
+    parser.add_argument("--picture", metavar="PNG",
+                        help="draw the maps over the study on slices through the tumour, "
+                             "with its outline and a colour bar, as a PNG")
+
+
+def check_map_margin(margin: float) -> None:
+    if not margin >= 0:
+        raise InputError(None, f"--map-margin {margin}: give a distance in mm, 0 or more")
+
+
 def register(subparsers) -> None:
     parser = subparsers.add_parser(
         "predict", help="one study or a cohort -> ranked gene table(s) and gene maps",
@@ -44,6 +59,7 @@ def register(subparsers) -> None:
                         help="a gene (symbol or Ensembl id) to map; repeat")
     parser.add_argument("--map-format", choices=("nrrd", "nii.gz"), default="nrrd",
                         help="file format of the maps (default nrrd)")
+    add_map_view_arguments(parser)
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
                         help="where the fold models run (auto: the GPU when there is one)")
     parser.add_argument("--folds", choices=("all", "first"), default="all",
@@ -90,9 +106,14 @@ def _check_arguments(args: argparse.Namespace) -> None:
     elif not (args.pacs or (args.image and args.segmentation)):
         raise InputError(None, "give --image NAME=PATH (per channel) and --segmentation, "
                                "or --manifest")
-    if args.map_gene and not (args.maps or args.dicom_out or args.send):
-        raise InputError(None, "--map-gene needs --maps DIR (or --dicom-out DIR) to write "
-                               "the maps to")
+    if args.map_gene and not (args.maps or args.dicom_out or args.send or args.picture):
+        raise InputError(None, "--map-gene needs --maps DIR (or --picture PNG, --dicom-out "
+                               "DIR) to write the maps to")
+    if args.picture and not args.map_gene:
+        raise InputError(args.picture, "--picture draws the maps of --map-gene: name a gene")
+    if args.manifest and args.picture:
+        raise InputError(args.manifest, "--picture is for one study")
+    check_map_margin(args.map_margin)
 
 
 def _check_dicom_source(args: argparse.Namespace, bundle) -> None:
@@ -127,6 +148,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
         outputs = [Output(args.out, "folder"), Output(args.runs, "folder", "--runs")]
     else:
         outputs = [Output(args.out, "file"), Output(args.maps, "folder", "--maps"),
+                   Output(args.picture, "file", "--picture"),
                    Output(args.run_folder or default_run_folder(args.out), "folder",
                           "--run" if args.run_folder else "--out (its .run folder)")]
         if args.pacs:
@@ -159,7 +181,7 @@ def run(args: argparse.Namespace) -> int:
 
 def _predict_study(args, bundle) -> int:
     from RadioGenomicsLib.predict import write_table
-    from RadioGenomicsLib.run import predict_study, run_maps, write_maps
+    from RadioGenomicsLib.run import predict_study, run_maps, save_run_picture, write_maps
 
     run_folder = Path(args.run_folder or default_run_folder(args.out))
     images = None
@@ -177,10 +199,11 @@ def _predict_study(args, bundle) -> int:
     result = predict_study(bundle, study_inputs(args, images), run_folder, args.device,
                            args.folds)
     write_table(result.table, args.out)
-    written = []
+    written, maps = [], {}
     if args.map_gene:
-        written = write_maps(run_maps(result, bundle, args.map_gene), args.maps,
-                             "." + args.map_format)
+        maps = run_maps(result, bundle, args.map_gene, args.map_margin)
+    if args.maps:
+        written = write_maps(maps, args.maps, "." + args.map_format)
     print(f"{len(result.table)} genes from {len(result.folds)} fold model(s) on "
           f"{result.info['slices']} tumour slices -> {args.out}")
     print(f"prediction run -> {run_folder} (any gene's map: radiogenomics map --run "
@@ -188,6 +211,9 @@ def _predict_study(args, bundle) -> int:
     print_top(result.table)
     for path in written:
         print(f"map -> {path}")
+    if args.picture:
+        save_run_picture(result, maps, args.picture)
+        print(f"picture -> {args.picture}")
     if args.dicom_out:
         _dicom_results(args, result, bundle)
     return 0

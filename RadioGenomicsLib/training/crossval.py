@@ -29,7 +29,7 @@ from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.expression import ExpressionMatrix, build_matrix, read_matrix
 from RadioGenomicsLib.model import GenePredictor
 from RadioGenomicsLib.pretrained import load_transunet_weights
-from RadioGenomicsLib.report import print_summary, write_report
+from RadioGenomicsLib.report import print_summary, write_model_card, write_report
 from RadioGenomicsLib.stats import MIN_PATIENTS, gene_statistics
 from RadioGenomicsLib.training.cache import SliceCache, preprocess_cohort
 from RadioGenomicsLib.training.checkpoint import load_checkpoint, save_checkpoint
@@ -246,6 +246,8 @@ def write_trained_bundle(out: Path, recipe: Recipe, inputs: TrainingInputs,
                                command=None)
         pd.DataFrame([{"fold": h["fold"], **e} for h in histories for e in h["history"]]).to_csv(
             staging / "report" / "training_history.tsv", sep="\t", index=False)
+        write_model_card(staging / "report", f"{recipe.name}: {len(truth)} patients, "
+                                             f"{recipe.training.folds} folds, out-of-fold r")
         write_manifest(staging, read_manifest(staging))  # the report too (weights not re-hashed)
         mark_complete(staging, "train")
     return summary

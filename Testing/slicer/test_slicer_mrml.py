@@ -223,6 +223,22 @@ def test_map_display_hides_voxels_without_value(scene):
     assert (display.GetWindow(), display.GetLevel()) == (pytest.approx(4.75), pytest.approx(1.875))
 
 
+def test_map_with_nan_outside_the_tumour_keeps_its_zeros(scene):
+    """Maps are NaN outside the tumour now: a real 0 inside stays a value."""
+    voxels = np.full((3, 4, 5), np.nan, np.float32)
+    voxels[1, 1:3, 1:4] = [[-0.5, 0.0, 2.0], [2.5, 3.0, 4.25]]
+    node = volume_node(scene, voxels, np.eye(4), "EGFR map")
+
+    low, high = mrml.show_as_map(node, "vtkMRMLColorTableNodeFileViridis.txt")
+
+    assert (low, high) == (-0.5, 4.25)
+    shown = mrml.array_kji(node)
+    assert shown[1, 1, 2] == 0.0 and np.isfinite(shown).sum() == 6
+    assert np.isnan(shown[0]).all()
+    display = node.GetDisplayNode()
+    assert (display.GetLowerThreshold(), display.GetUpperThreshold()) == (-0.5, 4.25)
+
+
 def test_map_without_values_is_refused(scene):
     node = volume_node(scene, np.zeros((2, 2, 2), np.float32), np.eye(4), "empty map")
     with pytest.raises(ValueError, match="no value anywhere"):
