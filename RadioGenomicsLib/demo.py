@@ -73,13 +73,15 @@ def run(out: Path, patients: int = TRAIN_PATIENTS, config: str = DEMO_CONFIG,
     images = [f"--image={c}={cohort / unseen[c]}" for c in ("t1", "t1gd", "t2", "flair")]
     _run("predict", "--model", model, *images, "--segmentation", cohort / unseen["segmentation"],
          "--out", prediction / "genes.csv", "--run", prediction / "run", "--maps",
-         prediction / "maps", "--map-gene", "EGFR", "--folds", "all")
+         prediction / "maps", "--map-gene", "EGFR", "--map-gene", "KRAS", "--picture",
+         prediction / "maps.png", "--folds", "all")
 
     print(f"\ndone in {time.perf_counter() - start:.0f} s; look at:")
     for path, what in ((model / "report" / "pearson_hist.png", "Figure 2: per-gene r"),
                        (out / "compare" / "compare.md", "model vs baseline vs the truth"),
                        (out / "compare" / "scatter.png", "per-gene r, model vs baseline"),
                        (prediction / "genes.csv", "the ranked gene table"),
+                       (prediction / "maps.png", "EGFR's and KRAS's maps over the tumour"),
                        (prediction / "maps" / "EGFR.nrrd", "EGFR's map on the study's grid"),
                        (prediction / "run", "the prediction run: any gene's map with "
                         "radiogenomics map --run " + str(prediction / "run") + " --gene SYMBOL "
