@@ -7,6 +7,9 @@
                              validation_p_adj (Holm-Sidak), one row per head output
       fold_0.safetensors     one GenePredictor state dict per fold model (never pickle)
       fold_1.safetensors ...
+      fold_0.onnx ...        optional files added later (`register_files`), such as the
+                             fold models exported for the ONNX runtimes; their sha256 in
+                             metadata.json "files"
 
 A PyTorch pickle (`.pt`/`.pth`) can run code when loaded, so it is refused; convert it
 explicitly once with `convert_torch_weights` (which loads tensors only).
@@ -22,18 +25,20 @@ import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
 
 from RadioGenomicsLib import __version__
 from RadioGenomicsLib.atomic import atomic_path
 from RadioGenomicsLib.errors import InputError, read_json_object
-from RadioGenomicsLib.model import GenePredictor, ModelConfig
+from RadioGenomicsLib.model.config import ModelConfig
+
+if TYPE_CHECKING:  # torch is imported where weights are read: the ONNX runtimes need none
+    import torch
+
+    from RadioGenomicsLib.model import GenePredictor
 
 FORMAT_VERSION = 1
 METADATA_FILE = "metadata.json"
@@ -64,6 +69,9 @@ def convert_torch_weights(source: str | os.PathLike, destination: str | os.PathL
     Loads with `torch.load(weights_only=True)` (tensors and plain containers only, no
     code); accepts a state dict or a dict holding one under "state_dict" or "model".
     """
+    import torch
+    from safetensors.torch import save
+
     source, destination = Path(source), Path(destination)
     try:
         loaded = torch.load(source, map_location="cpu", weights_only=True)
@@ -159,6 +167,8 @@ def write_bundle(path: str | os.PathLike, fold_state_dicts: Sequence[Mapping[str
         n_outputs = state["head.conv.bias"].shape[0]
         if n_outputs != len(genes):
             raise ValueError(f"fold {fold} predicts {n_outputs} genes, the gene table has {len(genes)}")
+    from safetensors.torch import save
+
     with atomic_path(path) as tmp:
         tmp.mkdir()
         checksums = {}
@@ -194,6 +204,7 @@ class Bundle:
     format_version: int
     library_version: str
     created: str
+    files: dict[str, str] = field(default_factory=dict)  # registered extra file -> sha256
     _verified: set[str] = field(default_factory=set, repr=False)
 
     @property
@@ -223,7 +234,24 @@ class Bundle:
                                                        "changed or damaged after the bundle was written")
                 self._verified.add(name)
 
+    def checked_file(self, name: str) -> Path:
+        """A registered extra file (see `register_files`), its sha256 checked once."""
+        if name not in self.files:
+            raise InputError(self.path / name, "is not registered in the bundle's metadata.json")
+        file = self.path / name
+        if name not in self._verified:
+            if not file.is_file():
+                raise InputError(file, "missing (listed in the bundle's metadata.json)")
+            if sha256_of(file) != self.files[name]:
+                raise InputError(file, "checksum mismatch: the file was changed or damaged "
+                                       "after it was added to the bundle")
+            self._verified.add(name)
+        return file
+
     def state_dict(self, fold: int) -> dict[str, torch.Tensor]:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
         self.verify(fold)
         file = self.path / fold_file(fold)
         try:
@@ -233,6 +261,8 @@ class Bundle:
 
     def build_model(self) -> GenePredictor:
         """An untrained model of the bundle's shape."""
+        from RadioGenomicsLib.model import GenePredictor
+
         return GenePredictor(self.config, len(self.channels), len(self.genes))
 
     def model(self, fold: int, device: str | torch.device = "cpu") -> GenePredictor:
@@ -306,6 +336,31 @@ def _weight_checksums(path: Path, document: dict[str, Any]) -> dict[str, str]:
     return {name: str(weights[name]) for name in expected}
 
 
+def _extra_files(path: Path, document: dict[str, Any]) -> dict[str, str]:
+    files = document.get("files", {})
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise InputError(path / METADATA_FILE, "files must map file names to sha256 strings")
+    for name in files:
+        if Path(name).name != name or name in (METADATA_FILE, GENES_FILE):
+            raise InputError(path / METADATA_FILE, f"files: {name!r} is not a plain file name")
+    return dict(files)
+
+
+def register_files(path: str | os.PathLike, names: Sequence[str]) -> None:
+    """Add files already written into a bundle folder to its metadata.json (sha256 each),
+    so that a later change to them is refused; the weight files' entries are unchanged."""
+    path = Path(path)
+    document = _read_metadata(path)
+    files = dict(_extra_files(path, document))
+    for name in names:
+        if Path(name).name != name or not (path / name).is_file():
+            raise InputError(path / name, "is not a file in the bundle folder")
+        files[name] = sha256_of(path / name)
+    document["files"] = dict(sorted(files.items()))
+    with atomic_path(path / METADATA_FILE) as tmp:
+        tmp.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+
+
 def _read_genes(path: Path) -> pd.DataFrame:
     genes_path = path / GENES_FILE
     if not genes_path.is_file():
@@ -338,6 +393,7 @@ def load_bundle(path: str | os.PathLike, verify_checksums: bool = True) -> Bundl
         format_version=document["format_version"],
         library_version=str(document.get("library_version", "unknown")),
         created=str(document.get("created", "unknown")),
+        files=_extra_files(path, document),
     )
     if verify_checksums:
         bundle.verify()
@@ -357,6 +413,10 @@ def make_untrained_bundle(path: str | os.PathLike, config: ModelConfig, channels
                             ("validation_r", math.nan), ("validation_p_adj", math.nan)):
         if column not in genes.columns:
             genes[column] = default
+    import torch
+
+    from RadioGenomicsLib.model import GenePredictor
+
     genes = _check_genes(genes, None)
     states = []
     for fold in range(folds):

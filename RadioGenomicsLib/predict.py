@@ -10,12 +10,11 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import TYPE_CHECKING, Iterable, Iterator
 
 import numpy as np
 import pandas as pd
 import SimpleITK as sitk
-import torch
 from scipy.stats import norm
 
 from RadioGenomicsLib.atomic import atomic_path
@@ -23,13 +22,16 @@ from RadioGenomicsLib.bundle import Bundle
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.genetable import TABLE_COLUMNS
 from RadioGenomicsLib.maps import values_to_volume
-from RadioGenomicsLib.model.predictor import slices_per_pass
 from RadioGenomicsLib.preprocess import Slices
 from RadioGenomicsLib.progress import progress
 
+if TYPE_CHECKING:  # imported where the torch runtime runs: the ONNX runtimes need none
+    import torch
 
 
 def choose_device(name: str = "auto") -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name == "cuda" and not torch.cuda.is_available():
@@ -70,11 +72,21 @@ def one_at_a_time(bundle: Bundle, device: torch.device, folds: str) -> Iterator[
         yield bundle.model(fold, device)
 
 
-@torch.no_grad()
 def run_models(models: Iterable[torch.nn.Module], slices: Slices, device: torch.device,
                map_genes: list[int] | None = None, count: int | None = None) -> Prediction:
     """Every fold model on the slices: patient values and the maps of `map_genes`."""
-    map_genes = map_genes or []
+    import torch
+
+    with torch.no_grad():
+        return _run_models(models, slices, device, map_genes or [], count)
+
+
+def _run_models(models, slices: Slices, device: torch.device, map_genes: list[int],
+                count: int | None) -> Prediction:
+    import torch
+
+    from RadioGenomicsLib.model.predictor import slices_per_pass
+
     x = torch.from_numpy(slices.images)[None].to(device)
     mask = torch.ones(x.shape[:2], dtype=torch.bool, device=device)
     autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16,

@@ -15,7 +15,8 @@ from RadioGenomicsLib import __version__
 from RadioGenomicsLib.errors import InputError
 
 # in the order `radiogenomics --help` lists them
-SUBCOMMANDS = ("preprocess", "expression", "manifest", "synth", "train", "baseline", "evaluate", "predict", "info")
+SUBCOMMANDS = ("preprocess", "expression", "manifest", "synth", "train", "baseline", "evaluate",
+               "predict", "export", "info")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -35,6 +35,15 @@ def register(subparsers) -> None:
                         help="a gene (symbol or Ensembl id) to map; repeat")
     parser.add_argument("--map-format", choices=("nrrd", "nii.gz"), default="nrrd")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--runtime", choices=("auto", "torch", "onnxruntime", "openvino"),
+                        default="auto",
+                        help="torch, or a bundle's exported fold models (`radiogenomics export`) "
+                             "on ONNX Runtime or OpenVINO without PyTorch; auto: the fastest "
+                             "installed and exported")
+    parser.add_argument("--precision", choices=("auto", "float32", "bf16"), default="auto",
+                        help="bf16 (OpenVINO, CPUs with AVX-512 BF16 or AMX): the transformer and "
+                             "the head, once checked against float32 on this machine; auto: bf16 "
+                             "where it passed, else float32")
     parser.add_argument("--folds", choices=("all", "first"), default="all",
                         help="the ensemble of fold models, or the first alone (faster)")
     parser.set_defaults(run=run)
@@ -57,22 +66,68 @@ def run(args: argparse.Namespace) -> int:
     from RadioGenomicsLib.bundle import load_bundle
     from RadioGenomicsLib.predict import choose_device, map_gene_indices, table_separator
 
+    from RadioGenomicsLib.runtime import pick_runtime
+
     _check_arguments(args)
     bundle = load_bundle(args.model)
-    device = choose_device(args.device)
+    runtime = pick_runtime(bundle, args.runtime, args.device, args.folds)
+    # the light runtimes run on the CPU, and importing torch to ask would cost seconds
+    device = choose_device(args.device) if runtime == "torch" else "cpu"
+    predictor = Predictor(bundle, runtime, device, args.precision, args.folds)
     if args.manifest:
-        return _predict_cohort(args, bundle, device)
+        return _predict_cohort(args, bundle, predictor)
     table_separator(args.out)
     map_genes = map_gene_indices(bundle, args.map_gene)
-    return _predict_study(args, bundle, device, map_genes)
+    return _predict_study(args, bundle, predictor, map_genes)
 
 
-def _predict_study(args, bundle, device, map_genes: list[int]) -> int:
+class Predictor:
+    """The fold models on the chosen runtime; the precision is settled at the first study
+    (its slices serve the precision check when the bundle keeps no reference slices)."""
+
+    def __init__(self, bundle, runtime: str, device, precision: str, folds: str):
+        self.bundle, self.runtime, self.device = bundle, runtime, device
+        self.requested, self.folds = precision, folds
+        self.precision: str | None = None
+        self.count = len(bundle.fold_indices(folds))
+
+    def describe(self) -> str:
+        return f"{self.runtime}, {self.precision or 'float32'}"
+
+    def settle(self, slices) -> None:
+        from RadioGenomicsLib.runtime import pick_precision
+
+        if self.precision is None:
+            self.precision = pick_precision(self.bundle, self.runtime, self.requested, self.folds,
+                                            slices.images)
+
+    def __call__(self, slices, map_genes: list[int], keep: list | None = None):
+        """-> predict.Prediction of one study; `keep`: models from `kept_models`."""
+        from RadioGenomicsLib.predict import one_at_a_time, run_models
+        from RadioGenomicsLib.runtime import fold_runners, run_fold_runners
+
+        self.settle(slices)
+        if self.runtime == "torch":
+            models = keep if keep is not None else one_at_a_time(self.bundle, self.device, self.folds)
+            return run_models(models, slices, self.device, map_genes, self.count)
+        runners = keep if keep is not None else fold_runners(self.bundle, self.runtime,
+                                                              self.precision, self.folds)
+        return run_fold_runners(runners, slices.images, map_genes, self.count)
+
+    def kept_models(self) -> list:
+        """All fold models at once, for a cohort (after `settle`)."""
+        from RadioGenomicsLib.runtime import fold_runners
+
+        if self.runtime == "torch":
+            return self.bundle.models(self.device, self.folds)
+        return list(fold_runners(self.bundle, self.runtime, self.precision, self.folds))
+
+
+def _predict_study(args, bundle, predictor: Predictor, map_genes: list[int]) -> int:
     from RadioGenomicsLib.imaging import load_study
     from RadioGenomicsLib.maps import write_volume
     from RadioGenomicsLib.predict import (check_bundle_fits, ensure_writable_folder, gene_table,
-                                          map_file_name, map_volumes, one_at_a_time, run_models,
-                                          write_table)
+                                          map_file_name, map_volumes, write_table)
     from RadioGenomicsLib.preprocess import PreprocessSettings, preprocess
 
     study = load_study(parse_named_paths(args.image, "--image"), args.segmentation,
@@ -81,9 +136,7 @@ def _predict_study(args, bundle, device, map_genes: list[int]) -> int:
                        series=parse_named_paths(args.series, "--series"))
     slices = preprocess(study, PreprocessSettings.from_dict(bundle.metadata.preprocessing))
     check_bundle_fits(bundle, slices)
-    count = len(bundle.fold_indices(args.folds))
-    prediction = run_models(one_at_a_time(bundle, device, args.folds), slices, device, map_genes,
-                            count)
+    prediction = predictor(slices, map_genes)
     table = gene_table(bundle, prediction)
     write_table(table, args.out)
     written = []
@@ -92,8 +145,8 @@ def _predict_study(args, bundle, device, map_genes: list[int]) -> int:
         for name, volume in map_volumes(bundle, prediction, slices).items():
             written.append(folder / map_file_name(name, "." + args.map_format))
             write_volume(volume, written[-1])
-    print(f"{len(table)} genes from {count} fold model(s) on {len(slices.images)} "
-          f"tumour slices -> {args.out}")
+    print(f"{len(table)} genes from {predictor.count} fold model(s) on {len(slices.images)} "
+          f"tumour slices ({predictor.describe()}) -> {args.out}")
     _print_top(table)
     for path in written:
         print(f"map -> {path}")
@@ -109,14 +162,14 @@ def _print_top(table, count: int = 10) -> None:
               f"{row.predicted:.3f} [{row.lower:.3f}, {row.upper:.3f}]  {flag}")
 
 
-def _predict_cohort(args, bundle, device) -> int:
+def _predict_cohort(args, bundle, predictor: Predictor) -> int:
     import pandas as pd
 
     from RadioGenomicsLib.cohort import LABEL_COLUMN, channel_columns, validate_cohort
     from RadioGenomicsLib.expression import write_values
     from RadioGenomicsLib.imaging import load_study
     from RadioGenomicsLib.predict import (check_bundle_fits, ensure_writable_folder, gene_table,
-                                          run_models, write_table)
+                                          write_table)
     from RadioGenomicsLib.preprocess import PreprocessSettings, preprocess
     from RadioGenomicsLib.progress import progress
     from RadioGenomicsLib.atomic import atomic_path
@@ -124,7 +177,7 @@ def _predict_cohort(args, bundle, device) -> int:
     cohort = validate_cohort(args.manifest)
     channels = channel_columns(cohort.reset_index())
     settings = PreprocessSettings.from_dict(bundle.metadata.preprocessing)
-    models = bundle.models(device, args.folds)
+    models = None
     out = ensure_writable_folder(args.out)
     predicted, failures = {}, []
     for patient, row in progress(list(cohort.iterrows()), "patients"):
@@ -135,7 +188,10 @@ def _predict_cohort(args, bundle, device) -> int:
                                channels=tuple(bundle.channels))
             slices = preprocess(study, settings)
             check_bundle_fits(bundle, slices)
-            prediction = run_models(models, slices, device)
+            if models is None:
+                predictor.settle(slices)
+                models = predictor.kept_models()
+            prediction = predictor(slices, [], keep=models)
         except InputError as error:
             failures.append((patient, str(error)))
             print(f"radiogenomics predict: {patient}: skipped: {error}", file=sys.stderr)
