@@ -10,7 +10,6 @@ import pandas as pd
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.expression import genes_path, read_matrix
 from RadioGenomicsLib.genetable import MARKER_GENES
-from RadioGenomicsLib.report import print_summary, write_report
 
 FOLD_COLUMNS = ("patient_id", "fold")
 
@@ -95,6 +94,9 @@ def gene_names_for(truth_path: Path, truth_genes: pd.DataFrame,
 
 
 def run(args: argparse.Namespace) -> int:
+    # statsmodels and matplotlib take ~1 s to import: only when evaluating
+    from RadioGenomicsLib.report import print_summary, write_report
+
     predictions_path, truth_path = Path(args.predictions), Path(args.truth)
     if not 0.0 < args.alpha < 1.0:
         raise InputError(None, f"--alpha {args.alpha}: expected a level between 0 and 1")
