@@ -69,7 +69,8 @@ def run(args: argparse.Namespace) -> int:
     from RadioGenomicsLib.runtime import pick_runtime
 
     _check_arguments(args)
-    bundle = load_bundle(args.model)
+    # each fold's files are checked when read: `--folds first` does not hash the others
+    bundle = load_bundle(args.model, verify_checksums=False)
     runtime = pick_runtime(bundle, args.runtime, args.device, args.folds)
     # the light runtimes run on the CPU, and importing torch to ask would cost seconds
     device = choose_device(args.device) if runtime == "torch" else "cpu"
