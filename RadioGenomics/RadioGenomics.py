@@ -1,20 +1,16 @@
 """RadioGenomics: predict a tumour's RNA-Seq expression profile from CT or MRI in 3D Slicer.
 
-The module is thin: it writes the selected nodes to files, runs `radiogenomics` (the
-bundled RadioGenomicsLib) in a background PythonSlicer process so the viewer never
-freezes, and turns the gene table and gene maps it writes back into MRML nodes (the
-glue is in RadioGenomicsLogic/mrml.py, tested with pytest against slicer-core).
+The module is thin: it writes the selected nodes to files, runs `radiogenomics predict`
+(the bundled RadioGenomicsLib) in a background PythonSlicer process so the viewer never
+freezes, and shows the prediction run it writes: the gene table as table nodes, and any
+gene's map, drawn in-process from the run's saved token embeddings in well under a
+second (the glue is in RadioGenomicsLogic/, tested with pytest against slicer-core).
 """
 
-import csv
-import json
 import logging
 import os
-import queue
-import re
 import shutil
 import tempfile
-import threading
 import zipfile
 from pathlib import Path
 from typing import Annotated, Callable, Optional, Union
@@ -25,6 +21,7 @@ import vtk
 import slicer
 from slicer import (vtkMRMLLabelMapVolumeNode, vtkMRMLScalarVolumeNode, vtkMRMLSegmentationNode,
                     vtkMRMLTableNode)
+from slicer.i18n import tr as _
 from slicer.parameterNodeWrapper import Choice, parameterNodeWrapper
 from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoadableModuleLogic,
                                            ScriptedLoadableModuleTest,
@@ -32,24 +29,13 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
 from slicer.util import VTKObservationMixin
 
 from RadioGenomicsLogic import mrml
-
-# RadioGenomicsLib's dependencies with pyproject.toml's pins (a test keeps them equal),
-# but for those Slicer ships (numpy, SimpleITK: never replaced) and torch (installed by
-# the PyTorch extension for the user's GPU); psutil stops the process tree on Cancel.
-REQUIREMENTS = (
-    "scipy==1.17.1", "pandas==3.1.1", "pydicom==3.0.2", "nibabel==5.4.2", "pynrrd==1.1.3",
-    "slicerio==1.4.0", "monai==1.6.1", "einops==0.8.2", "safetensors==0.8.0",
-    "statsmodels==0.15.0", "scikit-learn==1.9.1", "matplotlib==3.11.2", "tqdm==4.70.1",
-)
-MODULE_REQUIREMENTS = ("psutil>=5.9",)
-KEPT_AS_INSTALLED = ("numpy", "SimpleITK", "torch")
-MINIMUM_TORCH = "2.4"
+from RadioGenomicsLogic.jobs import JobRecord, OutputReader, error_message
+from RadioGenomicsLogic.requirements import (KEPT_AS_INSTALLED, MINIMUM_SLICER, missing_requirements,
+                                             requirements_file)
 
 MODELS_FOLDER_SETTING = "RadioGenomics/ModelsFolder"
 MAP_COLOR_NODE_ID = "vtkMRMLColorTableNodeFileViridis.txt"
 MAP_OPACITY = 0.6
-PROGRESS_LINE = re.compile(r"^PROGRESS (\d+)/(\d+|\?) (.*)$")  # RadioGenomicsLib/progress.py
-ERROR_LINE = re.compile(r"^radiogenomics \w+: error: ")  # RadioGenomicsLib/cli/__init__.py
 
 
 #
@@ -60,20 +46,29 @@ ERROR_LINE = re.compile(r"^radiogenomics \w+: error: ")  # RadioGenomicsLib/cli/
 class RadioGenomics(ScriptedLoadableModule):
     def __init__(self, parent):
         ScriptedLoadableModule.__init__(self, parent)
-        self.parent.title = "RadioGenomics"
-        self.parent.categories = ["Quantification"]
+        self.parent.title = _("RadioGenomics")
+        self.parent.categories = [_("Quantification")]
         self.parent.dependencies = []
         self.parent.contributors = ["RadioGenomics developers"]
-        self.parent.helpText = (
+        self.parent.helpText = _(
             "Predict a tumour's RNA-Seq expression profile (a ranked gene table and gene maps) "
             "from CT or MRI and a tumour segmentation, with a TransUNet + HE2RNA model bundle. "
-            "For research only: not for diagnosis. See the "
+            "For research only: not for diagnosis. Needs Slicer {version} or later. See the "
             '<a href="https://github.com/RadioGenomics/RadioGenomics/blob/main/RadioGenomics/README.md">'
-            "module documentation</a>.")
-        self.parent.acknowledgementText = (
+            "module documentation</a>.").format(version=".".join(map(str, MINIMUM_SLICER)))
+        self.parent.acknowledgementText = _(
             "Method after Farooq, Mishra and Chaudhury, \"Translating Imaging to Genomics: "
             "Leveraging Transformers for Predictive Modeling\"; background-process pattern after "
             "SlicerMONAIAuto3DSeg and SlicerTotalSegmentator.")
+
+
+def slicerTooOld() -> Optional[str]:
+    """Why this Slicer cannot run the module, or None."""
+    version = (slicer.app.majorVersion, slicer.app.minorVersion)
+    if version < MINIMUM_SLICER:
+        return _("RadioGenomics needs Slicer {needed} or later (this is {found}).").format(
+            needed=".".join(map(str, MINIMUM_SLICER)), found=".".join(map(str, version)))
+    return None
 
 
 #
@@ -93,7 +88,12 @@ class RadioGenomicsParameterNode:
     folds: Annotated[str, Choice(["all", "first"])] = "all"
     reliableOnly: bool = False
     search: str = ""
-    resultsFolder: str = ""  # the last prediction's files: genes.csv, maps/
+    # the results on show and what made them (from the job's start record, not from the
+    # selections above, which may have changed since)
+    runFolder: str = ""  # the prediction run: genes.csv, tokens, maps/
+    resultsModel: str = ""  # the bundle that made the run
+    resultsMarkers: str = ""  # its marker genes, comma-separated (pinned on top)
+    resultsVolume: Optional[vtkMRMLScalarVolumeNode] = None  # the background of the maps
     results: Optional[vtkMRMLTableNode] = None  # every gene, as predicted
     resultsView: Optional[vtkMRMLTableNode] = None  # filtered, markers pinned
     geneMap: Optional[vtkMRMLScalarVolumeNode] = None  # the map on show
@@ -107,7 +107,7 @@ class RadioGenomicsParameterNode:
 def pythonSlicer() -> str:
     executable = shutil.which("PythonSlicer")
     if not executable:
-        raise RuntimeError("PythonSlicer was not found next to the Slicer executable")
+        raise RuntimeError(_("PythonSlicer was not found next to the Slicer executable"))
     return executable
 
 
@@ -119,73 +119,51 @@ def libraryFolder() -> str:
 
 
 class BackgroundJob:
-    """One `radiogenomics` command in a PythonSlicer process.
-
-    A thread reads its output line by line; a QTimer hands the lines to the GUI thread,
-    which parses progress and keeps the rest for the log and the error message.
-    """
+    """One `radiogenomics` command in a PythonSlicer process, with the record of what it
+    was started for. A thread reads its output (RadioGenomicsLogic.jobs); a QTimer hands
+    progress and lines to the GUI thread."""
 
     POLL_MS = 200
 
-    def __init__(self, arguments: list[str], onProgress: Callable[[int, int, str], None],
+    def __init__(self, arguments: list[str], record: Optional[JobRecord],
+                 onProgress: Callable[[int, int, str], None],
                  onDone: Callable[["BackgroundJob"], None]):
-        self.arguments = arguments
+        self.arguments, self.record = arguments, record
         self.onProgress, self.onDone = onProgress, onDone
         self.output: list[str] = []
         self.cancelled = False
         self.returnCode: Optional[int] = None
         environment = {"PYTHONPATH": os.pathsep.join(filter(None, (libraryFolder(),
                                                                    os.environ.get("PYTHONPATH")))),
-                       "RADIOGENOMICS_PROGRESS": "lines", "PYTHONUNBUFFERED": "1"}
+                       "RADIOGENOMICS_PROGRESS": "lines", "PYTHONUNBUFFERED": "1",
+                       "PYTHONIOENCODING": "utf-8"}
         command = [pythonSlicer(), "-m", "RadioGenomicsLib", *arguments]
         logging.info("RadioGenomics: running %s", " ".join(command))
         self.process = slicer.util.launchConsoleProcess(command, updateEnvironment=environment)
-        self._lines: queue.Queue = queue.Queue()
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        self._reader = OutputReader(self.process)
         self._timer = qt.QTimer()
         self._timer.setInterval(self.POLL_MS)
         self._timer.connect("timeout()", self._poll)
         self._timer.start()
 
-    def _read(self) -> None:
-        for line in self.process.stdout:
-            self._lines.put(line.rstrip("\n"))
-        self.process.wait()
-        self._lines.put(None)
-
     def _poll(self) -> None:
-        while True:
-            try:
-                line = self._lines.get_nowait()
-            except queue.Empty:
-                return
-            if line is None:
-                self._timer.stop()
-                self.returnCode = self.process.returncode
-                self.onDone(self)
-                return
-            match = PROGRESS_LINE.match(line)
-            if match:
-                done, total, description = match.groups()
-                self.onProgress(int(done), 0 if total == "?" else int(total), description)
+        for event in self._reader.poll():
+            if event[0] == "progress":
+                self.onProgress(*event[1:])
+            elif event[0] == "text":
+                self.output.append(event[1])
+                logging.info(event[1])
             else:
-                self.output.append(line)
-                logging.info(line)
+                self._timer.stop()
+                self.returnCode = event[1]
+                self.onDone(self)
 
     @property
     def succeeded(self) -> bool:
         return self.returnCode == 0 and not self.cancelled
 
     def errorMessage(self) -> str:
-        """The library's one-line error (exit code 2), or the last line of a crash."""
-        if self.cancelled:
-            return "Cancelled."
-        for line in reversed(self.output):
-            if ERROR_LINE.match(line):
-                return ERROR_LINE.sub("", line)
-        last = next((line for line in reversed(self.output) if line.strip()), "no output")
-        return f"{last} (exit code {self.returnCode}; the full output is in the application log)"
+        return _("Cancelled.") if self.cancelled else error_message(self.output, self.returnCode)
 
     def cancel(self) -> None:
         """Stop the process and its children (PythonSlicer is a launcher: kill() alone
@@ -220,7 +198,7 @@ class RadioGenomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode: Optional[RadioGenomicsParameterNode] = None
         self._parameterNodeGuiTag = None
         self._channelSelectors: dict[str, slicer.qMRMLNodeComboBox] = {}
-        self._job: Optional[BackgroundJob] = None
+        self._job: Optional[BackgroundJob] = None  # the one prediction that may run
         self._shownView: tuple = ()  # (results node, reliable only, search) on show
 
     def setup(self) -> None:
@@ -251,6 +229,9 @@ class RadioGenomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.initializeParameterNode()
         self.refreshModels()
+        problem = slicerTooOld()
+        if problem:
+            self.ui.statusLabel.text = problem
 
     def cleanup(self) -> None:
         if self._job:
@@ -261,9 +242,13 @@ class RadioGenomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        self.setParameterNode(None)
+        # as Slicer's template: stop updating the GUI, keep the parameter node (a running
+        # job imports its results into the scene's parameter node when it ends)
+        self.disconnectParameterNode()
 
     def onSceneStartClose(self, caller, event) -> None:
+        if self._job:  # its inputs are going away
+            self._job.cancel()
         self.setParameterNode(None)
 
     def onSceneEndClose(self, caller, event) -> None:
@@ -273,10 +258,14 @@ class RadioGenomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def initializeParameterNode(self) -> None:
         self.setParameterNode(self.logic.getParameterNode())
 
-    def setParameterNode(self, parameterNode: Optional[RadioGenomicsParameterNode]) -> None:
-        if self._parameterNode:
+    def disconnectParameterNode(self) -> None:
+        if self._parameterNode and self._parameterNodeGuiTag is not None:
             self._parameterNode.disconnectGui(self._parameterNodeGuiTag)
+            self._parameterNodeGuiTag = None
             self.removeObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUI)
+
+    def setParameterNode(self, parameterNode: Optional[RadioGenomicsParameterNode]) -> None:
+        self.disconnectParameterNode()
         self._parameterNode = parameterNode
         if self._parameterNode:
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
@@ -302,54 +291,38 @@ class RadioGenomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.refreshModels()
 
     def onAddModelFolder(self) -> None:
-        folder = qt.QFileDialog.getExistingDirectory(None, "Model bundle folder")
+        folder = qt.QFileDialog.getExistingDirectory(None, _("Model bundle folder"))
         if folder:
             self.addModel(Path(folder))
 
     def onAddModelZip(self) -> None:
-        path = qt.QFileDialog.getOpenFileName(None, "Model bundle zip", "", "Zip archives (*.zip)")
+        path = qt.QFileDialog.getOpenFileName(None, _("Model bundle zip"), "",
+                                              _("Zip archives (*.zip)"))
         if path:
             self.addModel(Path(path))
 
     def addModel(self, source: Path) -> None:
-        with slicer.util.tryWithErrorDisplay("Could not add the model bundle.", waitCursor=True):
+        with slicer.util.tryWithErrorDisplay(_("Could not add the model bundle."), waitCursor=True):
             self.refreshModels(select=self.logic.addBundle(source))
 
     def onModelChanged(self, index: int = -1) -> None:
+        """The bundle's card, read in-process (standard library only: no job, no packages)."""
         if not self._parameterNode:
             return
         bundle = self.ui.modelComboBox.currentData or ""
         self._parameterNode.model = bundle
-        self.ui.modelInfoText.plainText = ""
         channels: list[str] = []
+        self.ui.modelInfoText.plainText = ""
         if bundle:
             try:
-                channels = self.logic.bundleChannels(Path(bundle))
+                card = self.logic.bundleCard(Path(bundle))
             except ValueError as error:
                 self.ui.modelInfoText.plainText = str(error)
             else:
-                self.showModelInfo(Path(bundle))
+                channels = list(card.channels)
+                self.ui.modelInfoText.plainText = self.logic.cardText(card)
         self.rebuildChannelSelectors(channels)
         self.updateGUI()
-
-    def showModelInfo(self, bundle: Path) -> None:
-        """`radiogenomics info` (it checks every checksum: a background job)."""
-        if not self.logic.dependenciesInstalled():
-            self.ui.modelInfoText.plainText = (
-                f"Channels: {', '.join(self.logic.bundleChannels(bundle))}\n"
-                "The full model information appears once the Python packages are installed "
-                "(on the first Predict).")
-            return
-        if self._job:  # never two jobs at once; the info shows after the next selection
-            return
-
-        def done(job: BackgroundJob) -> None:
-            self._job = None
-            self.ui.modelInfoText.plainText = ("\n".join(job.output) if job.succeeded
-                                               else job.errorMessage())
-            self.updateGUI()
-
-        self._job = BackgroundJob(["info", str(bundle)], lambda *progress: None, done)
 
     def rebuildChannelSelectors(self, channels: list[str]) -> None:
         layout = self.ui.channelsFrame.layout()
@@ -364,7 +337,7 @@ class RadioGenomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             selector.addEnabled = selector.removeEnabled = False
             selector.noneEnabled = True
             selector.setMRMLScene(slicer.mrmlScene)
-            selector.setToolTip(f"The {channel} image of the study")
+            selector.setToolTip(_("The {channel} image of the study").format(channel=channel))
             selector.setCurrentNode(chosen.get(channel))
             selector.connect("currentNodeChanged(vtkMRMLNode*)",
                              lambda node, channel=channel: self.onChannelChanged(channel, node))
@@ -399,20 +372,22 @@ class RadioGenomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def updateGUI(self, caller=None, event=None) -> None:
         if not self._parameterNode:
             return
-        problem = self.logic.inputProblem(self._parameterNode, list(self._channelSelectors))
+        problem = slicerTooOld() or self.logic.inputProblem(self._parameterNode,
+                                                            list(self._channelSelectors))
         running = self._job is not None
-        self.ui.predictButton.text = "Cancel" if running else "Predict"
+        self.ui.predictButton.text = _("Cancel") if running else _("Predict")
         self.ui.predictButton.enabled = running or problem is None
-        self.ui.predictButton.toolTip = ("Stop the running job" if running
-                                         else problem or "Predict the tumour's gene expression")
+        self.ui.predictButton.toolTip = (_("Stop the running prediction") if running
+                                         else problem or _("Predict the tumour's gene expression"))
         self.ui.inputsCollapsibleButton.enabled = not running
         self.ui.modelCollapsibleButton.enabled = not running
         hasResults = self._parameterNode.results is not None
+        # the results are the finished run's: browsing, maps and export never wait on a job
         for widget in (self.ui.reliableOnlyCheckBox, self.ui.searchLineEdit,
                        self.ui.showTableButton, self.ui.exportTableButton):
             widget.enabled = hasResults
         self.ui.exportMapsButton.enabled = hasResults and bool(
-            self.logic.mapFiles(self._parameterNode))
+            self.logic.mapFiles(self._parameterNode.runFolder))
         shownView = (self._parameterNode.results, self._parameterNode.reliableOnly,
                      self._parameterNode.search)
         if hasResults and shownView != self._shownView:
@@ -425,22 +400,26 @@ class RadioGenomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._job:
             self._job.cancel()
             return
-        self.ui.statusLabel.text = "Checking the Python packages..."
+        self.ui.statusLabel.text = _("Checking the Python packages...")
         slicer.app.processEvents()
         try:
-            with slicer.util.tryWithErrorDisplay("Could not install the Python packages.",
+            with slicer.util.tryWithErrorDisplay(_("Could not install the Python packages."),
                                                  waitCursor=True):
                 self.logic.installDependencies()
         finally:
             self.ui.statusLabel.text = ""
         if not self.logic.dependenciesInstalled():
             return
-        with slicer.util.tryWithErrorDisplay("Could not start the prediction.", waitCursor=True):
-            self._job = self.logic.startPredict(self._parameterNode, self.onProgress,
-                                                self.onPredictDone)
+        parameters = self._parameterNode
+        with slicer.util.tryWithErrorDisplay(_("Could not start the prediction."), waitCursor=True):
+            self._job = self.logic.startPredict(
+                Path(parameters.model), dict(parameters.channelVolumes), parameters.tumour,
+                segmentID=parameters.segmentID, label=parameters.label,
+                brainMask=parameters.brainMask, device=parameters.device, folds=parameters.folds,
+                onProgress=self.onProgress, onDone=self.onPredictDone)
             self.ui.progressBar.setValue(0)
             self.ui.progressBar.show()
-            self.ui.statusLabel.text = "Starting..."
+            self.ui.statusLabel.text = _("Starting...")
         self.updateGUI()
 
     def onProgress(self, done: int, total: int, description: str) -> None:
@@ -449,14 +428,18 @@ class RadioGenomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.statusLabel.text = description
 
     def onPredictDone(self, job: BackgroundJob) -> None:
+        """Import the run the job wrote, from the job's own record, into the scene's
+        parameter node (the widget may have left the module or changed inputs since)."""
         self._job = None
         self.ui.progressBar.hide()
         if job.succeeded:
-            with slicer.util.tryWithErrorDisplay("Could not read the results.", waitCursor=True):
-                self.logic.importResults(self._parameterNode)
-                self.onShowTable()
-                self.ui.statusLabel.text = (
-                    f"{self._parameterNode.results.GetNumberOfRows()} genes predicted.")
+            with slicer.util.tryWithErrorDisplay(_("Could not read the results."), waitCursor=True):
+                parameters = self.logic.getParameterNode()
+                self.logic.importResults(job.record, parameters)
+                self.ui.statusLabel.text = _("{count} genes predicted.").format(
+                    count=parameters.results.GetNumberOfRows())
+                if self.parent.isEntered:
+                    self.onShowTable()
         else:
             self.ui.statusLabel.text = job.errorMessage()
             if not job.cancelled:
@@ -466,7 +449,7 @@ class RadioGenomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     # ------------------------------------------------------------ results
 
     def onShowTable(self) -> None:
-        view = self._parameterNode.resultsView
+        view = self._parameterNode.resultsView if self._parameterNode else None
         if view is None:
             return
         slicer.app.layoutManager().setLayout(slicer.vtkMRMLLayoutNode.SlicerLayoutFourUpTableView)
@@ -481,42 +464,28 @@ class RadioGenomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             index = model.mapToSource(index)
         if view is None or not index.isValid():
             return
-        gene = mrml.column_values(view, "gene_name")[index.row()]
-        if self.logic.showGeneMap(self._parameterNode, gene):
-            self.ui.statusLabel.text = f"Showing the map of {gene}."
-            return
-        if self._job:
-            self.ui.statusLabel.text = f"{gene}: busy; select it again when the job is done."
-            return
-
-        def done(job: BackgroundJob) -> None:
-            self._job = None
-            self.ui.progressBar.hide()
-            if job.succeeded and self.logic.showGeneMap(self._parameterNode, gene):
-                self.ui.statusLabel.text = f"Showing the map of {gene}."
-            else:
-                self.ui.statusLabel.text = job.errorMessage()
-            self.updateGUI()
-
-        with slicer.util.tryWithErrorDisplay(f"Could not compute the map of {gene}."):
-            self._job = self.logic.startMap(self._parameterNode, gene, self.onProgress, done)
-            self.ui.progressBar.show()
-            self.ui.statusLabel.text = f"Computing the map of {gene}..."
+        gene = mrml.column_values(view, "gene_name")[index.row()] or \
+            mrml.column_values(view, "gene_id")[index.row()]
+        with slicer.util.tryWithErrorDisplay(_("Could not show the map of {gene}.").format(gene=gene),
+                                             waitCursor=True):
+            self.logic.showGeneMap(self._parameterNode, gene)
+            self.ui.statusLabel.text = _("Showing the map of {gene}.").format(gene=gene)
         self.updateGUI()
 
     def onExportTable(self) -> None:
-        path = qt.QFileDialog.getSaveFileName(None, "Export the gene table", "genes.csv",
-                                              "CSV (*.csv);;TSV (*.tsv)")
+        path = qt.QFileDialog.getSaveFileName(None, _("Export the gene table"), "genes.csv",
+                                              _("CSV (*.csv);;TSV (*.tsv)"))
         if path:
-            with slicer.util.tryWithErrorDisplay("Could not export the table.", waitCursor=True):
+            with slicer.util.tryWithErrorDisplay(_("Could not export the table."), waitCursor=True):
                 mrml.write_gene_table(self._parameterNode.results, path)
 
     def onExportMaps(self) -> None:
-        folder = qt.QFileDialog.getExistingDirectory(None, "Export the gene maps to")
+        folder = qt.QFileDialog.getExistingDirectory(None, _("Export the gene maps to"))
         if folder:
-            with slicer.util.tryWithErrorDisplay("Could not export the maps.", waitCursor=True):
-                copied = self.logic.exportMaps(self._parameterNode, Path(folder))
-                self.ui.statusLabel.text = f"{len(copied)} map(s) exported to {folder}."
+            with slicer.util.tryWithErrorDisplay(_("Could not export the maps."), waitCursor=True):
+                copied = self.logic.exportMaps(self._parameterNode.runFolder, Path(folder))
+                self.ui.statusLabel.text = _("{count} map(s) exported to {folder}.").format(
+                    count=len(copied), folder=folder)
 
 
 #
@@ -525,7 +494,8 @@ class RadioGenomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
 
 class RadioGenomicsLogic(ScriptedLoadableModuleLogic):
-    """Everything the panel does, callable from scripts and tests without the widget."""
+    """Everything the panel does, callable from Slicer's Python console and from tests
+    without the widget: every method takes what it works on as arguments."""
 
     def getParameterNode(self) -> RadioGenomicsParameterNode:
         return RadioGenomicsParameterNode(super().getParameterNode())
@@ -559,91 +529,80 @@ class RadioGenomicsLogic(ScriptedLoadableModuleLogic):
             else:
                 found = [source] if (source / "metadata.json").is_file() else []
             if len(found) != 1:
-                raise ValueError(f"{source}: expected one model bundle (a folder with "
-                                 f"metadata.json), found {len(found)}")
+                raise ValueError(_("{source}: expected one model bundle (a folder with "
+                                   "metadata.json), found {count}").format(source=source,
+                                                                          count=len(found)))
             name = source.stem if found[0] == Path(unpacked) else found[0].name
             target = self.modelsFolder() / name
             if target.exists():
-                raise ValueError(f"{target}: a model of this name is already installed")
+                raise ValueError(_("{target}: a model of this name is already installed").format(
+                    target=target))
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copytree(found[0], target)
         return target
 
-    def bundleMetadata(self, bundle: Path) -> dict:
-        """metadata.json of a bundle, read without the library (whose packages may not be
-        installed yet); the library checks the whole bundle when it uses it."""
+    def bundleCard(self, bundle: Path):
+        """The bundle's card (RadioGenomicsLib.card: standard library only, so it works
+        before the packages are installed); ValueError with the library's message."""
+        from RadioGenomicsLib.card import read_card
+        from RadioGenomicsLib.errors import InputError
+
         try:
-            metadata = json.loads((bundle / "metadata.json").read_text(encoding="utf-8"))
-            if not isinstance(metadata["channels"], list) or not isinstance(metadata["target"], dict):
-                raise TypeError("channels must be a list, target an object")
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise ValueError(f"{bundle}: not a readable model bundle ({error})") from None
-        return metadata
+            return read_card(bundle)
+        except InputError as error:
+            raise ValueError(str(error)) from None
 
-    def bundleChannels(self, bundle: Path) -> list[str]:
-        """The image channels a bundle needs, in its order."""
-        return [str(channel) for channel in self.bundleMetadata(bundle)["channels"]]
+    @staticmethod
+    def cardText(card) -> str:
+        from RadioGenomicsLib.card import card_text
 
-    def tableUnits(self, bundle: Path) -> dict[str, str]:
-        """Units of the gene table's columns: the bundle's target for the predicted values."""
-        from RadioGenomicsLib.genetable import column_units
-
-        target = self.bundleMetadata(bundle)["target"]
-        return column_units(target.get("transform", "?"), target.get("units", "?"))
-
-    def bundleGenes(self, bundle: Path) -> set[str]:
-        """Gene symbols of a bundle (`gene_name` in genes.tsv)."""
-        with open(bundle / "genes.tsv", newline="", encoding="utf-8") as file:
-            return {row["gene_name"] for row in csv.DictReader(file, delimiter="\t")}
+        return card_text(card, width=60)
 
     # ------------------------------------------------------------ dependencies
 
     def dependenciesInstalled(self) -> bool:
-        import importlib.metadata
+        import importlib.util
 
-        names = [re.split(r"[=<>]", r)[0] for r in (*REQUIREMENTS, *MODULE_REQUIREMENTS)]
-        try:
-            for name in (*names, "torch"):
-                importlib.metadata.version(name)
-        except importlib.metadata.PackageNotFoundError:
-            return False
-        return True
+        return not missing_requirements() and importlib.util.find_spec("torch") is not None
 
     def installDependencies(self, askConfirmation: bool = True) -> None:
-        """PyTorch through the PyTorch extension, the rest with pip, never replacing what
-        Slicer ships: only missing packages are installed, numpy/SimpleITK/torch pinned
-        to the installed versions by a constraints file."""
+        """PyTorch through the PyTorch extension, the rest from requirements.txt, never
+        replacing what Slicer ships (numpy, SimpleITK) or torch: those are held at their
+        installed versions by a constraints file."""
         import importlib.metadata
+
+        from RadioGenomicsLogic.requirements import MINIMUM_TORCH
 
         if self.dependenciesInstalled():
             return
         try:
             import PyTorchUtils
         except ModuleNotFoundError:
-            raise RuntimeError("RadioGenomics needs the PyTorch extension: install it from the "
-                               "Extensions Manager, restart Slicer, then Predict again") from None
+            raise RuntimeError(_("RadioGenomics needs the PyTorch extension: install it from the "
+                                 "Extensions Manager, restart Slicer, then Predict again")) from None
         torchLogic = PyTorchUtils.PyTorchUtilsLogic()
         if not torchLogic.torchInstalled():
             if torchLogic.installTorch(askConfirmation=askConfirmation,
                                        torchVersionRequirement=f">={MINIMUM_TORCH}") is None:
-                raise RuntimeError("PyTorch was not installed")
-        missing = []
-        for requirement in (*REQUIREMENTS, *MODULE_REQUIREMENTS):
-            try:
-                importlib.metadata.version(re.split(r"[=<>]", requirement)[0])
-            except importlib.metadata.PackageNotFoundError:
-                missing.append(requirement)
+                raise RuntimeError(_("PyTorch was not installed"))
+        missing = missing_requirements()
         if not missing:
             return
         if askConfirmation and not slicer.util.confirmOkCancelDisplay(
-                "RadioGenomics needs these Python packages (once, a few minutes):\n"
+                _("RadioGenomics needs these Python packages (once, a few minutes):") + "\n"
                 + "\n".join(missing), windowTitle="RadioGenomics"):
-            raise RuntimeError("the Python packages were not installed")
+            raise RuntimeError(_("the Python packages were not installed"))
         with tempfile.TemporaryDirectory() as folder:
             constraints = Path(folder) / "constraints.txt"
             constraints.write_text("".join(f"{name}=={importlib.metadata.version(name)}\n"
                                            for name in KEPT_AS_INSTALLED))
-            slicer.util.pip_install([*missing, "-c", str(constraints)])
+            offline = os.environ.get("RADIOGENOMICS_WHEELS")  # a folder of wheels: no internet
+            if hasattr(slicer, "pydeps") and not offline:  # Slicer 5.11 and later
+                slicer.pydeps.pip_ensure(slicer.pydeps.load_requirements(str(requirements_file())),
+                                         constraints=str(constraints), requester="RadioGenomics")
+            else:
+                source = ["--no-index", "--find-links", offline] if offline else []
+                slicer.util.pip_install([*source, *missing, "-c", str(constraints)])
 
     # ------------------------------------------------------------ predict
 
@@ -651,123 +610,110 @@ class RadioGenomicsLogic(ScriptedLoadableModuleLogic):
                      channels: list[str]) -> Optional[str]:
         """Why Predict cannot run yet, or None."""
         if not parameters.model:
-            return "Choose a model bundle (add one from a folder or a zip)."
+            return _("Choose a model bundle (add one from a folder or a zip).")
         missing = [c for c in channels if parameters.channelVolumes.get(c) is None]
         if missing:
-            return f"Choose the {', '.join(missing)} volume(s)."
+            return _("Choose the {channels} volume(s).").format(channels=", ".join(missing))
         if parameters.tumour is None:
-            return "Choose the tumour segmentation or labelmap."
+            return _("Choose the tumour segmentation or labelmap.")
         if parameters.tumour.IsA("vtkMRMLSegmentationNode") and not parameters.segmentID:
-            return "Choose the tumour segment."
+            return _("Choose the tumour segment.")
         return None
 
-    def _inputArguments(self, parameters: RadioGenomicsParameterNode, folder: Path) -> list[str]:
-        """Write the selected nodes to files in `folder`; the matching command arguments."""
+    def writeInputs(self, channels: list[str], channelVolumes: dict, tumour, segmentID: str,
+                    label: int, brainMask, folder: Path) -> list[str]:
+        """Write the nodes to files in `folder`; the matching command arguments."""
         folder.mkdir(parents=True, exist_ok=True)
-        channels = self.bundleChannels(Path(parameters.model))
-        arguments = ["--model", parameters.model]
+        arguments = []
         for channel in channels:
             path = folder / f"{channel}.nrrd"
-            mrml.write_volume(parameters.channelVolumes[channel], path)
+            mrml.write_volume(channelVolumes[channel], path)
             arguments += ["--image", f"{channel}={path}"]
         tumourPath = folder / "tumour.nrrd"
-        if parameters.tumour.IsA("vtkMRMLSegmentationNode"):
-            reference = parameters.channelVolumes[channels[0]]
-            mrml.write_segment(parameters.tumour, parameters.segmentID, reference, tumourPath)
+        if tumour.IsA("vtkMRMLSegmentationNode"):
+            mrml.write_segment(tumour, segmentID, channelVolumes[channels[0]], tumourPath)
         else:
-            mrml.write_volume(parameters.tumour, tumourPath)
-            if parameters.label:
-                arguments += ["--label", str(parameters.label)]
+            mrml.write_volume(tumour, tumourPath)
+            if label:
+                arguments += ["--label", str(label)]
         arguments += ["--segmentation", str(tumourPath)]
-        if parameters.brainMask is not None:
-            mrml.write_volume(parameters.brainMask, folder / "brain_mask.nrrd")
+        if brainMask is not None:
+            mrml.write_volume(brainMask, folder / "brain_mask.nrrd")
             arguments += ["--brain-mask", str(folder / "brain_mask.nrrd")]
-        return arguments + ["--device", parameters.device, "--folds", parameters.folds]
+        return arguments
 
-    def startPredict(self, parameters: RadioGenomicsParameterNode,
-                     onProgress: Callable[[int, int, str], None],
-                     onDone: Callable[[BackgroundJob], None]) -> BackgroundJob:
-        """Predict in the background: genes.csv and the marker genes' maps in a new folder."""
+    def startPredict(self, model: Path, channelVolumes: dict, tumour, segmentID: str = "",
+                     label: int = 0, brainMask=None, device: str = "auto", folds: str = "all",
+                     onProgress: Callable[[int, int, str], None] = lambda *p: None,
+                     onDone: Callable[[BackgroundJob], None] = lambda job: None) -> BackgroundJob:
+        """Predict in the background into a new prediction run; the job carries the
+        record (run folder, model, input nodes, units, markers) its results belong to."""
+        card = self.bundleCard(model)
+        channels = list(card.channels)
         folder = Path(tempfile.mkdtemp(prefix="RadioGenomics-", dir=slicer.app.temporaryPath))
-        parameters.resultsFolder = str(folder)
-        markers = [g for g in self.markerGenes() if g in self.bundleGenes(Path(parameters.model))]
-        arguments = ["predict", *self._inputArguments(parameters, folder / "inputs"),
-                     "--out", str(folder / "genes.csv"), "--maps", str(folder / "maps"),
-                     "--map-format", "nrrd"]
-        for gene in markers:
-            arguments += ["--map-gene", gene]
-        return BackgroundJob(arguments, onProgress, onDone)
+        inputs = self.writeInputs(channels, channelVolumes, tumour, segmentID, label, brainMask,
+                                  folder / "inputs")
+        run = folder / "run"
+        nodeIDs = {c: channelVolumes[c].GetID() for c in channels}
+        nodeIDs["tumour"] = tumour.GetID()
+        record = JobRecord("predict", str(run), str(model), nodeIDs, card.units,
+                           tuple(card.markers))
+        arguments = ["predict", "--model", str(model), *inputs, "--out", str(run.parent / "genes.csv"),
+                     "--run", str(run), "--device", device, "--folds", folds]
+        return BackgroundJob(arguments, record, onProgress, onDone)
 
-    def startMap(self, parameters: RadioGenomicsParameterNode, gene: str,
-                 onProgress: Callable[[int, int, str], None],
-                 onDone: Callable[[BackgroundJob], None]) -> BackgroundJob:
-        """One more gene's map, from the inputs the prediction wrote."""
-        folder = Path(parameters.resultsFolder)
-        run = Path(tempfile.mkdtemp(prefix=f"map-{gene}-", dir=folder))
-        arguments = ["predict", *self._inputArguments(parameters, folder / "inputs"),
-                     "--out", str(run / "genes.csv"), "--maps", str(folder / "maps"),
-                     "--map-format", "nrrd", "--map-gene", gene]
-        return BackgroundJob(arguments, onProgress, onDone)
-
-    @staticmethod
-    def markerGenes() -> tuple[str, ...]:
-        from RadioGenomicsLib.genetable import MARKER_GENES
-
-        return MARKER_GENES
-
-    def importResults(self, parameters: RadioGenomicsParameterNode) -> vtkMRMLTableNode:
-        """The prediction's gene table as a table node, and a filtered view of it."""
-        for old in (parameters.results, parameters.resultsView):
-            if old is not None:
-                slicer.mrmlScene.RemoveNode(old)
-        table = mrml.read_gene_table(slicer.mrmlScene, Path(parameters.resultsFolder) / "genes.csv",
-                                     slicer.mrmlScene.GenerateUniqueName("RadioGenomics genes"),
-                                     self.tableUnits(Path(parameters.model)))
-        parameters.results = table
-        parameters.resultsView = slicer.mrmlScene.AddNewNodeByClass(
-            "vtkMRMLTableNode", f"{table.GetName()} (shown)")
-        self.updateResultsView(parameters)
-        return table
+    def importResults(self, record: JobRecord,
+                      parameters: RadioGenomicsParameterNode) -> vtkMRMLTableNode:
+        """A finished run's gene table as a table node (and a filtered view of it) in
+        `parameters`, with the units, markers, model and volumes of the job's record."""
+        mrml.import_results(slicer.mrmlScene, record, parameters)
+        return parameters.results
 
     def updateResultsView(self, parameters: RadioGenomicsParameterNode) -> None:
-        rows = mrml.display_rows(parameters.results, self.markerGenes(),
-                                 parameters.reliableOnly, parameters.search)
-        mrml.copy_rows(parameters.results, parameters.resultsView, rows)
+        mrml.show_results(parameters)
 
     # ------------------------------------------------------------ maps
 
-    def mapFiles(self, parameters: RadioGenomicsParameterNode) -> list[Path]:
-        maps = Path(parameters.resultsFolder) / "maps" if parameters.resultsFolder else None
+    @staticmethod
+    def mapFiles(runFolder: str) -> list[Path]:
+        maps = Path(runFolder) / "maps" if runFolder else None
         return sorted(p for p in maps.iterdir() if p.is_file()) if maps and maps.is_dir() else []
 
-    def mapFile(self, parameters: RadioGenomicsParameterNode, gene: str) -> Optional[Path]:
-        """The map the predictor wrote for a gene (the module asks for NRRD maps)."""
+    def geneMapFile(self, runFolder: str, model: str, gene: str) -> Path:
+        """A gene's map from the run (its token embeddings and the model's gene layer), in
+        this process, well under a second; kept in the run's maps/ folder."""
+        from RadioGenomicsLib.bundle import load_bundle
+        from RadioGenomicsLib.errors import InputError
         from RadioGenomicsLib.predict import map_file_name
+        from RadioGenomicsLib.run import open_run, run_maps, write_maps
 
-        path = Path(parameters.resultsFolder) / "maps" / map_file_name(gene, ".nrrd")
-        return path if parameters.resultsFolder and path.is_file() else None
+        path = Path(runFolder) / "maps" / map_file_name(gene, ".nrrd")
+        if not path.is_file():
+            try:
+                run, bundle = open_run(runFolder, load_bundle(model, verify_checksums=False))
+                write_maps(run_maps(run, bundle, [gene]), path.parent)
+            except InputError as error:
+                raise ValueError(str(error)) from None
+        return path
 
     def showGeneMap(self, parameters: RadioGenomicsParameterNode,
-                    gene: str) -> Optional[vtkMRMLScalarVolumeNode]:
-        """Show a gene's map over the study (foreground, colour map and legend); None when
-        that map has not been computed yet."""
-        path = self.mapFile(parameters, gene)
-        if path is None:
-            return None
+                    gene: str) -> vtkMRMLScalarVolumeNode:
+        """Show a gene's map over the study the results came from (foreground, colour map
+        and legend, transparent where the map has no value)."""
+        path = self.geneMapFile(parameters.runFolder, parameters.resultsModel, gene)
         if parameters.geneMap is not None:
             slicer.mrmlScene.RemoveNode(parameters.geneMap)
-        node = mrml.load_volume(slicer.mrmlScene, path, f"{gene} map")
+        node = mrml.load_volume(slicer.mrmlScene, path, _("{gene} map").format(gene=gene))
         mrml.show_as_map(node, MAP_COLOR_NODE_ID)
         slicer.modules.colors.logic().AddDefaultColorLegendDisplayNode(node)
-        background = next(iter(parameters.channelVolumes.values()), None)
-        slicer.util.setSliceViewerLayers(background=background, foreground=node,
+        slicer.util.setSliceViewerLayers(background=parameters.resultsVolume, foreground=node,
                                          foregroundOpacity=MAP_OPACITY)
         parameters.geneMap = node
         return node
 
-    def exportMaps(self, parameters: RadioGenomicsParameterNode, folder: Path) -> list[Path]:
+    def exportMaps(self, runFolder: str, folder: Path) -> list[Path]:
         folder.mkdir(parents=True, exist_ok=True)
-        return [Path(shutil.copy2(path, folder / path.name)) for path in self.mapFiles(parameters)]
+        return [Path(shutil.copy2(path, folder / path.name)) for path in self.mapFiles(runFolder)]
 
 
 #
@@ -832,38 +778,38 @@ class RadioGenomicsTest(ScriptedLoadableModuleTest):
             volume, segmentation, segmentID = self.makeStudy()
             bundle = logic.addBundle(self.makeBundle(models))
             self.assertEqual(logic.bundles(), [bundle])
-            self.assertEqual(logic.bundleChannels(bundle), ["ct"])
+            self.assertEqual(list(logic.bundleCard(bundle).channels), ["ct"])
 
             parameters = logic.getParameterNode()
             parameters.model = str(bundle)
             parameters.channelVolumes = {"ct": volume}
             parameters.tumour = segmentation
             parameters.segmentID = segmentID
-            parameters.device = "cpu"
             self.assertIsNone(logic.inputProblem(parameters, ["ct"]))
 
             self.delayDisplay("Predicting in the background")
             progress = []
-            job = logic.startPredict(parameters, lambda *p: progress.append(p), lambda job: None)
+            job = logic.startPredict(bundle, {"ct": volume}, segmentation, segmentID,
+                                     device="cpu", onProgress=lambda *p: progress.append(p))
             job.wait()
             self.assertTrue(job.succeeded, job.errorMessage())
             self.assertTrue(progress, "no PROGRESS line was parsed")
 
-            table = logic.importResults(parameters)
+            table = logic.importResults(job.record, parameters)
             self.assertEqual(table.GetNumberOfRows(), 6)
             self.assertEqual(table.GetTable().GetColumnByName("rank").GetClassName(), "vtkIntArray")
             self.assertTrue(table.GetColumnUnitLabel("predicted"))
             shown = mrml.column_values(parameters.resultsView, "gene_name")
             self.assertEqual(shown[:3], ["EGFR", "KRAS", "TP53"])  # markers, in the pinned order
 
-            self.delayDisplay("Showing the EGFR map")
-            geneMap = logic.showGeneMap(parameters, "EGFR")
-            self.assertIsNotNone(geneMap)
-            np.testing.assert_allclose(mrml.ijk_to_ras(geneMap), mrml.ijk_to_ras(volume), atol=1e-4)
-            self.assertEqual(geneMap.GetImageData().GetDimensions(),
-                             volume.GetImageData().GetDimensions())
-            self.assertEqual(geneMap.GetDisplayNode().GetApplyThreshold(), 1)
-            self.assertIsNone(logic.showGeneMap(parameters, "MYC"))  # not a marker: on demand
+            self.delayDisplay("Showing the maps of EGFR and of MYC, from the run")
+            for gene in ("EGFR", "MYC"):
+                geneMap = logic.showGeneMap(parameters, gene)
+                np.testing.assert_allclose(mrml.ijk_to_ras(geneMap), mrml.ijk_to_ras(volume),
+                                           atol=1e-4)
+                self.assertEqual(geneMap.GetImageData().GetDimensions(),
+                                 volume.GetImageData().GetDimensions())
+                self.assertEqual(geneMap.GetDisplayNode().GetApplyThreshold(), 1)
 
             self.delayDisplay("Exporting the table and the maps")
             exported = models / "export" / "genes.tsv"
@@ -871,8 +817,8 @@ class RadioGenomicsTest(ScriptedLoadableModuleTest):
             again = mrml.read_gene_table(slicer.mrmlScene, exported, "again")
             self.assertEqual(mrml.column_values(again, "gene_name"),
                              mrml.column_values(table, "gene_name"))
-            copied = logic.exportMaps(parameters, models / "export" / "maps")
-            self.assertEqual(sorted(p.name.split(".")[0] for p in copied), ["EGFR", "KRAS", "TP53"])
+            copied = logic.exportMaps(parameters.runFolder, models / "export" / "maps")
+            self.assertEqual(sorted(p.name.split(".")[0] for p in copied), ["EGFR", "MYC"])
             self.delayDisplay("Test passed")
         finally:
             logic.setModelsFolder(previousFolder)

@@ -32,7 +32,10 @@ import pandas as pd
 
 from RadioGenomicsLib import __version__
 from RadioGenomicsLib.atomic import atomic_path
-from RadioGenomicsLib.errors import InputError, read_json_object
+from RadioGenomicsLib.card import (FORMAT_VERSION, GENE_COLUMNS, GENES_FILE, METADATA_FILE,
+                                   BundleCard, card_from, read_metadata)
+from RadioGenomicsLib.errors import InputError
+from RadioGenomicsLib.hashing import sha256_of
 from RadioGenomicsLib.model.config import ModelConfig
 
 if TYPE_CHECKING:  # torch is imported where weights are read: the ONNX runtimes need none
@@ -40,14 +43,8 @@ if TYPE_CHECKING:  # torch is imported where weights are read: the ONNX runtimes
 
     from RadioGenomicsLib.model import GenePredictor
 
-FORMAT_VERSION = 1
-METADATA_FILE = "metadata.json"
-GENES_FILE = "genes.tsv"
-GENE_COLUMNS = ("gene_id", "gene_name", "train_mean", "train_std", "validation_r", "validation_p_adj")
 NUMERIC_GENE_COLUMNS = GENE_COLUMNS[2:]
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".ckpt")
-REQUIRED_FIELDS = ("format_version", "channels", "preprocessing", "target", "model",
-                   "training_cohort", "folds", "weights")
 
 
 def fold_file(fold: int) -> str:
@@ -90,14 +87,6 @@ def convert_torch_weights(source: str | os.PathLike, destination: str | os.PathL
     return destination
 
 
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as file:
-        while block := file.read(1 << 22):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @dataclass
 class BundleMetadata:
     """What the training side knows about a model; `write_bundle` adds the file-level facts."""
@@ -108,29 +97,30 @@ class BundleMetadata:
     target_transform: str = "log10(1+x)"
     target_units: str = "FPKM-UQ"
     training_cohort: dict[str, Any] = field(default_factory=dict)
+    markers: tuple[str, ...] | None = None  # None: the recipe's, else the library's list
 
     def to_dict(self) -> dict[str, Any]:
-        return {
+        document = {
             "channels": list(self.channels),
             "preprocessing": self.preprocessing,
             "target": {"transform": self.target_transform, "units": self.target_units},
             "model": self.model.to_dict(),
             "training_cohort": self.training_cohort,
         }
+        if self.markers is not None:
+            document["markers"] = list(self.markers)
+        return document
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: Path) -> "BundleMetadata":
-        channels, target = data["channels"], data["target"]
-        if not (isinstance(channels, list) and channels and all(isinstance(c, str) for c in channels)):
-            raise InputError(source, "channels must be a non-empty list of names")
-        if not isinstance(target, dict) or not {"transform", "units"} <= set(target):
-            raise InputError(source, "target must give 'transform' and 'units'")
-        if not isinstance(data["preprocessing"], dict) or not isinstance(data["training_cohort"], dict):
-            raise InputError(source, "preprocessing and training_cohort must be JSON objects")
-        return cls(channels=channels, preprocessing=data["preprocessing"],
+        """From a document that `card.read_metadata` has checked."""
+        markers = data.get("markers")
+        return cls(channels=data["channels"], preprocessing=data["preprocessing"],
                    model=ModelConfig.from_dict(data["model"], source=source),
-                   target_transform=target["transform"], target_units=target["units"],
-                   training_cohort=data["training_cohort"])
+                   target_transform=data["target"]["transform"],
+                   target_units=data["target"]["units"],
+                   training_cohort=data["training_cohort"],
+                   markers=tuple(markers) if isinstance(markers, list) else None)
 
 
 def _check_genes(genes: pd.DataFrame, source: Path | None) -> pd.DataFrame:
@@ -204,8 +194,29 @@ class Bundle:
     format_version: int
     library_version: str
     created: str
+    card: BundleCard
     files: dict[str, str] = field(default_factory=dict)  # registered extra file -> sha256
     _verified: set[str] = field(default_factory=set, repr=False)
+    _fingerprint: str = field(default="", repr=False)
+
+    @property
+    def fingerprint(self) -> str:
+        """sha256 of metadata.json and genes.tsv: names this bundle's exact content (the
+        metadata holds the sha256 of every weight file)."""
+        if not self._fingerprint:
+            digest = hashlib.sha256()
+            for name in (METADATA_FILE, GENES_FILE):
+                digest.update(sha256_of(self.path / name).encode())
+            self._fingerprint = digest.hexdigest()
+        return self._fingerprint
+
+    @property
+    def markers(self) -> tuple[str, ...]:
+        return self.card.markers
+
+    @property
+    def units(self) -> dict[str, str]:
+        return self.card.units
 
     @property
     def channels(self) -> list[str]:
@@ -234,6 +245,18 @@ class Bundle:
                                                        "changed or damaged after the bundle was written")
                 self._verified.add(name)
 
+    def trust_unchanged(self, stats: Mapping[str, Sequence[int]]) -> None:
+        """Count as verified the weight files whose size and modification time equal
+        `stats` (recorded right after a full check, e.g. in a prediction run), so that a
+        map from a run does not hash gigabytes again."""
+        for name in self.checksums:
+            stat = (self.path / name).stat()
+            if list(stats.get(name, ())) == [stat.st_size, stat.st_mtime_ns]:
+                self._verified.add(name)
+
+    def weight_path(self, fold: int) -> Path:
+        return self.path / fold_file(fold)
+
     def checked_file(self, name: str) -> Path:
         """A registered extra file (see `register_files`), its sha256 checked once."""
         if name not in self.files:
@@ -253,7 +276,7 @@ class Bundle:
         from safetensors.torch import load_file
 
         self.verify(fold)
-        file = self.path / fold_file(fold)
+        file = self.weight_path(fold)
         try:
             return load_file(file)
         except SafetensorError as error:
@@ -286,39 +309,9 @@ class Bundle:
         """The fold models in eval mode on `device` (all folds, or the first only)."""
         return [self.model(fold, device) for fold in self.fold_indices(folds)]
 
-    def summary(self, alpha: float = 0.05) -> dict[str, Any]:
+    def summary(self) -> dict[str, Any]:
         """What a user needs before using the bundle (as `radiogenomics info` shows it)."""
-        r = self.genes["validation_r"]
-        return {
-            "path": str(self.path),
-            "format_version": self.format_version,
-            "library_version": self.library_version,
-            "created": self.created,
-            **self.metadata.to_dict(),
-            "genes": len(self.genes),
-            "folds": self.folds,
-            "validated": bool(r.notna().any()),
-            "significant_genes": {str(a): int(self.significant(a).sum()) for a in (0.05, 0.01)},
-            "median_validation_r": None if r.isna().all() else float(r.median()),
-        }
-
-
-def _read_metadata(path: Path) -> dict[str, Any]:
-    meta_path = path / METADATA_FILE
-    if not meta_path.is_file():
-        raise InputError(path, f"not a model bundle: no {METADATA_FILE}")
-    document = read_json_object(meta_path)
-    version = document.get("format_version")
-    if not isinstance(version, int) or isinstance(version, bool):
-        raise InputError(meta_path, "format_version missing or not an integer")
-    if version > FORMAT_VERSION:
-        raise InputError(meta_path, f"bundle format version {version} is newer than this "
-                                    f"RadioGenomics {__version__} reads (up to {FORMAT_VERSION}): "
-                                    f"upgrade RadioGenomics")
-    missing = [key for key in REQUIRED_FIELDS if key not in document]
-    if missing:
-        raise InputError(meta_path, f"missing field(s) {', '.join(missing)}")
-    return document
+        return self.card.to_dict()
 
 
 def _weight_checksums(path: Path, document: dict[str, Any]) -> dict[str, str]:
@@ -350,7 +343,7 @@ def register_files(path: str | os.PathLike, names: Sequence[str]) -> None:
     """Add files already written into a bundle folder to its metadata.json (sha256 each),
     so that a later change to them is refused; the weight files' entries are unchanged."""
     path = Path(path)
-    document = _read_metadata(path)
+    document = read_metadata(path)
     files = dict(_extra_files(path, document))
     for name in names:
         if Path(name).name != name or not (path / name).is_file():
@@ -384,15 +377,17 @@ def load_bundle(path: str | os.PathLike, verify_checksums: bool = True) -> Bundl
     if not path.is_dir():
         raise InputError(path, f"not a model bundle: expected a folder with {METADATA_FILE}, "
                                f"{GENES_FILE} and fold_<i>.safetensors")
-    document = _read_metadata(path)
+    document = read_metadata(path)
+    genes = _read_genes(path)
     bundle = Bundle(
         path=path,
         metadata=BundleMetadata.from_dict(document, path / METADATA_FILE),
-        genes=_read_genes(path),
+        genes=genes,
         checksums=_weight_checksums(path, document),
         format_version=document["format_version"],
         library_version=str(document.get("library_version", "unknown")),
         created=str(document.get("created", "unknown")),
+        card=card_from(path, document, genes.to_dict("records")),
         files=_extra_files(path, document),
     )
     if verify_checksums:

@@ -62,8 +62,8 @@ def run(out: Path, epochs: int) -> None:
     _step(3, f"predicting {unseen['patient_id']}, a study the model never saw")
     images = [f"--image={c}={cohort / unseen[c]}" for c in ("t1", "t1gd", "t2", "flair")]
     _run("predict", "--model", model, *images, "--segmentation", cohort / unseen["segmentation"],
-         "--out", prediction / "genes.csv", "--maps", prediction / "maps",
-         "--map-gene", "EGFR", "--folds", "all")
+         "--out", prediction / "genes.csv", "--run", prediction / "run", "--maps",
+         prediction / "maps", "--map-gene", "EGFR", "--folds", "all")
 
     _step(4, f"done in {time.perf_counter() - start:.0f} s; look at:")
     for path, what in ((model / "report" / "pearson_hist.png", "Figure 2: per-gene r"),
@@ -71,6 +71,9 @@ def run(out: Path, epochs: int) -> None:
                        (model / "report" / "gene_stats.tsv", "per-gene r and adjusted p"),
                        (prediction / "genes.csv", "the ranked gene table"),
                        (prediction / "maps" / "EGFR.nrrd", "EGFR's map on the study's grid"),
+                       (prediction / "run", "the prediction run: any gene's map with "
+                        "radiogenomics map --run " + str(prediction / "run") + " --gene SYMBOL "
+                        "--out DIR"),
                        (model, "the model bundle (radiogenomics info " + str(model) + ")")):
         print(f"  {path}  ({what})")
 

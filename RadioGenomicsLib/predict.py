@@ -1,35 +1,28 @@
-"""From a study to a ranked gene table and gene maps, with a bundle's fold models.
-
-The study is read and preprocessed once; each fold model encodes the slices once and
-gives a value per gene (the top-k head) and, for the genes asked for, a map per slice.
-The ensemble's mean is the prediction and the fold models' range its interval.
+"""The pieces of a prediction that every face shares: the device, the genes asked for,
+the ranked gene table and its files. The pipeline itself is `run.predict_study`.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
-import SimpleITK as sitk
 from scipy.stats import norm
 
 from RadioGenomicsLib.atomic import atomic_path
-from RadioGenomicsLib.bundle import Bundle
 from RadioGenomicsLib.errors import InputError
-from RadioGenomicsLib.genetable import TABLE_COLUMNS
-from RadioGenomicsLib.maps import values_to_volume
-from RadioGenomicsLib.preprocess import Slices
-from RadioGenomicsLib.progress import progress
+from RadioGenomicsLib.genetable import TABLE_COLUMNS, TEXT_COLUMNS
 
-if TYPE_CHECKING:  # imported where the torch runtime runs: the ONNX runtimes need none
-    import torch
+if TYPE_CHECKING:
+    from RadioGenomicsLib.bundle import Bundle
+    from RadioGenomicsLib.preprocess import Slices
 
 
-def choose_device(name: str = "auto") -> torch.device:
+def choose_device(name: str = "auto"):
+    """The torch device for `--device auto|cpu|cuda`."""
     import torch
 
     if name == "auto":
@@ -41,7 +34,7 @@ def choose_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def map_gene_indices(bundle: Bundle, names: list[str]) -> list[int]:
+def map_gene_indices(bundle: "Bundle", names: list[str]) -> list[int]:
     """Bundle rows of the genes asked for by symbol or Ensembl id (with or without version)."""
     genes = bundle.genes
     by_name = {n.upper(): i for i, n in enumerate(genes["gene_name"]) if n}
@@ -50,71 +43,36 @@ def map_gene_indices(bundle: Bundle, names: list[str]) -> list[int]:
     for name in names:
         index = by_name.get(name.upper(), by_id.get(name.split(".")[0]))
         if index is None:
-            raise InputError(bundle.path, f"gene {name!r} asked for a map is not in the bundle "
-                                          f"({len(genes)} genes)")
+            raise InputError(bundle.path, f"gene {name!r} is not among the bundle's "
+                                          f"{len(genes)} genes: {_why_absent(name)}")
         indices.append(index)
     return indices
 
 
-@dataclass
-class Prediction:
-    fold_values: np.ndarray  # (folds, genes) patient-level predictions
-    maps: dict[int, np.ndarray]  # gene row -> (S, grid, grid) mean of the fold models
+def _why_absent(name: str) -> str:
+    from RadioGenomicsLib.gencode import gene_table as gencode_table, unversioned
 
-    @property
-    def values(self) -> np.ndarray:
-        return self.fold_values.mean(axis=0)
-
-
-def one_at_a_time(bundle: Bundle, device: torch.device, folds: str) -> Iterator[torch.nn.Module]:
-    """The fold models loaded in turn: a paper model takes ~0.4 GB, five at once 2 GB."""
-    for fold in bundle.fold_indices(folds):
-        yield bundle.model(fold, device)
+    known = gencode_table()
+    if (known["gene_name"].str.upper() == name.upper()).any() or \
+            (known["gene_id"].map(unversioned) == unversioned(name)).any():
+        return ("a GENCODE v36 gene that the model was not trained on (median zero in the "
+                "training cohort, so dropped by the median-zero filter, or not in its "
+                "expression files)")
+    return "not a GENCODE v36 gene symbol or Ensembl id either (check the spelling)"
 
 
-def run_models(models: Iterable[torch.nn.Module], slices: Slices, device: torch.device,
-               map_genes: list[int] | None = None, count: int | None = None) -> Prediction:
-    """Every fold model on the slices: patient values and the maps of `map_genes`."""
-    import torch
-
-    with torch.no_grad():
-        return _run_models(models, slices, device, map_genes or [], count)
-
-
-def _run_models(models, slices: Slices, device: torch.device, map_genes: list[int],
-                count: int | None) -> Prediction:
-    import torch
-
-    from RadioGenomicsLib.model.predictor import slices_per_pass
-
-    x = torch.from_numpy(slices.images)[None].to(device)
-    mask = torch.ones(x.shape[:2], dtype=torch.bool, device=device)
-    autocast = torch.autocast(device_type=device.type, dtype=torch.bfloat16,
-                              enabled=device.type == "cuda")
-    values, maps = [], []
-    count = count or len(models)  # type: ignore[arg-type]
-    for model in progress(models, "fold models", total=count, disable=count == 1):
-        with autocast:
-            tokens = model.encode(x, mask, slices_per_pass(device))
-        values.append(model.predict_genes(tokens, mask).float().cpu().numpy()[0])
-        if map_genes:
-            maps.append(model.gene_maps(tokens, map_genes).float().cpu().numpy()[0])
-    mean_maps = np.mean(maps, axis=0) if maps else None  # (S, n_sel, grid, grid)
-    return Prediction(np.asarray(values), {gene: mean_maps[:, i] for i, gene in
-                                           enumerate(map_genes)})
-
-
-def gene_table(bundle: Bundle, prediction: Prediction) -> pd.DataFrame:
-    """The ranked gene table: most over-expressed against the training cohort first."""
+def gene_table(bundle: "Bundle", fold_values: np.ndarray) -> pd.DataFrame:
+    """The ranked gene table from (folds, genes) patient values: the fold models' mean,
+    their range as the interval; most over-expressed against the training cohort first."""
     genes = bundle.genes
-    predicted = prediction.values
+    predicted = fold_values.mean(axis=0)
     std = genes["train_std"].to_numpy()
     z = np.divide(predicted - genes["train_mean"].to_numpy(), std,
                   out=np.zeros_like(predicted), where=std > 0)
     table = pd.DataFrame({
         "gene_id": genes["gene_id"], "gene_name": genes["gene_name"],
         "predicted": predicted,
-        "lower": prediction.fold_values.min(axis=0), "upper": prediction.fold_values.max(axis=0),
+        "lower": fold_values.min(axis=0), "upper": fold_values.max(axis=0),
         "cohort_z": z, "cohort_percentile": 100.0 * norm.cdf(z),
         "validation_r": genes["validation_r"], "validation_p_adj": genes["validation_p_adj"],
         "reliable": bundle.significant(0.05),
@@ -139,13 +97,16 @@ def write_table(table: pd.DataFrame, path: str | os.PathLike) -> None:
         table.to_csv(tmp, sep=separator, index=False, float_format="%.6g")
 
 
-def map_volumes(bundle: Bundle, prediction: Prediction, slices: Slices) -> dict[str, sitk.Image]:
-    """Gene name (or id) -> its map on the study's grid, zero outside the tumour slices."""
-    volumes = {}
-    for gene, values in prediction.maps.items():
-        name = bundle.genes["gene_name"].iat[gene] or bundle.genes["gene_id"].iat[gene]
-        volumes[name] = values_to_volume(values, slices)
-    return volumes
+def read_table(path: str | os.PathLike) -> pd.DataFrame:
+    """A gene table that `write_table` wrote (gene names such as "NA" stay names)."""
+    table = pd.read_csv(path, sep=table_separator(path), keep_default_na=False,
+                        na_values={c: ["", "nan", "NaN"] for c in TABLE_COLUMNS
+                                   if c not in TEXT_COLUMNS})
+    missing = [c for c in TABLE_COLUMNS if c not in table.columns]
+    if missing:
+        raise InputError(path, f"not a gene table: no column(s) {', '.join(missing)}")
+    table["reliable"] = table["reliable"].astype(str).str.lower() == "true"
+    return table.loc[:, list(TABLE_COLUMNS)]
 
 
 def map_file_name(gene_name: str, suffix: str) -> str:
@@ -153,7 +114,7 @@ def map_file_name(gene_name: str, suffix: str) -> str:
     return f"{safe}{suffix}"
 
 
-def check_bundle_fits(bundle: Bundle, slices: Slices) -> None:
+def check_bundle_fits(bundle: "Bundle", slices: "Slices") -> None:
     if list(slices.channels) != list(bundle.channels):
         raise InputError(bundle.path, f"the model needs channels {', '.join(bundle.channels)}; "
                                       f"the study has {', '.join(slices.channels)}")

@@ -179,16 +179,41 @@ def test_untrained_bundle_for_tests_and_demos(tmp_path):
 def test_info_prints_what_a_user_needs(bundle_path, run_cli):
     code, out, err = run_cli("info", bundle_path)
     assert code == 0 and err == ""
-    assert "t1, flair" in out and "spacing_mm=1.0" in out and "skull_strip=True" in out
-    assert "small:" in out and "log10(1+x) of FPKM-UQ" in out
-    assert "Genes            4" in out and "Folds            2" in out
-    assert "name=TCGA-GBM, patients=120" in out
-    assert "2 genes significant at alpha 0.05, 1 at 0.01" in out
-    assert "EGFR (r 0.31, p_adj 0.001, reliable)" in out and "TP53 (r -0.40" in out
+    # an 80-column terminal: only a word longer than the column (a path) may overflow
+    for line in out.splitlines():
+        assert len(line) <= 80 or " " not in line[17:].strip(), line
+    flat = " ".join(out.split())  # the card wraps its values
+    assert "t1, flair" in flat and "spacing_mm=1.0" in flat and "skull_strip=True" in flat
+    assert "small:" in flat and "log10(1+x) of FPKM-UQ" in flat
+    assert "Genes 4" in flat and "Folds 2" in flat
+    assert "name=TCGA-GBM, patients=120" in flat
+    assert "2 of 4 genes significant at alpha 0.05, 1 at 0.01" in flat
+    assert "EGFR (r 0.31, p_adj 0.001, reliable)" in flat and "TP53 (r -0.40" in flat
+    assert "not in the bundle: IDH1, MGMT" in flat and "research use only" in flat.lower()
     code, out, _ = run_cli("info", bundle_path, "--json")
     summary = json.loads(out)
     assert code == 0 and summary["significant_genes"] == {"0.05": 2, "0.01": 1}
     assert [m["gene_name"] for m in summary["marker_genes"]] == ["EGFR", "TP53"]
+
+
+def test_the_markers_are_the_bundles_own(bundle_path, tmp_path, run_cli):
+    """One marker list: the bundle's (its recipe's), the library's only by default."""
+    from RadioGenomicsLib.card import read_card
+    from RadioGenomicsLib.genetable import MARKER_GENES
+
+    assert read_card(bundle_path).markers == MARKER_GENES
+    own = tmp_path / "own"
+    shutil.copytree(bundle_path, own)
+    meta = json.loads((own / "metadata.json").read_text())
+    meta["training_cohort"]["recipe"] = {"markers": ["TP53", "GAPDH"]}
+    (own / "metadata.json").write_text(json.dumps(meta))
+    assert read_card(own).markers == ("TP53", "GAPDH")
+    meta["markers"] = ["EGFR"]
+    (own / "metadata.json").write_text(json.dumps(meta))
+    card = read_card(own)
+    assert card.markers == ("EGFR",) and [r["gene_name"] for r in card.marker_rows] == ["EGFR"]
+    code, out, _ = run_cli("info", own, "--json")
+    assert code == 0 and json.loads(out)["markers"] == ["EGFR"]
 
 
 def test_info_exit_codes_on_bad_bundles(bundle_path, tmp_path, run_cli):

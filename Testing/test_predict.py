@@ -14,9 +14,9 @@ from RadioGenomicsLib.bundle import make_untrained_bundle
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.imaging import same_grid
 from RadioGenomicsLib.model import ModelConfig
-from RadioGenomicsLib.predict import (TABLE_COLUMNS, choose_device, gene_table,
-                                      map_gene_indices, run_models)
+from RadioGenomicsLib.predict import TABLE_COLUMNS, choose_device, gene_table, map_gene_indices
 from RadioGenomicsLib.preprocess import PreprocessSettings, preprocess
+from RadioGenomicsLib.run import TorchFoldRunner, head_rows
 
 GENES = 40
 
@@ -94,28 +94,31 @@ def test_maps_on_the_input_grid(predicted, lung):
         assert len(painted) > 0 and set(painted) <= set(tumour_planes)
 
 
-def test_map_values_are_the_token_predictions(bundle, slices):
-    models = bundle.models("cpu", "first")
+def test_token_values_from_the_head_rows_give_the_patient_value(bundle, slices):
+    """The map of a gene (its head row on each token) and the gene's patient value (the
+    top-k mean of the same token values, k-list mean at evaluation) agree."""
+    tokens, values = TorchFoldRunner(bundle, 0, torch.device("cpu")).run(slices.images)
+    assert tokens.shape == (4, 196, bundle.config.hidden_size)
     egfr = map_gene_indices(bundle, ["egfr"])
-    prediction = run_models(models, slices, torch.device("cpu"), egfr)
-    tokens = prediction.maps[egfr[0]]
-    assert tokens.shape == (4, 14, 14)
-    # the patient value is the top-k mean over the same token values (k-list mean, eval)
-    flat = np.sort(tokens.ravel())[::-1]
+    weight, bias = head_rows(bundle, 0, egfr)
+    token_values = (tokens @ weight.T + bias)[..., 0]
+    flat = np.sort(token_values.ravel())[::-1]
     ks = [min(k, flat.size) for k in bundle.config.top_k]
     expected = np.mean([flat[:k].mean() for k in ks])
-    assert prediction.values[egfr[0]] == pytest.approx(expected, rel=1e-4, abs=1e-5)
+    assert values[egfr[0]] == pytest.approx(expected, rel=1e-4, abs=1e-5)
 
 
 def test_ensemble_is_the_mean_of_the_folds(bundle, slices):
     device = torch.device("cpu")
-    both = run_models(bundle.models(device), slices, device)
-    first = run_models(bundle.models(device, "first"), slices, device)
-    assert both.fold_values.shape == (2, GENES)
-    np.testing.assert_allclose(both.fold_values[0], first.values, rtol=1e-5, atol=1e-6)
-    table = gene_table(bundle, both).set_index("gene_id")
+    fold_values = np.array([TorchFoldRunner(bundle, fold, device).run(slices.images)[1]
+                            for fold in range(2)])
+    assert fold_values.shape == (2, GENES)
+    assert not np.allclose(fold_values[0], fold_values[1])  # two different models
+    table = gene_table(bundle, fold_values).set_index("gene_id")
     np.testing.assert_allclose(table.loc[bundle.genes["gene_id"], "predicted"],
-                               both.fold_values.mean(axis=0), rtol=1e-5)
+                               fold_values.mean(axis=0), rtol=1e-5)
+    np.testing.assert_allclose(table.loc[bundle.genes["gene_id"], "lower"],
+                               fold_values.min(axis=0), rtol=1e-5)
 
 
 def test_cohort_prediction_skips_a_failing_patient(tmp_path, bundle, testdata, run_cli):
@@ -144,7 +147,9 @@ def test_cohort_prediction_skips_a_failing_patient(tmp_path, bundle, testdata, r
 
 @pytest.mark.parametrize("case, message", [
     ("channel", "channel 'ct' is missing for the model (it needs ct; given t1)"),
-    ("gene", "gene 'MYC' asked for a map is not in the bundle"),
+    ("gene", "gene 'MYC' is not among the bundle's 40 genes: a GENCODE v36 gene that the model "
+             "was not trained on"),
+    ("unknown_gene", "gene 'NOTAGENE1' is not among the bundle's 40 genes: not a GENCODE"),
     ("format", "name it .csv or .tsv"),
     ("checksum", "checksum mismatch"),
     ("missing_weights", "missing weight file"),
@@ -163,6 +168,8 @@ def test_bad_input_exits_2_before_writing(tmp_path, bundle, lung, run_cli, case,
         args[4] = f"t1={image}"
     elif case == "gene":
         args[-1] = "MYC"
+    elif case == "unknown_gene":
+        args[-1] = "NOTAGENE1"
     elif case == "format":
         args[args.index(tmp_path / "out" / "genes.csv")] = tmp_path / "out" / "genes.xlsx"
     elif case == "checksum":

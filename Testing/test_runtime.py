@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import SimpleITK as sitk
 import torch
 
 pytest.importorskip("onnxruntime")
@@ -72,13 +73,12 @@ def images(lung_study):
 
 @pytest.fixture(scope="module")
 def torch_reference(exported, images):
-    """Fold 0 in torch: tokens (S, T, hidden), gene values, maps of genes 0 and 7."""
+    """Fold 0 in torch: tokens (S, T, hidden) and gene values."""
     model = exported[0].model(0)
     x, mask = torch.from_numpy(images)[None], torch.ones(1, len(images), dtype=torch.bool)
     with torch.no_grad():
         tokens = model.encode(x, mask)
-        return (tokens.numpy()[0], model.predict_genes(tokens, mask).numpy()[0],
-                model.gene_maps(tokens, [0, 7]).numpy()[0])
+        return tokens.numpy()[0], model.predict_genes(tokens, mask).numpy()[0]
 
 
 def test_export_writes_checksummed_onnx_files(exported):
@@ -108,14 +108,13 @@ def test_a_changed_onnx_file_is_refused(exported, tmp_path, run_cli, lung):
 
 
 @pytest.mark.parametrize("name", ["onnxruntime", "openvino"])
-def test_exported_tokens_genes_and_maps_equal_torch(exported, images, torch_reference, name):
-    tokens, values, maps = torch_reference
+def test_exported_tokens_and_genes_equal_torch(exported, images, torch_reference, name):
+    tokens, values = torch_reference
     runner = next(runtime.fold_runners(exported[0], name, "float32"))
-    ours = runner.encode(images)
+    ours, our_values = runner.run(images)
     assert ours.shape == tokens.shape and ours.dtype == np.float32
     assert np.linalg.norm(ours - tokens) / np.linalg.norm(tokens) < 1e-4
-    np.testing.assert_allclose(runner.gene_values(ours), values, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(runner.token_values(ours, [0, 7]), maps, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(our_values, values, rtol=1e-4, atol=1e-4)
 
 
 def test_numpy_top_k_matches_torch_when_k_exceeds_the_tokens():
@@ -131,9 +130,9 @@ def test_numpy_top_k_matches_torch_when_k_exceeds_the_tokens():
 @pytest.mark.skipif(not runtime.cpu_has_bf16(), reason="this CPU has no AVX-512 BF16 or AMX: "
                                                        "bf16 would be emulated, not checked")
 def test_bf16_keeps_the_top_50_genes(exported, images, torch_reference):
-    _, values, _ = torch_reference
+    _, values = torch_reference
     runner = next(runtime.fold_runners(exported[0], "openvino", "bf16"))
-    reduced = runner.gene_values(runner.encode(images))
+    reduced = runner.run(images)[1]
     assert np.corrcoef(reduced, values)[0, 1] >= 0.999
     assert check.precision_problem(values, reduced, exported[0].genes) is None
     assert runtime.pick_precision(exported[0], "openvino", "auto", "all", images) == "bf16"
@@ -180,21 +179,27 @@ def test_runtime_without_exports_is_refused(tmp_path):
 
 
 def test_predict_without_torch(exported, lung, tmp_path, run_cli):
-    """`predict --runtime onnxruntime` in a fresh process imports neither torch nor MONAI,
-    and its table equals the torch runtime's."""
+    """`predict --runtime onnxruntime` (table, run, a map) in a fresh process imports
+    neither torch nor MONAI; its table and map equal the torch runtime's."""
     image, label = lung
     probe = ("import sys; from RadioGenomicsLib.cli import main; code = main(sys.argv[1:]); "
              "print('IMPORTED', [m for m in ('torch', 'monai') if m in sys.modules]); sys.exit(code)")
     args = ["predict", "--model", str(exported[0].path), "--image", f"ct={image}",
-            "--segmentation", str(label), "--out"]
-    result = subprocess.run([sys.executable, "-c", probe, *args, str(tmp_path / "light.csv"),
-                             "--runtime", "onnxruntime"], cwd=REPO, capture_output=True,
-                            text=True, env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+            "--segmentation", str(label), "--map-gene", "EGFR"]
+    light, heavy = tmp_path / "light", tmp_path / "torch"
+    result = subprocess.run([sys.executable, "-c", probe, *args, "--out", str(light / "genes.csv"),
+                             "--maps", str(light), "--runtime", "onnxruntime"], cwd=REPO,
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
     assert result.returncode == 0, result.stderr
     assert "IMPORTED []" in result.stdout and "(onnxruntime, float32)" in result.stdout
-    code, _, _ = run_cli(*args, tmp_path / "torch.csv", "--runtime", "torch")
+    settings = json.loads((light / "genes.run" / "run.json").read_text())["settings"]
+    assert (settings["runtime"], settings["precision"], settings["device"]) == ("onnxruntime", "float32", "cpu")
+    code, _, _ = run_cli(*args, "--out", heavy / "genes.csv", "--maps", heavy, "--runtime", "torch")
     assert code == 0
-    light = pd.read_csv(tmp_path / "light.csv").set_index("gene_id")
-    heavy = pd.read_csv(tmp_path / "torch.csv").set_index("gene_id")
-    np.testing.assert_allclose(light.loc[heavy.index, "predicted"], heavy["predicted"],
+    ours = pd.read_csv(light / "genes.csv").set_index("gene_id")
+    theirs = pd.read_csv(heavy / "genes.csv").set_index("gene_id")
+    np.testing.assert_allclose(ours.loc[theirs.index, "predicted"], theirs["predicted"],
                                rtol=1e-4, atol=1e-4)
+    maps = [sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "EGFR.nrrd"))) for folder in (light, heavy)]
+    np.testing.assert_allclose(maps[0], maps[1], atol=2e-3)  # from float16 tokens

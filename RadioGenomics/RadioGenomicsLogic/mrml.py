@@ -235,6 +235,34 @@ def read_gene_table(scene, path: str | os.PathLike, name: str,
     return table
 
 
+def import_results(scene, record, holder) -> None:
+    """A finished job's prediction run into `holder` (the module's parameter node, or any
+    object with its result fields): the gene table as a locked table node with the
+    record's units, a filtered view with the record's markers pinned, the run, the model
+    and the background volume the results belong to. Everything comes from the job's
+    start `record` (RadioGenomicsLogic.jobs.JobRecord), nothing from the holder's current
+    selections, which may have changed (or the holder been replaced) while the job ran."""
+    for old in (holder.results, holder.resultsView, holder.geneMap):
+        if old is not None:
+            scene.RemoveNode(old)
+    name = scene.GenerateUniqueName("RadioGenomics genes")
+    table = read_gene_table(scene, Path(record.run_folder) / "genes.csv", name, record.units)
+    holder.resultsView = scene.AddNewNodeByClass("vtkMRMLTableNode", f"{name} (shown)")
+    holder.results, holder.geneMap = table, None
+    holder.runFolder, holder.resultsModel = record.run_folder, record.model
+    holder.resultsMarkers = ",".join(record.markers)
+    first_channel = next(iter(record.node_ids.values()), None)
+    holder.resultsVolume = scene.GetNodeByID(first_channel) if first_channel else None
+    show_results(holder)
+
+
+def show_results(holder) -> None:
+    """Fill the holder's view of its results: filter applied, markers pinned."""
+    markers = [m for m in holder.resultsMarkers.split(",") if m]
+    rows = display_rows(holder.results, markers, holder.reliableOnly, holder.search)
+    copy_rows(holder.results, holder.resultsView, rows)
+
+
 def _format(array, row: int) -> str:
     value = array.GetValue(row)
     if isinstance(array, vtk.vtkBitArray):

@@ -16,7 +16,7 @@ from RadioGenomicsLib.errors import InputError
 
 # in the order `radiogenomics --help` lists them
 SUBCOMMANDS = ("preprocess", "expression", "manifest", "synth", "train", "baseline", "evaluate",
-               "predict", "export", "info")
+               "predict", "map", "export", "info")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -30,22 +30,31 @@ def register(subparsers) -> None:
     parser.add_argument("--manifest", metavar="CSV", help="predict every patient of a cohort")
     parser.add_argument("--out", required=True,
                         help="gene table (.csv or .tsv) for a study; a folder for a cohort")
+    parser.add_argument("--run", metavar="DIR", dest="run_folder",
+                        help="keep the prediction run here (the table, the tumour slices, the "
+                             "token embeddings: any gene's map later with `radiogenomics map`); "
+                             "default: beside --out, named after it (genes.csv -> genes.run)")
+    parser.add_argument("--runs", metavar="DIR",
+                        help="with --manifest: keep each patient's prediction run in DIR/PATIENT "
+                             "(default: not kept)")
     parser.add_argument("--maps", metavar="DIR", help="write the maps of --map-gene genes here")
     parser.add_argument("--map-gene", action="append", metavar="SYMBOL", default=[],
                         help="a gene (symbol or Ensembl id) to map; repeat")
-    parser.add_argument("--map-format", choices=("nrrd", "nii.gz"), default="nrrd")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    parser.add_argument("--runtime", choices=("auto", "torch", "onnxruntime", "openvino"),
-                        default="auto",
-                        help="torch, or a bundle's exported fold models (`radiogenomics export`) "
-                             "on ONNX Runtime or OpenVINO without PyTorch; auto: the fastest "
-                             "installed and exported")
-    parser.add_argument("--precision", choices=("auto", "float32", "bf16"), default="auto",
-                        help="bf16 (OpenVINO, CPUs with AVX-512 BF16 or AMX): the transformer and "
-                             "the head, once checked against float32 on this machine; auto: bf16 "
-                             "where it passed, else float32")
+    parser.add_argument("--map-format", choices=("nrrd", "nii.gz"), default="nrrd",
+                        help="file format of the maps (default nrrd)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where the fold models run (auto: the GPU when there is one)")
     parser.add_argument("--folds", choices=("all", "first"), default="all",
                         help="the ensemble of fold models, or the first alone (faster)")
+    parser.add_argument("--runtime", choices=("auto", "torch", "onnxruntime", "openvino"),
+                        default="auto",
+                        help="torch, or the bundle's exported fold models (`radiogenomics "
+                             "export`) on ONNX Runtime or OpenVINO, without PyTorch; auto: the "
+                             "fastest installed and exported (torch on a CUDA machine)")
+    parser.add_argument("--precision", choices=("auto", "float32", "bf16"), default="auto",
+                        help="bf16 (OpenVINO on a CPU with AVX-512 BF16 or AMX): the transformer "
+                             "and the head, once it passed a check against float32 on this "
+                             "machine; auto: bf16 where it passed, else float32")
     parser.set_defaults(run=run)
 
 
@@ -53,8 +62,11 @@ def _check_arguments(args: argparse.Namespace) -> None:
     if args.manifest:
         if args.image or args.segmentation:
             raise InputError(args.manifest, "give either --manifest or --image/--segmentation")
-        if args.maps or args.map_gene:
-            raise InputError(args.manifest, "maps are written for one study at a time")
+        if args.maps or args.map_gene or args.run_folder:
+            raise InputError(args.manifest, "--maps, --map-gene and --run are for one study; "
+                                            "with --manifest keep the runs with --runs DIR")
+    elif args.runs:
+        raise InputError(None, "--runs DIR is for --manifest; for one study use --run DIR")
     elif not (args.image and args.segmentation):
         raise InputError(None, "give --image NAME=PATH (per channel) and --segmentation, "
                                "or --manifest")
@@ -62,99 +74,58 @@ def _check_arguments(args: argparse.Namespace) -> None:
         raise InputError(None, "--map-gene needs --maps DIR to write the maps to")
 
 
+def default_run_folder(out: str) -> Path:
+    """genes.csv -> genes.run beside it."""
+    path = Path(out)
+    return path.with_name(path.name.split(".")[0] + ".run")
+
+
+def study_inputs(args: argparse.Namespace):
+    from RadioGenomicsLib.run import StudyInputs
+
+    return StudyInputs(parse_named_paths(args.image, "--image"), args.segmentation,
+                       label=args.label, segment=args.segment, brain_mask=args.brain_mask,
+                       series=parse_named_paths(args.series, "--series"))
+
+
 def run(args: argparse.Namespace) -> int:
     from RadioGenomicsLib.bundle import load_bundle
-    from RadioGenomicsLib.predict import choose_device, map_gene_indices, table_separator
-
-    from RadioGenomicsLib.runtime import pick_runtime
+    from RadioGenomicsLib.predict import map_gene_indices, table_separator
 
     _check_arguments(args)
-    # each fold's files are checked when read: `--folds first` does not hash the others
-    bundle = load_bundle(args.model, verify_checksums=False)
-    runtime = pick_runtime(bundle, args.runtime, args.device, args.folds)
-    # the light runtimes run on the CPU, and importing torch to ask would cost seconds
-    device = choose_device(args.device) if runtime == "torch" else "cpu"
-    predictor = Predictor(bundle, runtime, device, args.precision, args.folds)
+    bundle = load_bundle(args.model)
     if args.manifest:
-        return _predict_cohort(args, bundle, predictor)
+        return _predict_cohort(args, bundle)
     table_separator(args.out)
-    map_genes = map_gene_indices(bundle, args.map_gene)
-    return _predict_study(args, bundle, predictor, map_genes)
+    map_gene_indices(bundle, args.map_gene)  # a misspelt gene fails before the work
+    return _predict_study(args, bundle)
 
 
-class Predictor:
-    """The fold models on the chosen runtime; the precision is settled at the first study
-    (its slices serve the precision check when the bundle keeps no reference slices)."""
+def _predict_study(args, bundle) -> int:
+    from RadioGenomicsLib.predict import write_table
+    from RadioGenomicsLib.run import predict_study, run_maps, write_maps
 
-    def __init__(self, bundle, runtime: str, device, precision: str, folds: str):
-        self.bundle, self.runtime, self.device = bundle, runtime, device
-        self.requested, self.folds = precision, folds
-        self.precision: str | None = None
-        self.count = len(bundle.fold_indices(folds))
-
-    def describe(self) -> str:
-        return f"{self.runtime}, {self.precision or 'float32'}"
-
-    def settle(self, slices) -> None:
-        from RadioGenomicsLib.runtime import pick_precision
-
-        if self.precision is None:
-            self.precision = pick_precision(self.bundle, self.runtime, self.requested, self.folds,
-                                            slices.images)
-
-    def __call__(self, slices, map_genes: list[int], keep: list | None = None):
-        """-> predict.Prediction of one study; `keep`: models from `kept_models`."""
-        from RadioGenomicsLib.predict import one_at_a_time, run_models
-        from RadioGenomicsLib.runtime import fold_runners, run_fold_runners
-
-        self.settle(slices)
-        if self.runtime == "torch":
-            models = keep if keep is not None else one_at_a_time(self.bundle, self.device, self.folds)
-            return run_models(models, slices, self.device, map_genes, self.count)
-        runners = keep if keep is not None else fold_runners(self.bundle, self.runtime,
-                                                              self.precision, self.folds)
-        return run_fold_runners(runners, slices.images, map_genes, self.count)
-
-    def kept_models(self) -> list:
-        """All fold models at once, for a cohort (after `settle`)."""
-        from RadioGenomicsLib.runtime import fold_runners
-
-        if self.runtime == "torch":
-            return self.bundle.models(self.device, self.folds)
-        return list(fold_runners(self.bundle, self.runtime, self.precision, self.folds))
-
-
-def _predict_study(args, bundle, predictor: Predictor, map_genes: list[int]) -> int:
-    from RadioGenomicsLib.imaging import load_study
-    from RadioGenomicsLib.maps import write_volume
-    from RadioGenomicsLib.predict import (check_bundle_fits, ensure_writable_folder, gene_table,
-                                          map_file_name, map_volumes, write_table)
-    from RadioGenomicsLib.preprocess import PreprocessSettings, preprocess
-
-    study = load_study(parse_named_paths(args.image, "--image"), args.segmentation,
-                       label=args.label, segment=args.segment, brain_mask=args.brain_mask,
-                       channels=tuple(bundle.channels),
-                       series=parse_named_paths(args.series, "--series"))
-    slices = preprocess(study, PreprocessSettings.from_dict(bundle.metadata.preprocessing))
-    check_bundle_fits(bundle, slices)
-    prediction = predictor(slices, map_genes)
-    table = gene_table(bundle, prediction)
-    write_table(table, args.out)
+    run_folder = Path(args.run_folder or default_run_folder(args.out))
+    result = predict_study(bundle, study_inputs(args), run_folder, args.device, args.folds,
+                           runtime=args.runtime, precision=args.precision)
+    write_table(result.table, args.out)
     written = []
-    if map_genes:
-        folder = ensure_writable_folder(args.maps)
-        for name, volume in map_volumes(bundle, prediction, slices).items():
-            written.append(folder / map_file_name(name, "." + args.map_format))
-            write_volume(volume, written[-1])
-    print(f"{len(table)} genes from {predictor.count} fold model(s) on {len(slices.images)} "
-          f"tumour slices ({predictor.describe()}) -> {args.out}")
-    _print_top(table)
+    if args.map_gene:
+        written = write_maps(run_maps(result, bundle, args.map_gene), args.maps,
+                             "." + args.map_format)
+    settings = result.info["settings"]
+    print(f"{len(result.table)} genes from {len(result.folds)} fold model(s) on "
+          f"{result.info['slices']} tumour slices ({settings['runtime']}, "
+          f"{settings['precision']}) -> {args.out}")
+    print(f"prediction run -> {run_folder} (any gene's map: radiogenomics map --run "
+          f"{run_folder} --gene SYMBOL --out DIR)")
+    print_top(result.table)
     for path in written:
         print(f"map -> {path}")
     return 0
 
 
-def _print_top(table, count: int = 10) -> None:
+def print_top(table, count: int = 10) -> None:
     top = table.head(count)
     print("top genes against the training cohort (z):")
     for row in top.itertuples():
@@ -163,45 +134,48 @@ def _print_top(table, count: int = 10) -> None:
               f"{row.predicted:.3f} [{row.lower:.3f}, {row.upper:.3f}]  {flag}")
 
 
-def _predict_cohort(args, bundle, predictor: Predictor) -> int:
+def _predict_cohort(args, bundle) -> int:
+    import shutil
+    import tempfile
+
     import pandas as pd
 
+    from RadioGenomicsLib.atomic import atomic_path
     from RadioGenomicsLib.cohort import LABEL_COLUMN, channel_columns, validate_cohort
     from RadioGenomicsLib.expression import write_values
-    from RadioGenomicsLib.imaging import load_study
-    from RadioGenomicsLib.predict import (check_bundle_fits, ensure_writable_folder, gene_table,
-                                          write_table)
-    from RadioGenomicsLib.preprocess import PreprocessSettings, preprocess
+    from RadioGenomicsLib.predict import ensure_writable_folder, write_table
     from RadioGenomicsLib.progress import progress
-    from RadioGenomicsLib.atomic import atomic_path
+    from RadioGenomicsLib.run import StudyInputs, predict_study, settled_runners
 
     cohort = validate_cohort(args.manifest)
     channels = channel_columns(cohort.reset_index())
-    settings = PreprocessSettings.from_dict(bundle.metadata.preprocessing)
-    models = None
+    runners, runtime, precision = None, args.runtime, args.precision  # settled by the first
     out = ensure_writable_folder(args.out)
+    runs = ensure_writable_folder(args.runs) if args.runs else Path(tempfile.mkdtemp(
+        prefix=".runs-", dir=out))
     predicted, failures = {}, []
-    for patient, row in progress(list(cohort.iterrows()), "patients"):
-        try:
+    try:
+        for patient, row in progress(list(cohort.iterrows()), "patients"):
             label = row.get(LABEL_COLUMN)
-            study = load_study({c: row[c] for c in channels}, row["segmentation"],
-                               label=None if pd.isna(label) else int(label),
-                               channels=tuple(bundle.channels))
-            slices = preprocess(study, settings)
-            check_bundle_fits(bundle, slices)
-            if models is None:
-                predictor.settle(slices)
-                models = predictor.kept_models()
-            prediction = predictor(slices, [], keep=models)
-        except InputError as error:
-            failures.append((patient, str(error)))
-            print(f"radiogenomics predict: {patient}: skipped: {error}", file=sys.stderr)
-            continue
-        write_table(gene_table(bundle, prediction), out / f"{patient}.csv")
-        predicted[patient] = prediction.values
+            inputs = StudyInputs({c: row[c] for c in channels}, row["segmentation"],
+                                 label=None if pd.isna(label) else int(label))
+            try:
+                result = predict_study(bundle, inputs, runs / str(patient), args.device,
+                                       args.folds, runners, runtime, precision)
+            except InputError as error:
+                failures.append((patient, str(error)))
+                print(f"radiogenomics predict: {patient}: skipped: {error}", file=sys.stderr)
+                continue
+            if runners is None:  # the fold models kept loaded for the other patients
+                runners = settled_runners(bundle, result, args.device)
+                runtime, precision = (result.info["settings"][k] for k in ("runtime", "precision"))
+            write_table(result.table, out / f"{patient}.csv")
+            predicted[patient] = result.table.set_index("gene_id")["predicted"]
+    finally:
+        if not args.runs:
+            shutil.rmtree(runs, ignore_errors=True)
     if predicted:
-        matrix = pd.DataFrame.from_dict(predicted, orient="index",
-                                        columns=bundle.genes["gene_id"].tolist())
+        matrix = pd.DataFrame(predicted).T.loc[:, bundle.genes["gene_id"].tolist()]
         with atomic_path(out / "predictions.tsv") as tmp:
             write_values(tmp, matrix, digits=6)
     if failures:

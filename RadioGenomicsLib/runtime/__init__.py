@@ -19,7 +19,7 @@ import os
 import platform
 from functools import lru_cache
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Iterator
 
 import numpy as np
 
@@ -109,10 +109,9 @@ def pick_runtime(bundle, requested: str = "auto", device: str = "auto", folds: s
     if requested == "auto":
         if device == "cuda" or (device == "auto" and cuda_driver_present() and is_installed("torch")):
             return "torch"
-        if has_exports(bundle, folds):
-            for runtime in LIGHT_RUNTIMES:
-                if is_installed(runtime):
-                    return runtime
+        for runtime in LIGHT_RUNTIMES if has_exports(bundle, folds) else ():
+            if is_installed(runtime):
+                return _checked(bundle, runtime, folds)
         return "torch"
     if not is_installed(requested):
         raise InputError(None, f"--runtime {requested}: the {requested} package is not installed "
@@ -127,13 +126,20 @@ def pick_runtime(bundle, requested: str = "auto", device: str = "auto", folds: s
             raise InputError(bundle.path, f"has no exported fold models ({', '.join(missing)}) "
                                           f"for --runtime {requested}: run `radiogenomics "
                                           f"export {bundle.path}` once")
+        return _checked(bundle, requested, folds)
     return requested
+
+
+def _checked(bundle, runtime: str, folds: str) -> str:
+    """Hash the exported files before any work: a changed one is refused up front."""
+    for fold in bundle.fold_indices(folds):
+        bundle.checked_file(exported_file(fold))
+    return runtime
 
 
 def fold_runners(bundle, runtime: str, precision: str = "float32",
                  folds: str = "all") -> Iterator:
     """The fold models as `runners.FoldRunner`s, built one at a time (memory)."""
-    from RadioGenomicsLib.bundle import fold_file
     from RadioGenomicsLib.runtime.head import NumpyHead, numpy_top_values
     from RadioGenomicsLib.runtime.runners import (FoldRunner, onnxruntime_encoder,
                                                   openvino_encoder, openvino_top_values)
@@ -150,24 +156,8 @@ def fold_runners(bundle, runtime: str, precision: str = "float32",
         bundle.verify(fold)  # the head's weights
         encoder = (openvino_encoder(path, precision, cache) if runtime == "openvino"
                    else onnxruntime_encoder(path))
-        head = NumpyHead.from_safetensors(bundle.path / fold_file(fold), bundle.config, top_values)
+        head = NumpyHead.from_safetensors(bundle.weight_path(fold), bundle.config, top_values)
         yield FoldRunner(encoder, head)
-
-
-def run_fold_runners(runners, images: np.ndarray, map_genes: Sequence[int] = (),
-                     count: int | None = None):
-    """Every fold runner on one study's slices -> `predict.Prediction` (values, mean maps)."""
-    from RadioGenomicsLib.predict import Prediction
-    from RadioGenomicsLib.progress import progress
-
-    values, maps = [], []
-    for runner in progress(runners, "fold models", total=count, disable=count == 1):
-        tokens = runner.encode(images)
-        values.append(runner.gene_values(tokens))
-        if map_genes:
-            maps.append(runner.token_values(tokens, list(map_genes)))
-    mean_maps = np.mean(maps, axis=0) if maps else None
-    return Prediction(np.asarray(values), {gene: mean_maps[:, i] for i, gene in enumerate(map_genes)})
 
 
 def pick_precision(bundle, runtime: str, requested: str = "auto", folds: str = "all",

@@ -36,13 +36,13 @@ def top_k_means(top: np.ndarray, ks: Sequence[int]) -> np.ndarray:
 
 
 class NumpyHead:
-    """tokens (S, T, hidden) of one patient -> a value per gene, and per-token gene maps."""
+    """tokens (S, T, hidden) of one patient -> a value per gene (maps: `run.token_maps`)."""
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray, ks: Sequence[int], memory_mb: float,
-                 grid: int, top_values: TopValues = numpy_top_values):
+                 top_values: TopValues = numpy_top_values):
         self.weight = np.ascontiguousarray(weight, dtype=np.float32)  # (genes, hidden)
         self.bias = np.asarray(bias, dtype=np.float32)
-        self.ks, self.memory_mb, self.grid = list(ks), memory_mb, grid
+        self.ks, self.memory_mb = list(ks), memory_mb
         self.top_values = top_values
 
     @classmethod
@@ -52,7 +52,7 @@ class NumpyHead:
         with safe_open(str(path), framework="numpy") as weights:  # reads these two tensors only
             weight = weights.get_tensor("head.conv.weight")[:, :, 0]
             bias = weights.get_tensor("head.conv.bias")
-        return cls(weight, bias, config.top_k, config.head_memory_mb, config.grid_size, top_values)
+        return cls(weight, bias, config.top_k, config.head_memory_mb, top_values)
 
     @property
     def n_genes(self) -> int:
@@ -68,10 +68,3 @@ class NumpyHead:
             # the bias moves all tokens of a gene alike: added after the top-k
             values[start:start + chunk] = top_k_means(top, self.ks) + self.bias[start:start + chunk]
         return values
-
-    def token_values(self, tokens: np.ndarray, genes: Sequence[int]) -> np.ndarray:
-        """(S, T, hidden) -> (S, len(genes), grid, grid): each gene's value on each token."""
-        genes = list(genes)
-        values = np.einsum("gh,sth->sgt", self.weight[genes], tokens.astype(np.float32))
-        values += self.bias[genes][None, :, None]
-        return values.reshape(len(tokens), len(genes), self.grid, self.grid)

@@ -23,8 +23,8 @@ Encoder = Callable[[np.ndarray], np.ndarray]
 
 
 class FoldRunner:
-    """One fold model: `encode` (N, C, H, W) slices -> (N, T, hidden) float32 tokens;
-    `gene_values` (S, T, hidden) -> (genes,); `token_values` -> (S, n, grid, grid)."""
+    """One fold model (`run.FoldRunner`): `run` (S, C, H, W) slices -> tokens (S, T,
+    hidden) float32 and gene values (genes,); also `encode` and `gene_values` apart."""
 
     def __init__(self, encoder: Encoder, head: NumpyHead):
         self.encoder, self.head = encoder, head
@@ -37,8 +37,9 @@ class FoldRunner:
     def gene_values(self, tokens: np.ndarray) -> np.ndarray:
         return self.head.gene_values(tokens)
 
-    def token_values(self, tokens: np.ndarray, genes: list[int]) -> np.ndarray:
-        return self.head.token_values(tokens, genes)
+    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        tokens = self.encode(images)
+        return tokens, self.gene_values(tokens)
 
 
 def onnxruntime_encoder(path: Path) -> Encoder:

@@ -19,6 +19,7 @@ import pandas as pd
 
 from RadioGenomicsLib.atomic import atomic_path
 from RadioGenomicsLib.errors import InputError
+from RadioGenomicsLib.hashing import hash_path
 from RadioGenomicsLib.imaging import load_study
 from RadioGenomicsLib.preprocess import PreprocessSettings, preprocess
 from RadioGenomicsLib.progress import progress
@@ -27,16 +28,6 @@ from RadioGenomicsLib.progress import progress
 def default_cache_dir() -> Path:
     root = os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")
     return Path(root) / "radiogenomics" / "slices"
-
-
-def hash_path(digest: "hashlib._Hash", path: Path) -> None:
-    """Add a file's bytes (a folder: every file in it, by name) to `digest`."""
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        digest.update(file.name.encode())
-        with open(file, "rb") as handle:
-            while block := handle.read(1 << 22):
-                digest.update(block)
 
 
 def content_key(settings: dict, inputs: list[tuple[str, str | os.PathLike]], tail: str = "") -> str:

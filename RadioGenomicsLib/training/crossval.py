@@ -191,7 +191,8 @@ def write_trained_bundle(out: Path, recipe: Recipe, inputs: TrainingInputs,
                                 for h in histories]}
     metadata = BundleMetadata(channels=inputs.channels, preprocessing=recipe.preprocessing.to_dict(),
                               model=recipe.model, target_transform=recipe.transform_name,
-                              target_units=recipe.target_units, training_cohort=cohort)
+                              target_units=recipe.target_units, training_cohort=cohort,
+                              markers=recipe.markers)
     with atomic_path(out) as staging:
         write_bundle(staging, states, metadata, genes)
         summary = write_report(staging / "report", oof, truth,

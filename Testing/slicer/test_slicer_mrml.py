@@ -331,3 +331,45 @@ def test_copied_rows_keep_types_values_and_units(scene, gene_table):
     mrml.copy_rows(gene_table, view, [])  # a filter that matches nothing
     assert view.GetTable().GetNumberOfRows() == 0
     assert view.GetTable().GetNumberOfColumns() == 11
+
+
+def empty_holder(**selections):
+    """The result fields of the module's parameter node, on a plain object."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(results=None, resultsView=None, geneMap=None, runFolder="",
+                           resultsModel="", resultsMarkers="", resultsVolume=None,
+                           reliableOnly=False, search="", **selections)
+
+
+def test_a_finished_job_imports_its_run_from_its_start_record(tmp_path, scene):
+    """Leaving the module (or changing inputs) while a prediction runs: the results still
+    land, with the units, markers, model and volume the job was started with."""
+    from RadioGenomicsLogic.jobs import JobRecord
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "genes.csv").write_text(GENE_TABLE)
+    started_on = scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "t1 at start")
+    first = empty_holder(model="/models/gbm", channel=started_on)
+    record = JobRecord("predict", str(run), first.model, {"t1": started_on.GetID()}, UNITS,
+                       ("KRAS", "IDH1"))
+    # while the job runs: the module is left, the scene's parameter node is replaced and
+    # another model and volume are chosen
+    replaced = empty_holder(model="/models/other",
+                            channel=scene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "new"))
+    mrml.import_results(scene, record, replaced)
+    assert replaced.runFolder == str(run) and replaced.resultsModel == "/models/gbm"
+    assert replaced.resultsVolume is started_on
+    assert replaced.results.GetColumnUnitLabel("predicted") == "log10(1 + FPKM-UQ)"
+    assert mrml.column_values(replaced.resultsView, "gene_name") == [
+        "KRAS", "IDH1", "EGFR", "TP53", "BRAF"]  # the record's markers pinned, then rank
+    assert first.results is None  # the old holder is left alone
+    # a second run replaces the first run's nodes in the scene
+    old_table, old_view = replaced.results, replaced.resultsView
+    mrml.import_results(scene, record, replaced)
+    assert scene.GetNodeByID(old_table.GetID()) is None
+    assert scene.GetNodeByID(old_view.GetID()) is None
+    replaced.reliableOnly, replaced.search = True, "ENSG0000014"
+    mrml.show_results(replaced)
+    assert mrml.column_values(replaced.resultsView, "gene_name") == ["EGFR"]

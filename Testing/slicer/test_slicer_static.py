@@ -137,19 +137,39 @@ def test_no_slicer_application_or_qt_import(folder):
     assert offenders == []
 
 
-def module_constant(name: str) -> tuple[str, ...]:
-    for node in module_tree().body:
-        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == name for t in node.targets):
-            return tuple(ast.literal_eval(node.value))
-    raise AssertionError(f"RadioGenomics.py: no {name}")
+def test_module_requirements_admit_the_project_pins():
+    """One requirements file for Slicer's Python: ranges (they must resolve beside Slicer
+    and its other extensions) that admit every version pyproject.toml pins."""
+    import sys
+
+    from packaging.requirements import Requirement
+
+    sys.path.insert(0, str(MODULE))
+    from RadioGenomicsLogic.requirements import KEPT_AS_INSTALLED, requirements
+
+    module = {r.name.lower(): r for r in requirements()}
+    project = [Requirement(d) for d in
+               tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]]
+    needed = {r.name.lower(): r for r in project if r.name not in KEPT_AS_INSTALLED}
+    assert sorted(set(needed) - set(module)) == []
+    for name, pinned in needed.items():
+        version = next(iter(pinned.specifier)).version
+        assert module[name].specifier.contains(version), (name, str(module[name].specifier), version)
+        assert not any(spec.operator == "==" for spec in module[name].specifier), name
+    assert sorted(set(module) - set(needed)) == ["psutil"]
 
 
-def test_module_installs_the_library_dependencies_with_the_project_pins():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    kept = module_constant("KEPT_AS_INSTALLED")
-    expected = {d for d in project if re.split(r"[=<>]", d)[0] not in kept}
-    assert set(module_constant("REQUIREMENTS")) == expected
-    assert all(re.split(r"[=<>]", d)[0] in kept for d in set(project) - expected)
+def test_minimum_slicer_version_is_declared_alike():
+    import sys
+
+    sys.path.insert(0, str(MODULE))
+    from RadioGenomicsLogic.requirements import MINIMUM_SLICER
+
+    version = ".".join(map(str, MINIMUM_SLICER))
+    cmake = (ROOT / "CMakeLists.txt").read_text()
+    assert f'set(RADIOGENOMICS_MINIMUM_SLICER_VERSION "{version}")' in cmake
+    assert f"Slicer {version}" in (MODULE / "README.md").read_text()
+    assert f"Slicer {version}" in (ROOT / "README.md").read_text()
 
 
 @pytest.mark.parametrize("icon", ["RadioGenomics/Resources/Icons/RadioGenomics.png",
