@@ -22,6 +22,7 @@ pytest.importorskip("openvino")
 from RadioGenomicsLib import runtime  # noqa: E402
 from RadioGenomicsLib.bundle import load_bundle, make_untrained_bundle, sha256_of  # noqa: E402
 from RadioGenomicsLib.errors import InputError  # noqa: E402
+from RadioGenomicsLib.imaging import load_study  # noqa: E402
 from RadioGenomicsLib.model import ModelConfig, top_k_mean  # noqa: E402
 from RadioGenomicsLib.preprocess import PreprocessSettings, preprocess  # noqa: E402
 from RadioGenomicsLib.runtime import precision as check  # noqa: E402
@@ -203,3 +204,30 @@ def test_predict_without_torch(exported, lung, tmp_path, run_cli):
                                rtol=1e-4, atol=1e-4)
     maps = [sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "EGFR.nrrd"))) for folder in (light, heavy)]
     np.testing.assert_allclose(maps[0], maps[1], atol=2e-3)  # from float16 tokens
+
+
+def test_cohort_keeps_the_precision_settled_by_its_first_study(exported, testdata, tmp_path, run_cli):
+    """A cohort on OpenVINO: the first patient that predicts settles the precision (bf16
+    where the CPU has it and the check passes), the others run on the same kept models
+    and get what one study alone gets."""
+    data = testdata / "pyradiomics"
+    pd.DataFrame({
+        "patient_id": ["TCGA-AA-0001", "TCGA-AA-0002", "TCGA-AA-0003"],
+        "ct": [data / "lung1_image.nrrd", data / "lung2_image.nrrd", data / "lung1_image.nrrd"],
+        "segmentation": [data / "lung1_label.nrrd", data / "lung2_label.nrrd",
+                         data / "lung1_label.nrrd"],
+        "label": ["9", "", ""],  # the first fails: the second settles
+    }).to_csv(tmp_path / "cohort.csv", index=False)
+    code, stdout, _ = run_cli("predict", "--model", exported[0].path, "--manifest",
+                              tmp_path / "cohort.csv", "--out", tmp_path / "out", "--runs",
+                              tmp_path / "runs", "--runtime", "openvino")
+    assert code == 0 and "2 of 3 patients predicted" in stdout
+    settings = [json.loads((tmp_path / "runs" / p / "run.json").read_text())["settings"]
+                for p in ("TCGA-AA-0002", "TCGA-AA-0003")]
+    expected = "bf16" if runtime.cpu_has_bf16() else "float32"
+    assert [(s["runtime"], s["precision"]) for s in settings] == [("openvino", expected)] * 2
+    images = preprocess(load_study({"ct": data / "lung1_image.nrrd"}, data / "lung1_label.nrrd"),
+                        PreprocessSettings(max_slices=4)).images
+    alone = next(runtime.fold_runners(exported[0], "openvino", expected)).run(images)[1]
+    matrix = pd.read_csv(tmp_path / "out" / "predictions.tsv", sep="\t", index_col=0)
+    np.testing.assert_allclose(matrix.loc["TCGA-AA-0003"], alone, rtol=1e-5, atol=1e-6)
