@@ -219,6 +219,10 @@ def predict_study(bundle: "Bundle", inputs: StudyInputs, run_dir: str | os.PathL
         timings[name] = round(now - since, 3)
         return now
 
+    if runners is None:  # before the work: a runtime that cannot run fails at once
+        runtime = pick_runtime(bundle, runtime, device, folds)
+    elif runtime == "auto" or precision == "auto":
+        raise ValueError("with runners, give the runtime and precision they were made for")
     study = inputs.load(bundle.channels)
     mark = lap("read_s", started)
     slices = preprocess(study, PreprocessSettings.from_dict(bundle.metadata.preprocessing))
@@ -226,15 +230,14 @@ def predict_study(bundle: "Bundle", inputs: StudyInputs, run_dir: str | os.PathL
     mark = lap("preprocess_s", mark)
     torch_device = None
     if runners is None:
-        runtime = pick_runtime(bundle, runtime, device, folds)
         precision = pick_precision(bundle, runtime, precision, folds, slices.images)
         if runtime == "torch":
             torch_device = choose_device(device)
             runners = torch_runners(bundle, torch_device, folds)
+            if torch_device.type == "cuda":  # TorchFoldRunner's encoder autocast
+                precision = "bf16-autocast"
         else:
             runners = fold_runners(bundle, runtime, precision, folds)
-    elif runtime == "auto" or precision == "auto":
-        raise ValueError("with runners, give the runtime and precision they were made for")
     chosen = runners
     tokens, values = {}, []
     for fold, runner in zip(fold_indices, progress(chosen, "fold models", total=len(fold_indices),
