@@ -18,35 +18,45 @@ $(STAMP): pyproject.toml
 
 testdata: $(STAMP)
 	$(PY) -m Testing.fetch_data
+	@# the viewer's browser tests drive Debian's Chromium (Playwright cannot download one)
+	command -v chromium >/dev/null || (apt-get update -q && apt-get install -y -q chromium)
 
 test: testdata
 	$(PY) -m pytest -q
 	$(MAKE) slicer-test
 
+# PATIENTS=N trains on N synthetic patients (default 40); CONFIG=small EPOCHS=8 the old way
 demo: $(STAMP)
-	$(PY) -m RadioGenomicsLib.demo --out demo-out
+	$(PY) -m RadioGenomicsLib.demo --out demo-out $(if $(PATIENTS),--patients $(PATIENTS)) \
+		$(if $(CONFIG),--config $(CONFIG)) $(if $(EPOCHS),--epochs $(EPOCHS))
 
 bench: testdata
 	$(PY) -m benchmarks.run
 
 clean:
-	rm -rf $(VENV) demo-out .pytest_cache
+	rm -rf $(VENV) .venv-slicer demo-out .pytest_cache Testing/artefacts
 
-# The Slicer module's MRML glue against the real MRML classes of the slicer-core wheel,
-# which pins its own vtk: its own environment.
+# Slicer's own libraries, in one environment: the Slicer module's MRML glue against the
+# real MRML classes of the slicer-core wheel (which pins its own vtk), and the web viewer
+# (trame-slicer 2.0, which needs slicer-core 5.11.x) with the library and torch beside it.
 SLICER_VENV := .venv-slicer
 SLICER_PY := $(SLICER_VENV)/bin/python
 SLICER_STAMP := $(SLICER_VENV)/.installed
-SLICER_CORE ?= slicer-core==5.13.31053.0
+VIEWER_ARGS ?= --models demo-out --study demo-out/cohort/images
 
-.PHONY: slicer-venv slicer-test
+.PHONY: slicer-venv slicer-test viewer
 
 slicer-venv: $(SLICER_STAMP)
 
-$(SLICER_STAMP):
-	$(PYTHON) -m venv $(SLICER_VENV)
-	$(SLICER_PY) -m pip install -q "$(SLICER_CORE)" numpy==2.4.6 SimpleITK==2.5.7 pytest==9.2.0
+$(SLICER_STAMP): pyproject.toml
+	$(PYTHON) -m venv --clear $(SLICER_VENV)
+	$(SLICER_PY) -m pip install -q "$(TORCH)"
+	$(SLICER_PY) -m pip install -q -e ".[viewer,viewer-test,test,synth]"
 	touch $(SLICER_STAMP)
 
 slicer-test: $(SLICER_STAMP)
-	$(SLICER_PY) -m pytest -q Testing/slicer/test_slicer_mrml.py
+	$(SLICER_PY) -m pytest -q Testing/slicer/test_slicer_mrml.py Testing/slicer/test_viewer.py
+
+# the web viewer on http://127.0.0.1:8080/ (`make demo` first gives it a model and studies)
+viewer: $(SLICER_STAMP)
+	$(SLICER_VENV)/bin/radiogenomics viewer $(VIEWER_ARGS)

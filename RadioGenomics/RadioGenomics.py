@@ -199,6 +199,7 @@ class RadioGenomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNodeGuiTag = None
         self._channelSelectors: dict[str, slicer.qMRMLNodeComboBox] = {}
         self._job: Optional[BackgroundJob] = None  # the one prediction that may run
+        self._exportJob: Optional[BackgroundJob] = None  # a DICOM export, beside it
         self._shownView: tuple = ()  # (results node, reliable only, search) on show
 
     def setup(self) -> None:
@@ -226,6 +227,7 @@ class RadioGenomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.ui.showTableButton.connect("clicked(bool)", self.onShowTable)
         self.ui.exportTableButton.connect("clicked(bool)", self.onExportTable)
         self.ui.exportMapsButton.connect("clicked(bool)", self.onExportMaps)
+        self.ui.exportDicomButton.connect("clicked(bool)", self.onExportDicom)
 
         self.initializeParameterNode()
         self.refreshModels()
@@ -388,6 +390,7 @@ class RadioGenomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             widget.enabled = hasResults
         self.ui.exportMapsButton.enabled = hasResults and bool(
             self.logic.mapFiles(self._parameterNode.runFolder))
+        self.ui.exportDicomButton.enabled = hasResults and self._exportJob is None
         shownView = (self._parameterNode.results, self._parameterNode.reliableOnly,
                      self._parameterNode.search)
         if hasResults and shownView != self._shownView:
@@ -478,6 +481,28 @@ class RadioGenomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if path:
             with slicer.util.tryWithErrorDisplay(_("Could not export the table."), waitCursor=True):
                 mrml.write_gene_table(self._parameterNode.results, path)
+
+    def onExportDicom(self) -> None:
+        """The run's results as DICOM objects, in a background job (seconds to a minute)."""
+        folder = qt.QFileDialog.getExistingDirectory(None, _("Export DICOM results to a new folder"))
+        if not folder:
+            return
+        parameters = self._parameterNode
+        gene = parameters.geneMap.GetName().removesuffix(" map") if parameters.geneMap else ""
+
+        def done(job: BackgroundJob) -> None:
+            self._exportJob = None
+            self.ui.statusLabel.text = (_("DICOM results written to {folder}.").format(folder=folder)
+                                        if job.succeeded else job.errorMessage())
+            self.updateGUI()
+
+        out = Path(folder) / "RadioGenomics-DICOM"
+        with slicer.util.tryWithErrorDisplay(_("Could not start the DICOM export."), waitCursor=True):
+            self._exportJob = self.logic.startExportDicom(parameters.runFolder,
+                                                          parameters.resultsModel, out,
+                                                          [gene] if gene else [], done)
+            self.ui.statusLabel.text = _("Writing the DICOM results...")
+        self.updateGUI()
 
     def onExportMaps(self) -> None:
         folder = qt.QFileDialog.getExistingDirectory(None, _("Export the gene maps to"))
@@ -626,8 +651,15 @@ class RadioGenomicsLogic(ScriptedLoadableModuleLogic):
         folder.mkdir(parents=True, exist_ok=True)
         arguments = []
         for channel in channels:
-            path = folder / f"{channel}.nrrd"
-            mrml.write_volume(channelVolumes[channel], path)
+            dicom = self.sourceDicomFiles(channelVolumes[channel])
+            if dicom:  # read as loaded: the results can go back into that DICOM study
+                path = folder / channel
+                path.mkdir(exist_ok=True)
+                for index, file in enumerate(dicom):
+                    shutil.copy2(file, path / f"{index:05d}.dcm")
+            else:
+                path = folder / f"{channel}.nrrd"
+                mrml.write_volume(channelVolumes[channel], path)
             arguments += ["--image", f"{channel}={path}"]
         tumourPath = folder / "tumour.nrrd"
         if tumour.IsA("vtkMRMLSegmentationNode"):
@@ -641,6 +673,17 @@ class RadioGenomicsLogic(ScriptedLoadableModuleLogic):
             mrml.write_volume(brainMask, folder / "brain_mask.nrrd")
             arguments += ["--brain-mask", str(folder / "brain_mask.nrrd")]
         return arguments
+
+    @staticmethod
+    def sourceDicomFiles(volume) -> list[str]:
+        """The DICOM files a volume was loaded from (Slicer's DICOM database), or [] when
+        it came from another format or a file is missing."""
+        uids = (volume.GetAttribute("DICOM.instanceUIDs") or "").split()
+        database = getattr(slicer, "dicomDatabase", None)
+        if not uids or database is None:
+            return []
+        files = [database.fileForInstance(uid) for uid in uids]
+        return files if all(files) and all(os.path.isfile(f) for f in files) else []
 
     def startPredict(self, model: Path, channelVolumes: dict, tumour, segmentID: str = "",
                      label: int = 0, brainMask=None, device: str = "auto", folds: str = "all",
@@ -710,6 +753,16 @@ class RadioGenomicsLogic(ScriptedLoadableModuleLogic):
                                          foregroundOpacity=MAP_OPACITY)
         parameters.geneMap = node
         return node
+
+    def startExportDicom(self, runFolder: str, model: str, out: Path, genes: list[str],
+                         onDone: Callable[[BackgroundJob], None] = lambda job: None
+                         ) -> BackgroundJob:
+        """`radiogenomics export-dicom` of a run (its study must have been read from DICOM:
+        the library says so in one line otherwise)."""
+        arguments = ["export-dicom", "--run", runFolder, "--model", model, "--out", str(out)]
+        for gene in genes:
+            arguments += ["--gene", gene]
+        return BackgroundJob(arguments, None, lambda *progress: None, onDone)
 
     def exportMaps(self, runFolder: str, folder: Path) -> list[Path]:
         folder.mkdir(parents=True, exist_ok=True)

@@ -7,10 +7,21 @@ folder under the name the user asked for.
 from __future__ import annotations
 
 import os
+import re
 import shutil
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
+
+
+# `.NAME.partial-PID.SUFFIXES`: what `_partial_name` makes, recognised by `partial_owner`
+_PARTIAL = re.compile(r"^\.[^.]*\.partial-(\d{1,10})(\..*)?$", re.S)
+
+
+def partial_owner(path: str | os.PathLike) -> int | None:
+    """The process id that was writing `path` when it is a partial output, else None."""
+    match = _PARTIAL.match(Path(path).name)
+    return int(match.group(1)) if match else None
 
 
 def _partial_name(path: Path) -> Path:

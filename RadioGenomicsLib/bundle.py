@@ -36,6 +36,7 @@ from RadioGenomicsLib.card import (FORMAT_VERSION, GENE_COLUMNS, GENES_FILE, MET
                                    BundleCard, card_from, read_metadata)
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.hashing import sha256_of
+from RadioGenomicsLib.integrity import Integrity, verify_bundle, write_manifest
 from RadioGenomicsLib.model.config import ModelConfig
 
 if TYPE_CHECKING:  # torch is imported where weights are read: the ONNX runtimes need none
@@ -180,6 +181,7 @@ def write_bundle(path: str | os.PathLike, fold_state_dicts: Sequence[Mapping[str
         (tmp / METADATA_FILE).write_text(json.dumps(document, indent=2, allow_nan=False) + "\n",
                                          encoding="utf-8")
         genes.to_csv(tmp / GENES_FILE, sep="\t", index=False, na_rep="")
+        write_manifest(tmp, checksums)  # last: every file above, checked on load
     return path
 
 
@@ -198,6 +200,7 @@ class Bundle:
     files: dict[str, str] = field(default_factory=dict)  # registered extra file -> sha256
     _verified: set[str] = field(default_factory=set, repr=False)
     _fingerprint: str = field(default="", repr=False)
+    integrity: Integrity | None = None  # manifest and signature checks (integrity.py)
 
     @property
     def fingerprint(self) -> str:
@@ -341,8 +344,15 @@ def _extra_files(path: Path, document: dict[str, Any]) -> dict[str, str]:
 
 def register_files(path: str | os.PathLike, names: Sequence[str]) -> None:
     """Add files already written into a bundle folder to its metadata.json (sha256 each),
-    so that a later change to them is refused; the weight files' entries are unchanged."""
+    so that a later change to them is refused; the weight files' entries are unchanged.
+    The manifest, where there is one, is written again; a signed bundle is refused (the
+    signature covers the manifest: add the files before signing)."""
+    from RadioGenomicsLib.integrity import MANIFEST_FILE, SIGNATURE_FILE
+
     path = Path(path)
+    if (path / SIGNATURE_FILE).exists():
+        raise InputError(path, "is signed: files can be added only before signing (add them "
+                               "to an unsigned copy, then `radiogenomics sign` it)")
     document = read_metadata(path)
     files = dict(_extra_files(path, document))
     for name in names:
@@ -352,6 +362,8 @@ def register_files(path: str | os.PathLike, names: Sequence[str]) -> None:
     document["files"] = dict(sorted(files.items()))
     with atomic_path(path / METADATA_FILE) as tmp:
         tmp.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    if (path / MANIFEST_FILE).exists():
+        write_manifest(path, {**document["weights"], **files})
 
 
 def _read_genes(path: Path) -> pd.DataFrame:
@@ -366,10 +378,12 @@ def _read_genes(path: Path) -> pd.DataFrame:
     return _check_genes(genes, genes_path)
 
 
-def load_bundle(path: str | os.PathLike, verify_checksums: bool = True) -> Bundle:
-    """Read and check a bundle folder: format version, required fields, gene table, weight
-    files present and (unless `verify_checksums=False`, which defers each check to the
-    moment a fold's weights are read) their sha256."""
+def load_bundle(path: str | os.PathLike, verify_checksums: bool = True,
+                check_signature: bool = True) -> Bundle:
+    """Read and check a bundle folder: format version, required fields (schemas.py), gene
+    table, every file against manifest.json and the signature (integrity.py), weight files
+    present and (unless `verify_checksums=False`, which defers each check to the moment a
+    fold's weights are read) their sha256."""
     path = Path(path)
     refuse_pickle(path)
     if not path.exists():
@@ -378,6 +392,10 @@ def load_bundle(path: str | os.PathLike, verify_checksums: bool = True) -> Bundl
         raise InputError(path, f"not a model bundle: expected a folder with {METADATA_FILE}, "
                                f"{GENES_FILE} and fold_<i>.safetensors")
     document = read_metadata(path)
+    from RadioGenomicsLib.schemas import BUNDLE_METADATA, validate
+
+    # types, ranges: one line, never a TypeError
+    validate(document, BUNDLE_METADATA, path / METADATA_FILE)
     genes = _read_genes(path)
     bundle = Bundle(
         path=path,
@@ -390,6 +408,9 @@ def load_bundle(path: str | os.PathLike, verify_checksums: bool = True) -> Bundl
         card=card_from(path, document, genes.to_dict("records")),
         files=_extra_files(path, document),
     )
+    # the registered files, as the weights, are hashed when read (`checked_file`)
+    bundle.integrity = verify_bundle(path, [METADATA_FILE, GENES_FILE, *bundle.checksums],
+                                     {**bundle.checksums, **bundle.files}, check_signature)
     if verify_checksums:
         bundle.verify()
     return bundle

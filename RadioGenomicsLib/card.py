@@ -69,6 +69,11 @@ def read_metadata(path: Path) -> dict[str, Any]:
     for key in ("preprocessing", "training_cohort", "model"):
         if not isinstance(document[key], dict):
             raise InputError(meta_path, f"{key} must be a JSON object")
+    # what the card computes with (the full schema is checked by bundle.load_bundle)
+    for key, value in (("folds", document["folds"]),
+                       ("model.image_size", document["model"].get("image_size", 224))):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise InputError(meta_path, f"{key}: {value!r} is not a positive integer")
     return document
 
 
@@ -135,6 +140,13 @@ class BundleCard:
     def units(self) -> dict[str, str]:
         """Units of the gene table's numeric columns."""
         return column_units(self.target_transform, self.target_units)
+
+    @property
+    def permuted_control(self) -> bool:
+        """Trained on expression shuffled across patients: a control, never for use."""
+        recipe = self.training_cohort.get("recipe")
+        training = recipe.get("training") if isinstance(recipe, dict) else None
+        return isinstance(training, dict) and bool(training.get("permute_targets"))
 
     @property
     def synthetic(self) -> bool:
@@ -218,7 +230,9 @@ def _model_text(model: dict[str, Any]) -> str:
     return (f"{model.get('name', '?')}: R50 stages {model.get('resnet_layers')} "
             f"(width {model.get('resnet_width')}), {model.get('num_layers')} transformer "
             f"layers of {model.get('hidden_size')} ({model.get('num_heads')} heads), "
-            f"{size}x{size} slices -> {grid}x{grid} tokens, top-k {model.get('top_k')}")
+            f"{size}x{size} slices -> {grid}x{grid} tokens, " + (
+                f"top-k {model.get('top_k')}" if model.get("pooling", "topk") == "topk"
+                else f"{model['pooling']} pooling"))
 
 
 def _marker_text(row: dict[str, Any]) -> str:
@@ -256,6 +270,9 @@ def card_text(card: BundleCard, width: int = 80, weights_checked: bool = False) 
         ("Marker genes", markers),
         ("Use", RESEARCH_NOTICE),
     ]
+    if card.permuted_control:
+        lines.insert(1, ("CONTROL", "trained on expression permuted across patients: a "
+                                    "negative control whose predictions mean nothing"))
     label_width = max(len(label) for label, _ in lines) + 2
     out = []
     for label, value in lines:

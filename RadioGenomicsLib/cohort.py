@@ -12,6 +12,7 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path, PureWindowsPath
+from typing import Sequence
 
 import pandas as pd
 
@@ -23,6 +24,7 @@ from RadioGenomicsLib.imaging import CT_CHANNELS, KNOWN_CHANNELS, MRI_CHANNELS
 PATIENT_COLUMN = "patient_id"
 SEGMENTATION_COLUMN = "segmentation"
 LABEL_COLUMN = "label"
+MAX_LABEL = 2**31 - 1  # the largest value a labelmap's voxel type is read as here
 
 # BraTS-TCGA: TCGA-02-0006_1996.08.23_t1Gd.nii.gz; the manually corrected GLISTRboost
 # segmentation is preferred to the automatic one. Labels 1 necrosis, 2 oedema, 4 enhancing.
@@ -38,6 +40,16 @@ TCIA_PATTERNS = {
     "t1gd": r"t1.*(post|gd|gad|contrast|\+ ?c\b|\bc\+)|(post|gd|gad).*t1|mprage",
     "t1": r"t1",
     "t2": r"t2",
+}
+# a file's name -> its channel, when the name makes it obvious (the viewer's study
+# folders): separators around the token, so that "t1" never matches inside "t12" or a date
+_SEPARATED = r"(?:^|[^a-z0-9])(?:{})(?:[^a-z0-9]|$)"
+FILE_NAME_PATTERNS = {
+    "flair": _SEPARATED.format(r"(?:t2[-_ ]?)?flair"),
+    "t1gd": _SEPARATED.format(r"t1[-_ ]?(?:gd|ce|c|post|gad|contrast)|mprage"),
+    "t1": _SEPARATED.format(r"t1w?"),
+    "t2": _SEPARATED.format(r"t2w?"),
+    "ct": _SEPARATED.format(r"ct"),
 }
 TCIA_COLUMNS = ("Subject ID", "Series Description", "Modality", "File Location")
 SEGMENTATION_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
@@ -119,8 +131,10 @@ def _row_problems(row: pd.Series, columns: list[str], folder: Path) -> list[str]
         elif not (folder / row[column]).exists():
             problems.append(f"missing file: {patient} {column} {row[column]}")
     label = row.get(LABEL_COLUMN, "")
-    if label and not re.fullmatch(r"\d+", label):
+    if label and not re.fullmatch(r"[0-9]+", label):
         problems.append(f"bad label: {patient} {label!r} is not a whole number")
+    elif label and int(label) > MAX_LABEL:
+        problems.append(f"bad label: {patient} {label[:30]!r} is larger than {MAX_LABEL}")
     return problems
 
 
@@ -339,3 +353,18 @@ def _tcia_row(subject: str, series: pd.DataFrame, folder: Path,
         location = _tcia_location(folder, best["File Location"])
         row[channel] = os.fspath(location.absolute())
     return row
+
+
+def channel_from_name(name: str, channels: Sequence[str] = KNOWN_CHANNELS) -> str | None:
+    """The channel a file or folder name makes obvious (t1, t1gd/t1ce, t2, flair, ct), among
+    `channels`; None when the name says nothing or fits several."""
+    text = name.lower()
+    for suffix in SEGMENTATION_SUFFIXES:
+        text = text.removesuffix(suffix)
+    found = [c for c, pattern in FILE_NAME_PATTERNS.items() if re.search(pattern, text)]
+    # "t1_post" also reads as "t1", "t2_flair" as "t2": the longer name wins
+    for longer, shorter in (("t1gd", "t1"), ("flair", "t2")):
+        if longer in found:
+            found = [c for c in found if c != shorter]
+    found = [c for c in found if c in channels]
+    return found[0] if len(found) == 1 else None

@@ -13,7 +13,9 @@ class InputError(Exception):
 
     def __init__(self, path: str | os.PathLike | None, problem: str):
         self.path = None if path is None else os.fspath(path)
-        self.problem = problem
+        # one line whatever a parser's message holds (pandas' end with a line break)
+        self.problem = " ".join(problem.split()) if "\n" in problem or "\r" in problem else problem
+        problem = self.problem
         super().__init__(f"{self.path}: {problem}" if self.path else problem)
 
 

@@ -148,11 +148,12 @@ def _symbols(gene_ids: Sequence[str]) -> list[str]:
 
 # ---------------------------------------------------------------- GDC STAR - Counts
 
-def _star_files(expression: Sequence[Path]) -> tuple[dict[str, Path], bool]:
-    """File name -> path; True when a folder was given (so every sheet file must be in it)."""
+def _star_files(expression: Sequence[Path], wanted: set[str]) -> tuple[dict[str, Path], bool]:
+    """File name -> path; True when a folder was given (so every sheet file must be in it).
+    In a folder only the `wanted` names count (other files are not looked at)."""
     is_folder = len(expression) == 1 and expression[0].is_dir()
-    files = sorted(p for p in expression[0].rglob("*") if p.is_file()) if is_folder \
-        else list(expression)
+    files = sorted(p for p in expression[0].rglob("*") if p.is_file() and p.name in wanted) \
+        if is_folder else list(expression)
     by_name: dict[str, Path] = {}
     for path in files:
         if not path.is_file():
@@ -164,7 +165,10 @@ def _star_files(expression: Sequence[Path]) -> tuple[dict[str, Path], bool]:
 
 
 def _read_star_samples(expression: Sequence[Path], sheet_path: Path, value: str,
-                       summary: ExpressionSummary) -> _Samples:
+                       summary: ExpressionSummary,
+                       sample_types: Sequence[str] | None = None) -> _Samples:
+    """The STAR - Counts files of the sheet's samples of the chosen types: the files of the
+    other samples (normals, ...) are never opened, so a damaged one cannot stop the run."""
     sheet = gdc.read_sample_sheet(sheet_path)
     other = sheet["data_type"] != EXPRESSION_DATA_TYPE
     if other.any():
@@ -177,7 +181,16 @@ def _read_star_samples(expression: Sequence[Path], sheet_path: Path, value: str,
         name = several[several > 1].index[0]
         raise InputError(sheet_path, f"{name} maps to several samples; "
                                      "an expression file has exactly one")
-    available, is_folder = _star_files(expression)
+    in_sheet = set(sheet["file_name"])
+    if sample_types is not None:
+        other_type = (sheet["sample_type"] != "") & ~sheet["sample_type"].isin(sample_types)
+        for sample, kind in zip(sheet["sample_id"][other_type], sheet["sample_type"][other_type]):
+            summary.samples_dropped[sample] = f"sample type {kind} not in {','.join(sample_types)}"
+        sheet = sheet[~other_type]
+        if sheet.empty:
+            raise InputError(sheet_path, f"no sample left: every sample of the sheet has a "
+                                         f"sample type other than {','.join(sample_types)}")
+    available, is_folder = _star_files(expression, set(sheet["file_name"]))
     listed = set(sheet["file_name"])
     if is_folder:
         absent = sorted(listed - set(available))
@@ -186,9 +199,10 @@ def _read_star_samples(expression: Sequence[Path], sheet_path: Path, value: str,
                                          f"({len(absent)} listed files missing)")
         available = {name: path for name, path in available.items() if name in listed}
     else:
-        unlisted = sorted(set(available) - listed)
+        unlisted = sorted(set(available) - in_sheet)
         if unlisted:
             raise InputError(available[unlisted[0]], f"not in the sample sheet {sheet_path}")
+        available = {name: path for name, path in available.items() if name in listed}
         not_given = len(listed - set(available))
         if not_given:
             summary.notes.append(f"{not_given} files of the sample sheet were not given")
@@ -343,7 +357,7 @@ def _is_star_file(path: Path) -> bool:
 def _is_xena(path: Path) -> bool:
     """Genes × samples: first header `sample` or `Ensembl_ID`, then TCGA barcodes."""
     header = _header(path)
-    return (header[0] in XENA_FIRST_HEADERS and len(header) > 1
+    return (len(header) > 1 and header[0] in XENA_FIRST_HEADERS
             and all(re.match(r"^TCGA-", h, re.I) for h in header[1:]))
 
 
@@ -375,7 +389,7 @@ def build_matrix(expression: str | os.PathLike | Sequence[str | os.PathLike],
         if sample_sheet is None:
             raise InputError(paths[0], "GDC STAR - Counts files need their --sample-sheet")
         summary = ExpressionSummary(source=f"GDC STAR - Counts ({value})")
-        samples = _read_star_samples(paths, Path(sample_sheet), value, summary)
+        samples = _read_star_samples(paths, Path(sample_sheet), value, summary, sample_types)
     elif _is_xena(paths[0]):
         summary = ExpressionSummary(source="UCSC Xena genes × samples matrix")
         samples = _read_xena(paths[0], value, xena_pseudocount, summary)
@@ -423,6 +437,22 @@ def write_values(path: str | os.PathLike, values: pd.DataFrame, digits: int = 7)
             out.write(f"{patient}\t" + "\t".join(f"{v:.{digits}g}" for v in row) + "\n")
 
 
+def _read_symbols(sidecar: Path) -> pd.DataFrame:
+    """The `<stem>.genes.tsv` beside a matrix: gene_id, gene_name, gene_type; ids unique."""
+    try:
+        genes = pd.read_csv(sidecar, sep="\t", dtype=str, keep_default_na=False)
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError,
+            pd.errors.EmptyDataError) as error:
+        problem = str(error).strip().splitlines()[0][:160] if str(error).strip() else type(error).__name__
+        raise InputError(sidecar, f"cannot read the gene symbols table ({problem})") from None
+    if tuple(genes.columns) != GENE_COLUMNS:
+        raise InputError(sidecar, f"the columns must be {', '.join(GENE_COLUMNS)}")
+    repeated = genes["gene_id"][genes["gene_id"].duplicated()]
+    if len(repeated):
+        raise InputError(sidecar, f"gene {repeated.iloc[0]} is listed twice")
+    return genes
+
+
 def read_matrix(path: str | os.PathLike) -> ExpressionMatrix:
     """Read a matrix written by `write_matrix` (gene names "" when the sidecar is absent)."""
     path = Path(path)
@@ -435,9 +465,7 @@ def read_matrix(path: str | os.PathLike) -> ExpressionMatrix:
     values.index.name = PATIENT_COLUMN
     sidecar = genes_path(path)
     if sidecar.is_file():
-        genes = pd.read_csv(sidecar, sep="\t", dtype=str, keep_default_na=False)
-        if tuple(genes.columns) != GENE_COLUMNS:
-            raise InputError(sidecar, f"the columns must be {', '.join(GENE_COLUMNS)}")
+        genes = _read_symbols(sidecar)
         genes = genes.set_index("gene_id")
         absent = values.columns.difference(genes.index)
         if len(absent):

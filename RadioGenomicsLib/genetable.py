@@ -8,6 +8,10 @@ from __future__ import annotations
 # genes a radiologist looks for first: listed in every report, pinned on top in Slicer
 MARKER_GENES = ("IDH1", "EGFR", "MGMT", "KRAS", "ALK", "BRAF", "CHEK2", "TP53")
 
+# genes the DICOM structured report lists by default (the highest ranked, and the markers):
+# ~11 ms a gene to build and save, a genome-wide report minutes (BENCHMARKS.md)
+SR_GENES = 1000
+
 TABLE_COLUMNS = ("rank", "gene_id", "gene_name", "predicted", "lower", "upper", "cohort_z",
                  "cohort_percentile", "validation_r", "validation_p_adj", "reliable")
 INTEGER_COLUMNS = ("rank",)

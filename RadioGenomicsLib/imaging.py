@@ -8,6 +8,7 @@ to Slicer's RAS happens only at the MRML boundary, in the Slicer module.
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +16,8 @@ import numpy as np
 import SimpleITK as sitk
 
 from RadioGenomicsLib.errors import InputError
+from RadioGenomicsLib.headers import (check_image_file, check_skipped_files, check_spacing,
+                                      regularize_series, series_geometry)
 
 MRI_CHANNELS = ("t1", "t1gd", "t2", "flair")
 CT_CHANNELS = ("ct",)
@@ -22,6 +25,12 @@ KNOWN_CHANNELS = MRI_CHANNELS + CT_CHANNELS
 
 # grids closer than this (mm, and direction cosines) are the same grid
 GRID_TOLERANCE = 1e-4
+# "1": DICOM series with uneven slice positions are regularised instead of refused
+REGULARIZE_ENV = "RADIOGENOMICS_REGULARIZE_DICOM"
+
+
+def regularize_default() -> bool:
+    return os.environ.get(REGULARIZE_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 @dataclass
@@ -45,25 +54,32 @@ class Study:
 # ---------------------------------------------------------------- reading images
 
 
-def read_image(path: str | os.PathLike, series: str | None = None) -> sitk.Image:
-    """Read a NIfTI / NRRD file or a DICOM series folder as a 3-D scalar image."""
+def read_image(path: str | os.PathLike, series: str | None = None,
+               regularize: bool | None = None) -> sitk.Image:
+    """Read a NIfTI / NRRD file or a DICOM series folder as a 3-D scalar image, its header
+    checked first (headers.py). `regularize`: resample a DICOM series with uneven slice
+    positions onto a uniform grid instead of refusing it (default: REGULARIZE_ENV)."""
     path = Path(path)
     if not path.exists():
         raise InputError(path, "no such file or folder")
     if path.is_dir():
-        image = _read_dicom_series(path, series)
+        image = _read_dicom_series(path, series,
+                                   regularize_default() if regularize is None else regularize)
     else:
+        check_image_file(path)
         try:
             image = sitk.ReadImage(str(path))
         except RuntimeError as error:
             raise InputError(path, f"cannot read as an image ({_itk_reason(error)})") from None
     _check_volume(image, path)
+    check_spacing(path, image.GetSpacing())
     return image
 
 
-def read_volume(path: str | os.PathLike, series: str | None = None) -> sitk.Image:
+def read_volume(path: str | os.PathLike, series: str | None = None,
+                regularize: bool | None = None) -> sitk.Image:
     """An intensity volume as float32, refusing NaN or infinite voxels."""
-    image = sitk.Cast(read_image(path, series), sitk.sitkFloat32)
+    image = sitk.Cast(read_image(path, series, regularize), sitk.sitkFloat32)
     values = sitk.GetArrayViewFromImage(image)
     bad = int((~np.isfinite(values)).sum()) or _nifti_non_finite(Path(path))
     if bad:
@@ -77,10 +93,13 @@ def _nifti_non_finite(path: Path) -> int:
         return 0
     import nibabel
 
-    nifti = nibabel.load(str(path))
-    if not np.issubdtype(nifti.get_data_dtype(), np.floating):
-        return 0
-    return int((~np.isfinite(np.asanyarray(nifti.dataobj))).sum())
+    try:  # the header was checked (headers.py): nibabel reads what ITK read
+        nifti = nibabel.load(str(path))
+        if not np.issubdtype(nifti.get_data_dtype(), np.floating):
+            return 0
+        return int((~np.isfinite(np.asanyarray(nifti.dataobj))).sum())
+    except Exception as error:  # nibabel raises many types (HeaderDataError, ImageFileError, ...)
+        raise InputError(path, f"cannot read as an image ({str(error)[:120]})") from None
 
 
 def _itk_reason(error: RuntimeError) -> str:
@@ -114,7 +133,11 @@ def _series_description(file: str) -> str:
     return header.GetMetaData("0008|103e").strip() if header.HasMetaDataKey("0008|103e") else ""
 
 
-def _read_dicom_series(folder: Path, series: str | None) -> sitk.Image:
+def choose_dicom_series(folder: str | os.PathLike,
+                        series: str | None = None) -> tuple[str, str, list[str]]:
+    """(SeriesInstanceUID, description, files) of the one series a folder holds, or of the
+    series chosen by UID or description."""
+    folder = Path(folder)
     found = dicom_series(folder)
     if not found:
         raise InputError(folder, "folder holds no DICOM series")
@@ -127,12 +150,36 @@ def _read_dicom_series(folder: Path, series: str | None) -> sitk.Image:
         listed = "; ".join(f"{uid} '{desc}'" for uid, desc, _ in found)
         raise InputError(folder, f"holds {len(found)} series, choose one by UID or "
                                  f"description: {listed}")
+    return found[0]
+
+
+def _read_dicom_series(folder: Path, series: str | None, regularize: bool = False) -> sitk.Image:
+    uid, _, files = choose_dicom_series(folder, series)
+    where = f"{folder} (series {uid})"
+    check_skipped_files(folder, set(files), uid)
+    geometry = series_geometry(files, where)
+    problem = geometry.problem() if len(files) > 1 else None
+    if problem and not regularize:
+        raise InputError(where, f"{problem}; refused: a volume read from it would be distorted "
+                                "(--regularize-dicom resamples it onto a uniform grid)")
+    if problem:
+        image, note = regularize_series(geometry, _read_dicom_slice)
+        print(f"note: {where}: {note}", file=sys.stderr)
+        return image
     reader = sitk.ImageSeriesReader()
-    reader.SetFileNames(found[0][2])
+    reader.SetFileNames(geometry.files)
     try:
         return reader.Execute()
     except RuntimeError as error:
         raise InputError(folder, f"cannot read the DICOM series ({_itk_reason(error)})") from None
+
+
+def _read_dicom_slice(file: str) -> np.ndarray:
+    try:
+        plane = sitk.GetArrayFromImage(sitk.ReadImage(file))
+    except RuntimeError as error:
+        raise InputError(file, f"cannot read the DICOM slice ({_itk_reason(error)})") from None
+    return plane.reshape(plane.shape[-2:]) if plane.ndim == 3 and plane.shape[0] == 1 else plane
 
 
 # ---------------------------------------------------------------- grids
@@ -200,9 +247,12 @@ def read_segmentation(path: str | os.PathLike, reference: sitk.Image, label: int
     path = Path(path)
     if path.name.lower().endswith(".seg.nrrd"):
         mask = _mask_from_seg_nrrd(path, segment)
+    elif is_dicom_seg(path):
+        mask = _mask_from_dicom_seg(path, segment)
     else:
         if segment is not None:
-            raise InputError(path, "--segment needs a Slicer .seg.nrrd; use --label for a labelmap")
+            raise InputError(path, "--segment needs a Slicer .seg.nrrd or a DICOM SEG; use "
+                                   "--label for a labelmap")
         mask = _mask_from_labelmap(read_image(path), path, label)
     mask = resample_onto(mask, reference, sitk.sitkNearestNeighbor, path)
     if not sitk.GetArrayViewFromImage(mask).any():
@@ -212,6 +262,8 @@ def read_segmentation(path: str | os.PathLike, reference: sitk.Image, label: int
 
 
 def _mask_from_labelmap(labels: sitk.Image, path: Path, label: int | None) -> sitk.Image:
+    if label is not None and not 0 < label < 2**31:
+        raise InputError(path, f"label {label}: expected a label value from 1 to {2**31 - 1}")
     values = sitk.GetArrayViewFromImage(labels)
     present = np.unique(values)
     present = present[present != 0]
@@ -227,9 +279,52 @@ def _mask_from_labelmap(labels: sitk.Image, path: Path, label: int | None) -> si
     return sitk.Cast(mask, sitk.sitkUInt8)
 
 
+SEGMENTATION_STORAGE = "1.2.840.10008.5.1.4.1.1.66.4"
+
+
+def is_dicom_seg(path: Path) -> bool:
+    """A DICOM Part 10 file of the Segmentation Storage SOP class."""
+    if not path.is_file():
+        return False
+    with open(path, "rb") as file:
+        if file.read(132)[128:] != b"DICM":
+            return False
+    import pydicom
+
+    header = pydicom.dcmread(path, stop_before_pixels=True, specific_tags=["SOPClassUID"])
+    return header.get("SOPClassUID") == SEGMENTATION_STORAGE
+
+
+def _mask_from_dicom_seg(path: Path, segment: str | None) -> sitk.Image:
+    """The union of a DICOM SEG's segments (or the one labelled `segment`) in LPS."""
+    import highdicom as hd
+
+    try:
+        seg = hd.seg.segread(path)
+    except Exception as error:  # highdicom raises plain exceptions for broken files
+        raise InputError(path, f"cannot read as a DICOM SEG ({error})") from None
+    labels = {int(item.SegmentNumber): str(item.SegmentLabel) for item in seg.SegmentSequence}
+    if segment is not None and segment not in labels.values():
+        raise InputError(path, f"no segment labelled {segment!r} (segments: "
+                               f"{', '.join(labels.values())})")
+    numbers = [n for n, label in labels.items() if segment in (None, label)]
+    try:
+        volume = seg.get_volume(segment_numbers=numbers, combine_segments=True, relabel=True,
+                                skip_overlap_checks=True)
+    except (ValueError, RuntimeError) as error:
+        raise InputError(path, f"its frames do not form a volume ({error})") from None
+    mask = sitk.Cast(volume.to_simpleitk() > 0, sitk.sitkUInt8)
+    if not sitk.GetArrayViewFromImage(mask).any():
+        raise InputError(path, f"segment {', '.join(labels[n] for n in numbers)} is empty")
+    return mask
+
+
 def _mask_from_seg_nrrd(path: Path, segment: str | None) -> sitk.Image:
     import slicerio
 
+    if not path.is_file():
+        raise InputError(path, "no such file")
+    check_image_file(path)
     try:
         segmentation = slicerio.read_segmentation(str(path))
     except Exception as error:  # slicerio raises plain exceptions for broken files
@@ -283,13 +378,17 @@ def load_study(images: dict[str, str | os.PathLike], segmentation: str | os.Path
                label: int | None = None, segment: str | None = None,
                brain_mask: str | os.PathLike | None = None,
                channels: tuple[str, ...] | None = None,
-               series: dict[str, str] | None = None) -> Study:
-    """Read every channel and the tumour, resampled onto the first channel's grid."""
+               series: dict[str, str] | None = None,
+               regularize_dicom: bool | None = None) -> Study:
+    """Read every channel and the tumour, resampled onto the first channel's grid.
+
+    regularize_dicom: resample DICOM series with uneven slice positions onto a uniform
+    grid (reported on stderr) instead of refusing them; default REGULARIZE_ENV."""
     order = order_channels(list(images), channels)
     series = series or {}
     volumes: dict[str, sitk.Image] = {}
     for name in order:
-        volume = read_volume(images[name], series.get(name))
+        volume = read_volume(images[name], series.get(name), regularize_dicom)
         if volumes:
             volume = resample_onto(volume, next(iter(volumes.values())), sitk.sitkLinear,
                                    images[name])

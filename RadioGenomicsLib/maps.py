@@ -9,6 +9,7 @@ CT or MRI slices get a value too. Voxels outside every slab stay zero.
 
 from __future__ import annotations
 
+import errno
 import os
 
 import numpy as np
@@ -92,4 +93,9 @@ def write_volume(image: sitk.Image, path: str | os.PathLike) -> None:
     if not os.fspath(path).lower().endswith(VOLUME_SUFFIXES):
         raise InputError(path, f"unknown volume format; use one of {', '.join(VOLUME_SUFFIXES)}")
     with atomic_path(path) as tmp:
-        sitk.WriteImage(image, str(tmp), useCompression=True)
+        try:
+            sitk.WriteImage(image, str(tmp), useCompression=True)
+        except RuntimeError as error:  # ITK's word for a full disk or a folder it cannot write
+            reason = [line for line in str(error).splitlines() if line.strip()][-1:] or ["?"]
+            raise OSError(errno.EIO, f"cannot write the volume ({reason[0].strip()[:160]})",
+                          os.fspath(path)) from None

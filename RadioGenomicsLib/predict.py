@@ -124,8 +124,13 @@ def check_bundle_fits(bundle: "Bundle", slices: "Slices") -> None:
 
 
 def ensure_writable_folder(path: str | os.PathLike) -> Path:
+    """A folder `predict` fills file by file (each file atomic); its marker says it is
+    predict's own, so that a later predict may write into it again."""
+    from RadioGenomicsLib.outputs import mark_complete
+
     folder = Path(path)
     if folder.exists() and not folder.is_dir():
         raise InputError(folder, "exists and is not a folder")
     folder.mkdir(parents=True, exist_ok=True)
+    mark_complete(folder, "predict")
     return folder

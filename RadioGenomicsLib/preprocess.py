@@ -22,6 +22,13 @@ from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.imaging import Study, resample_isotropic
 
 REGIONS = ("auto", "brain", "body", "none")
+SLICE_CHOICES = ("largest", "spread")
+# what the mask says of a tumour's size and extent, for a model with `geometry` on:
+# log mm per crop pixel (the crops are rescaled to the tumour, so their scale is lost
+# otherwise), log(1 + mean tumour area in mm2 of the model's slices), log(1 + tumour
+# slices in the study at the model's spacing), log(1 + tumour volume in ml)
+GEOMETRY_FEATURES = ("log_mm_per_pixel", "log1p_area_mm2", "log1p_tumour_slices",
+                     "log1p_volume_ml")
 
 
 @dataclass(frozen=True)
@@ -34,6 +41,8 @@ class PreprocessSettings:
     zscore: bool = True
     min_tumour_area_mm2: float = 20.0  # slices with less tumour are not used
     max_slices: int = 32
+    # which tumour slices: the "largest" (the paper) or "spread" evenly across the lesion
+    slice_choice: str = "largest"
     margin_mm: float = 10.0  # around the tumour's box, on every side
     min_crop_mm: float = 40.0  # small tumours are not blown up beyond this field of view
     size: int = 224
@@ -41,6 +50,9 @@ class PreprocessSettings:
     def __post_init__(self) -> None:
         if self.region not in REGIONS:
             raise InputError(None, f"region {self.region!r}: choose one of {', '.join(REGIONS)}")
+        if self.slice_choice not in SLICE_CHOICES:
+            raise InputError(None, f"slice_choice {self.slice_choice!r}: choose one of "
+                                   f"{', '.join(SLICE_CHOICES)}")
         if self.size < 16 or self.max_slices < 1 or self.spacing_mm < 0:
             raise InputError(None, "preprocessing settings out of range "
                                    f"(size {self.size}, max_slices {self.max_slices}, "
@@ -50,11 +62,17 @@ class PreprocessSettings:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, values: dict) -> PreprocessSettings:
+    def from_dict(cls, values: dict, source: str | os.PathLike | None = None) -> PreprocessSettings:
+        """Settings checked against schemas.PREPROCESSING; `source` names the file in errors."""
+        from RadioGenomicsLib.schemas import PREPROCESSING, validate
+
+        if not isinstance(values, dict):
+            raise InputError(source, "preprocessing settings must be a JSON object")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
-            raise InputError(None, f"unknown preprocessing setting {unknown[0]!r}")
+            raise InputError(source, f"unknown preprocessing setting {unknown[0]!r}")
+        validate(values, PREPROCESSING, source, prefix="preprocessing")
         return cls(**values)
 
 
@@ -71,6 +89,15 @@ class Slices:
     reference: dict  # the study's own grid: size, origin, spacing, direction
     settings: dict = field(default_factory=dict)
     region: str = ""  # what intensities were normalised in, for the record
+    tumour_slices: int = 0  # slices of the study (at the model's spacing) holding tumour
+    tumour_volume_ml: float = 0.0
+
+    def geometry(self) -> np.ndarray:
+        """The GEOMETRY_FEATURES of this tumour (float32)."""
+        mm_per_pixel = np.linalg.norm(self.pixel_to_lps[:, :3, 0], axis=1).mean()
+        return np.array([np.log(mm_per_pixel), np.log1p(self.tumour_area_mm2.mean()),
+                         np.log1p(self.tumour_slices), np.log1p(self.tumour_volume_ml)],
+                        dtype=np.float32)
 
     def to_lps(self, index: int, column: float, row: float) -> np.ndarray:
         """LPS mm of a (continuous) pixel position in slice `index`."""
@@ -90,7 +117,8 @@ class Slices:
                     thickness_mm=np.float64(self.thickness_mm),
                     channels=np.array(self.channels), meta=np.array(json.dumps(
                         {"reference": self.reference, "settings": self.settings,
-                         "region": self.region})))
+                         "region": self.region, "tumour_slices": self.tumour_slices,
+                         "tumour_volume_ml": self.tumour_volume_ml})))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Slices:
@@ -100,7 +128,8 @@ class Slices:
                 return cls(data["images"], data["tumour"], data["pixel_to_lps"],
                            data["tumour_area_mm2"], float(data["thickness_mm"]),
                            tuple(str(c) for c in data["channels"]), meta["reference"],
-                           meta["settings"], meta["region"])
+                           meta["settings"], meta["region"], int(meta.get("tumour_slices", 0)),
+                           float(meta.get("tumour_volume_ml", 0.0)))
         except (OSError, KeyError, ValueError) as error:
             raise InputError(path, f"not a slices file written by preprocess ({error})") from None
 
@@ -176,6 +205,12 @@ def choose_slices(tumour: np.ndarray, axis_zyx: int, pixel_area_mm2: float,
     candidates = np.flatnonzero(areas >= settings.min_tumour_area_mm2)
     if candidates.size == 0:  # a tiny tumour: still use its largest slice
         candidates = np.array([int(np.argmax(areas))])
+    if settings.slice_choice == "spread" and candidates.size > settings.max_slices:
+        # evenly across the lesion, from one end to the other, in position order
+        picks = np.unique(np.round(np.linspace(0, candidates.size - 1, settings.max_slices)))
+        return candidates[picks.astype(int)].tolist()
+    if settings.slice_choice == "spread":
+        return candidates.tolist()
     ranked = candidates[np.argsort(-areas[candidates], kind="stable")]
     return ranked[: settings.max_slices].tolist()
 
@@ -249,7 +284,9 @@ def preprocess(study: Study, settings: PreprocessSettings | None = None) -> Slic
         tumours.append(_sample(tumour, grid, nearest))
         affines.append(pixel_to_lps(grid))
         areas.append(in_plane.sum() * float(np.prod(spacing[plane])))
+    other = tuple(a for a in range(3) if a != 2 - axis)
     return Slices(np.asarray(images, np.float32), np.asarray(tumours, np.uint8),
                   np.asarray(affines), np.asarray(areas, float), float(spacing[axis]),
                   tuple(study.channels), grid_of(study.reference), settings.to_dict(),
-                  region_note)
+                  region_note, int(tumour_zyx.any(axis=other).sum()),
+                  float(tumour_zyx.sum() * np.prod(spacing) / 1000.0))

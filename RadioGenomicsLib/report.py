@@ -1,12 +1,18 @@
 """The evaluation report: per-gene statistics, a summary, the out-of-fold predictions, Figure 2.
 
 A report folder holds
-- `summary.json`: patients, genes, folds, significant_genes_0.05, significant_genes_0.01,
-  pearson_mean, pearson_median, pearson_min, pearson_max, genes_without_r, alpha, markers
-  ({symbol: r}) and per_fold (one dict of the same numbers per fold, with its label);
-- `gene_stats.tsv`: gene_id, gene_name, pearson_r, p_value, p_adj, significant (one row per
-  gene, in the tables' column order; significant at the report's alpha);
+- `summary.json`: patients, genes, folds, significant_genes_0.05, significant_genes_0.01
+  (Holm-Sidak), fdr_significant_genes_0.05 (Benjamini-Hochberg), pearson_mean,
+  pearson_median, pearson_min, pearson_max, genes_r_above_0.4, best_decile_median_r (these
+  two do not grow with n), genes_without_r, alpha, markers ({symbol: r}), with folds
+  genes_beating_mean_predictor, and per_fold (one dict of the same numbers per fold);
+- `gene_stats.tsv`: gene_id, gene_name, pearson_r, p_value, p_adj, significant, q_bh,
+  beats_mean (one row per gene, in the tables' column order; significant at the report's
+  alpha; beats_mean: out-of-fold squared error below the mean predictor's, empty without
+  folds);
 - `oof_predictions.tsv`: the predictions, patients x genes, first column patient_id;
+- `measured.tsv`: the measured values they were judged against, same layout (so that
+  `radiogenomics compare` can test two reports gene by gene);
 - `pearson_hist.png`: the distribution of per-gene r with its minimum, mean and maximum
   marked and the significant genes counted (the paper's Figure 2).
 The folder appears whole or not at all.
@@ -17,6 +23,7 @@ from __future__ import annotations
 import json
 import os
 import sys
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import TextIO
 
@@ -27,14 +34,21 @@ from matplotlib.figure import Figure
 from RadioGenomicsLib.expression import write_values
 from RadioGenomicsLib.genetable import MARKER_GENES
 from RadioGenomicsLib.atomic import atomic_path
-from RadioGenomicsLib.stats import (ALPHAS, fold_statistics, gene_statistics, significant_key,
-                                    summarize)
+from RadioGenomicsLib.outputs import mark_complete
+from RadioGenomicsLib.stats import (ALPHAS, beats_mean_predictor, fold_statistics,
+                                    gene_statistics, significant_key, summarize)
 
 SUMMARY_FILE = "summary.json"
 GENE_STATS_FILE = "gene_stats.tsv"
 PREDICTIONS_FILE = "oof_predictions.tsv"
+MEASURED_FILE = "measured.tsv"
 FIGURE_FILE = "pearson_hist.png"
-GENE_STATS_COLUMNS = ("gene_id", "gene_name", "pearson_r", "p_value", "p_adj", "significant")
+GENE_STATS_COLUMNS = ("gene_id", "gene_name", "pearson_r", "p_value", "p_adj", "significant",
+                      "q_bh", "beats_mean")
+# why genes that cannot be predicted lean to negative r under cross-validation
+NEGATIVE_LEAN = ("Genes the model cannot predict lean to negative r: their out-of-fold "
+                 "predictions stay near the training folds' mean, which is lower when the "
+                 "held-out patients' values are higher, since it leaves them out.")
 
 
 def marker_correlations(stats: pd.DataFrame, markers: Sequence[str]) -> dict[str, float | None]:
@@ -97,6 +111,13 @@ def plot_pearson_histogram(pearson_r: np.ndarray, significant: np.ndarray, summa
         axes.set_xlim(-1.0, 1.0)
         axes.text(1.01, 1.0, f"{heading}\n\nno gene has a defined r", transform=axes.transAxes,
                   va="top", fontsize=8.5)
+    if defined.any() and summary.get("folds"):
+        axes.axvline(0.0, color="#777777", linewidth=0.8)
+        axes.annotate("null genes lean < 0\n(see the note)", xy=(0.0, 0.0),
+                      xycoords=("data", "axes fraction"), xytext=(-6, 8),
+                      textcoords="offset points", ha="right", fontsize=7.5, color="#555555")
+        axes.text(1.01, 0.0, textwrap.fill(NEGATIVE_LEAN, 40), transform=axes.transAxes,
+                  va="bottom", fontsize=7.5, color="#555555")
     axes.set_xlabel("Pearson r, predicted vs measured expression (per gene, across patients)")
     axes.set_ylabel("genes")
     axes.set_title("Per-gene correlation of the predictions")
@@ -107,11 +128,13 @@ def plot_pearson_histogram(pearson_r: np.ndarray, significant: np.ndarray, summa
 def write_report(out_dir: str | os.PathLike, predictions: pd.DataFrame, truth: pd.DataFrame,
                  gene_names: Mapping[str, str] | None = None, folds: pd.Series | None = None,
                  alpha: float = 0.05, markers: Sequence[str] = MARKER_GENES,
-                 names: Sequence[str] = ("predictions", "truth", "folds")) -> dict:
+                 names: Sequence[str] = ("predictions", "truth", "folds"),
+                 command: str | None = "evaluate") -> dict:
     """Evaluate `predictions` against `truth` (patients x genes, indexed by patient id) into `out_dir`.
 
     gene_names: gene id -> symbol ("" for ids it lacks); folds: patient id -> fold label, for
-    the per-fold statistics; names: how error messages call the two tables and the folds.
+    the per-fold statistics; names: how error messages call the two tables and the folds;
+    command: whose complete output the folder is (None inside another command's output).
     Everything is checked before anything is written. Returns the summary dict.
     """
     stats = gene_statistics(predictions, truth, alpha, names[:2])
@@ -119,15 +142,25 @@ def write_report(out_dir: str | os.PathLike, predictions: pd.DataFrame, truth: p
     fold_sizes = {} if folds is None else folds.value_counts().to_dict()
     symbols = dict(gene_names or {})
     stats.insert(0, "gene_name", [symbols.get(gene, "") for gene in stats.index])
+    stats["beats_mean"] = pd.Series(pd.NA, index=stats.index, dtype="boolean")
     summary = _summary(stats, len(predictions), per_fold, fold_sizes, alpha, markers)
+    if folds is not None:
+        beats = beats_mean_predictor(predictions, truth.loc[predictions.index,
+                                                            predictions.columns], folds)
+        stats["beats_mean"] = beats.reindex(stats.index).astype("boolean")
+        summary["genes_beating_mean_predictor"] = int(beats.sum())
     with atomic_path(out_dir) as folder:
         folder.mkdir()
         stats.reset_index().loc[:, list(GENE_STATS_COLUMNS)].to_csv(
             folder / GENE_STATS_FILE, sep="\t", index=False, lineterminator="\n")
         write_values(folder / PREDICTIONS_FILE, predictions, digits=6)
+        write_values(folder / MEASURED_FILE, truth.loc[predictions.index, predictions.columns],
+                     digits=6)
         plot_pearson_histogram(stats["pearson_r"].to_numpy(), stats["significant"].to_numpy(),
                                summary, folder / FIGURE_FILE)
         (folder / SUMMARY_FILE).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+        if command:
+            mark_complete(folder, command)
     return summary
 
 
@@ -147,8 +180,14 @@ def print_summary(summary: Mapping, file: TextIO | None = None) -> None:
 
     folds = f", {summary['folds']} folds" if summary["folds"] else ""
     lines = [f"{summary['patients']:,} patients, {summary['genes']:,} genes{folds}",
-             f"significant genes (Holm-Sidak, r > 0): {counts(summary)}",
-             f"Pearson r: {spread(summary)}"]
+             f"significant genes (Holm-Sidak, r > 0): {counts(summary)}"]
+    if "fdr_significant_genes_0.05" in summary:
+        lines.append(f"  Benjamini-Hochberg q < 0.05, r > 0: {summary['fdr_significant_genes_0.05']:,};"
+                     f" genes with r > 0.4: {summary.get('genes_r_above_0.4', 0):,}")
+    lines.append(f"Pearson r: {spread(summary)}")
+    if "genes_beating_mean_predictor" in summary:
+        lines.append(f"genes predicted better than by the training patients' mean: "
+                     f"{summary['genes_beating_mean_predictor']:,}")
     if summary["genes_without_r"]:
         lines.append(f"{summary['genes_without_r']:,} genes without a defined r "
                      "(constant or missing values): never significant")
@@ -156,5 +195,7 @@ def print_summary(summary: Mapping, file: TextIO | None = None) -> None:
               for fold in summary["per_fold"]]
     lines.append("markers: " + ", ".join(
         f"{symbol} {'n/a' if r is None else f'{r:.3f}'}" for symbol, r in summary["markers"].items()))
+    if summary["folds"]:
+        lines.append(NEGATIVE_LEAN)
     print("\n".join(lines), file=file)
 

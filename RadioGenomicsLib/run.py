@@ -32,6 +32,7 @@ import SimpleITK as sitk
 
 from RadioGenomicsLib import __version__
 from RadioGenomicsLib.atomic import atomic_path
+from RadioGenomicsLib.outputs import mark_complete
 from RadioGenomicsLib.errors import InputError, read_json_object
 from RadioGenomicsLib.hashing import sha256_of_input
 from RadioGenomicsLib.progress import progress
@@ -83,16 +84,19 @@ class StudyInputs:
 
 class FoldRunner(Protocol):
     """One fold model: slices (S, C, H, W) -> tokens (S, T, hidden) float32 and gene
-    values (genes,). Another runtime plugs in by giving the same method."""
+    values (genes,); a model with geometry also takes the tumour's geometry values.
+    Another runtime plugs in by giving the same method."""
 
-    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]: ...
+    def run(self, images: np.ndarray, geometry: np.ndarray | None = None
+            ) -> tuple[np.ndarray, np.ndarray]: ...
 
 
 class TorchFoldRunner:
     def __init__(self, bundle: "Bundle", fold: int, device):
         self.model, self.device = bundle.model(fold, device), device
 
-    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, images: np.ndarray, geometry: np.ndarray | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
         from RadioGenomicsLib.model.predictor import slices_per_pass
@@ -103,7 +107,8 @@ class TorchFoldRunner:
             with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
                                 enabled=self.device.type == "cuda"):
                 tokens = self.model.encode(x, mask, slices_per_pass(self.device))
-            values = self.model.predict_genes(tokens, mask)
+            shape = None if geometry is None else torch.from_numpy(geometry)[None].to(self.device)
+            values = self.model.predict_genes(tokens, mask, shape)
         return tokens[0].float().cpu().numpy(), values[0].float().cpu().numpy()
 
 
@@ -242,7 +247,8 @@ def predict_study(bundle: "Bundle", inputs: StudyInputs, run_dir: str | os.PathL
     tokens, values = {}, []
     for fold, runner in zip(fold_indices, progress(chosen, "fold models", total=len(fold_indices),
                                                    disable=len(fold_indices) == 1)):
-        fold_tokens, fold_values = runner.run(slices.images)
+        fold_tokens, fold_values = (runner.run(slices.images, slices.geometry())
+                                    if bundle.config.geometry else runner.run(slices.images))
         tokens[f"fold_{fold}"] = fold_tokens.astype(np.float16)
         values.append(fold_values)
     if len(values) != len(fold_indices):
@@ -262,6 +268,7 @@ def predict_study(bundle: "Bundle", inputs: StudyInputs, run_dir: str | os.PathL
                      "fold_indices": fold_indices, "preprocessing": slices.settings,
                      "token_dtype": "float16"},
         "slices": int(len(slices.images)), "grid": int(bundle.config.grid_size),
+        "geometry": [float(v) for v in slices.geometry()],
         "genes": int(len(table)), "timings": timings,
     }
     _write_run(run_dir, info, table, slices, study.tumour, tokens, write_table, lap, mark)
@@ -283,6 +290,7 @@ def _write_run(run_dir: Path, info: dict, table, slices, tumour: sitk.Image,
         lap("write_s", mark)
         info["timings"]["total_s"] = round(sum(info["timings"].values()), 3)
         (tmp / RUN_FILE).write_text(json.dumps(info, indent=2) + "\n", encoding="utf-8")
+        mark_complete(tmp, "predict")  # last: outputs.py lets a later predict replace it
 
 
 def open_run(path: str | os.PathLike, bundle: "Bundle | None" = None) -> tuple[PredictionRun, "Bundle"]:
@@ -311,16 +319,26 @@ def open_run(path: str | os.PathLike, bundle: "Bundle | None" = None) -> tuple[P
     return PredictionRun(path, info), bundle
 
 
-def head_rows(bundle: "Bundle", fold: int, genes: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+def head_rows(bundle: "Bundle", fold: int, genes: Sequence[int],
+              geometry: Sequence[float] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The gene layer's weights (n, hidden) and biases (n,) of `genes` in one fold model,
-    read from its safetensors file without loading the rest."""
+    read from its safetensors file without loading the rest; for a model with geometry
+    the bias holds the share of the tumour's `geometry` too (the same on every token)."""
     from safetensors import safe_open
 
     bundle.verify(fold)
     with safe_open(str(bundle.weight_path(fold)), framework="numpy") as file:
         weight, bias = file.get_slice("head.conv.weight"), file.get_slice("head.conv.bias")
         rows = np.stack([weight[g:g + 1][0, :, 0] for g in genes]).astype(np.float32)
-        return rows, np.array([bias[g:g + 1][0] for g in genes], dtype=np.float32)
+        biases = np.array([bias[g:g + 1][0] for g in genes], dtype=np.float32)
+        if bundle.config.geometry:
+            if geometry is None:
+                raise ValueError("a model with geometry needs the tumour's geometry values")
+            shares = file.get_slice("head.geometry.weight")
+            standardised = ((np.asarray(geometry, np.float32) - file.get_tensor("geometry_mean"))
+                            / file.get_tensor("geometry_std"))
+            biases += np.stack([shares[g:g + 1][0] for g in genes]) @ standardised
+        return rows, biases
 
 
 def token_maps(run: PredictionRun, bundle: "Bundle", genes: Sequence[int]) -> np.ndarray:
@@ -328,12 +346,44 @@ def token_maps(run: PredictionRun, bundle: "Bundle", genes: Sequence[int]) -> np
     grid = int(run.info["grid"])
     total = None
     for fold in run.folds:
-        weight, bias = head_rows(bundle, fold, genes)
+        weight, bias = head_rows(bundle, fold, genes, run.info.get("geometry"))
         tokens = run.tokens(fold).astype(np.float32)  # (S, T, hidden)
         values = tokens @ weight.T + bias  # (S, T, n)
         total = values if total is None else total + values
     mean = total / len(run.folds)
     return np.moveaxis(mean, -1, 0).reshape(len(genes), len(mean), grid, grid)
+
+
+def _attention_weights(bundle: "Bundle", fold: int, tokens: np.ndarray) -> np.ndarray:
+    """(S, T, hidden) tokens -> (S, T) gated-attention weights of one fold model (summing
+    to 1 over the patient's tokens), from its safetensors file."""
+    from safetensors import safe_open
+
+    bundle.verify(fold)
+    with safe_open(str(bundle.weight_path(fold)), framework="numpy") as file:
+        part = {name: file.get_tensor(f"attention.{name}").astype(np.float32) for name in
+                ("value.weight", "value.bias", "gate.weight", "gate.bias", "score.weight",
+                 "score.bias")}
+    flat = tokens.reshape(-1, tokens.shape[-1]).astype(np.float32)
+    value = np.tanh(flat @ part["value.weight"].T + part["value.bias"])
+    gate = 1.0 / (1.0 + np.exp(-(flat @ part["gate.weight"].T + part["gate.bias"])))
+    logits = (value * gate) @ part["score.weight"][0] + part["score.bias"][0]
+    weights = np.exp(logits - logits.max())
+    return (weights / weights.sum()).reshape(tokens.shape[:2])
+
+
+def attention_map(run: PredictionRun, bundle: "Bundle") -> sitk.Image:
+    """Where an attention-pooling model looked: each token's attention weight (mean over
+    the fold models), carried onto the study's grid."""
+    from RadioGenomicsLib.maps import values_to_volume
+
+    if bundle.config.pooling != "attention":
+        raise InputError(bundle.path, f"the model pools its tokens by {bundle.config.pooling}, "
+                                      "not attention: it has no attention map")
+    grid = int(run.info["grid"])
+    weights = np.mean([_attention_weights(bundle, fold, run.tokens(fold)) for fold in run.folds],
+                      axis=0)
+    return values_to_volume(weights.reshape(len(weights), grid, grid), run.slices)
 
 
 def run_maps(run: PredictionRun, bundle: "Bundle", genes: Sequence[str]) -> dict[str, sitk.Image]:

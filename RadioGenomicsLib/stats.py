@@ -7,7 +7,10 @@ Per gene: Pearson r and the two-sided p from the t distribution with n - 2 degre
 freedom, for all genes at once; Holm-Sidak across genes (statsmodels). A gene is
 significant when its adjusted p < alpha and r > 0. A gene whose r is undefined (a constant
 column, a missing value) gets r = p = NaN, stays out of the Holm-Sidak family and is never
-significant.
+significant. Beside Holm-Sidak: Benjamini-Hochberg q-values, measures that do not depend on
+the number of patients (genes with r > 0.4, the median r of the best decile), Steiger's test
+of two methods' correlations with the same truth, and a comparison with the predictor that
+knows only the training patients' mean.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-from scipy import special
+from scipy import special, stats as distributions
 from statsmodels.stats.multitest import multipletests
 
 from RadioGenomicsLib.errors import InputError
@@ -59,6 +62,31 @@ def holm_sidak(p_values: np.ndarray) -> np.ndarray:
     if defined.any():
         adjusted[defined] = multipletests(p_values[defined], method="holm-sidak")[1]
     return adjusted
+
+
+def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
+    """Benjamini-Hochberg q-values (false discovery rate); NaN p-values stay NaN."""
+    p_values = np.asarray(p_values, dtype=np.float64)
+    adjusted = np.full(p_values.shape, np.nan)
+    defined = ~np.isnan(p_values)
+    if defined.any():
+        adjusted[defined] = multipletests(p_values[defined], method="fdr_bh")[1]
+    return adjusted
+
+
+def steiger_test(r_a: np.ndarray, r_b: np.ndarray, r_ab: np.ndarray, n: int
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """Steiger's (1980) z and two-sided p for r_a = corr(A, truth) vs r_b = corr(B, truth)
+    measured on the same n patients, r_ab = corr(A, B): two dependent correlations with
+    the truth in common (Fisher z, pooled r in the covariance term)."""
+    r_a, r_b, r_ab = (np.clip(np.asarray(v, np.float64), -0.999999, 0.999999)
+                      for v in (r_a, r_b, r_ab))
+    mean = (r_a + r_b) / 2
+    psi = r_ab * (1 - 2 * mean**2) - 0.5 * mean**2 * (1 - 2 * mean**2 - r_ab**2)
+    covariance = psi / (1 - mean**2) ** 2
+    with np.errstate(invalid="ignore", divide="ignore"):
+        z = (np.arctanh(r_a) - np.arctanh(r_b)) * np.sqrt(n - 3) / np.sqrt(2 - 2 * covariance)
+    return z, 2 * distributions.norm.sf(np.abs(z))
 
 
 def _first_five(labels: Sequence) -> str:
@@ -147,13 +175,55 @@ def check_folds(folds: pd.Series, patients: pd.Index, name: str = "folds") -> pd
 
 def gene_statistics(predictions: pd.DataFrame, truth: pd.DataFrame, alpha: float = 0.05,
                     names: Sequence[str] = ("predictions", "truth")) -> pd.DataFrame:
-    """Per gene (index `gene_id`, in the predictions' column order): pearson_r, p_value, p_adj, significant."""
+    """Per gene (index `gene_id`, in the predictions' column order): pearson_r, p_value,
+    p_adj (Holm-Sidak), significant (p_adj < alpha, r > 0), q_bh (Benjamini-Hochberg)."""
     predictions, truth = check_tables(predictions, truth, names)
     r, p = pearson_columns(predictions.to_numpy(), truth.to_numpy())
     p_adj = holm_sidak(p)
     return pd.DataFrame({"pearson_r": r, "p_value": p, "p_adj": p_adj,
-                         "significant": (p_adj < alpha) & (r > 0)},
+                         "significant": (p_adj < alpha) & (r > 0), "q_bh": benjamini_hochberg(p)},
                         index=pd.Index(predictions.columns, name="gene_id"))
+
+
+def mean_predictor(truth: pd.DataFrame, folds: pd.Series) -> pd.DataFrame:
+    """Each patient predicted by the mean of the other folds' patients (SEQUOIA's control):
+    what a model that learned nothing from the images would do at best."""
+    folds = check_folds(folds, truth.index)
+    predicted = pd.DataFrame(np.nan, index=truth.index, columns=truth.columns)
+    for label in folds.unique():
+        held_out = (folds == label).to_numpy()
+        predicted.loc[held_out] = truth.loc[~held_out].mean(axis=0).to_numpy()
+    return predicted
+
+
+def beats_mean_predictor(predictions: pd.DataFrame, truth: pd.DataFrame,
+                         folds: pd.Series) -> pd.Series:
+    """Per gene: the out-of-fold squared error is lower than the mean predictor's."""
+    predictions, truth = check_tables(predictions, truth)
+    baseline = mean_predictor(truth, folds)
+    ours = ((predictions - truth) ** 2).mean(axis=0)
+    theirs = ((baseline - truth) ** 2).mean(axis=0)
+    return ours < theirs
+
+
+def compare_methods(a: pd.DataFrame, b: pd.DataFrame, truth: pd.DataFrame,
+                    alpha: float = 0.05, names: Sequence[str] = ("A", "B", "truth")
+                    ) -> pd.DataFrame:
+    """Per gene, two methods' predictions of the same patients against the same truth:
+    r_a, r_b, r_ab, Steiger's z and p, its Benjamini-Hochberg q, and `better` ("A", "B" or
+    "" when q >= alpha)."""
+    a, truth = check_tables(a, truth, (names[0], names[2]))
+    b, _ = check_tables(b, truth, (names[1], names[2]))
+    b = b.loc[a.index, a.columns]
+    r_a, _ = pearson_columns(a.to_numpy(), truth.to_numpy())
+    r_b, _ = pearson_columns(b.to_numpy(), truth.to_numpy())
+    r_ab, _ = pearson_columns(a.to_numpy(), b.to_numpy())
+    z, p = steiger_test(r_a, r_b, np.nan_to_num(r_ab), len(a))
+    q = benjamini_hochberg(p)
+    better = np.where(q < alpha, np.where(z > 0, names[0], names[1]), "")
+    return pd.DataFrame({"r_a": r_a, "r_b": r_b, "r_ab": r_ab, "steiger_z": z, "p_value": p,
+                         "q_bh": q, "better": better},
+                        index=pd.Index(a.columns, name="gene_id"))
 
 
 def count_significant(stats: pd.DataFrame, alpha: float) -> int:
@@ -181,8 +251,14 @@ def summarize(stats: pd.DataFrame, patients: int, alphas: Sequence[float] = ALPH
                      "genes_without_r": int(len(r) - defined.size)}
     for alpha in sorted(set(alphas), reverse=True):
         summary[significant_key(alpha)] = count_significant(stats, alpha)
+    if "q_bh" in stats:
+        summary["fdr_significant_genes_0.05"] = int(((stats["q_bh"] < 0.05)
+                                                     & (stats["pearson_r"] > 0)).sum())
     summary.update(pearson_mean=of_r(np.mean), pearson_median=of_r(np.median),
                    pearson_min=of_r(np.min), pearson_max=of_r(np.max))
+    # measures that do not grow with the number of patients
+    summary["genes_r_above_0.4"] = int((defined > 0.4).sum())
+    summary["best_decile_median_r"] = of_r(lambda r: np.median(np.sort(r)[-max(1, len(r) // 10):]))
     return summary
 
 

@@ -54,6 +54,34 @@ SOURCES = (
 )
 
 
+# Debian programs the tests run: (program on PATH or file, package)
+PROGRAMS = (
+    ("dciodvfy", "dicom3tools"),  # validates every DICOM object the export writes
+    ("Orthanc", "orthanc"),  # a real PACS for the DICOMweb tests
+    ("/usr/share/orthanc/plugins/libOrthancDicomWeb.so", "orthanc-dicomweb"),
+)
+
+
+def _present(program: str) -> bool:
+    return Path(program).exists() if program.startswith("/") else shutil.which(program) is not None
+
+
+def install_programs() -> None:
+    """apt-get install the Debian packages of PROGRAMS that are missing (CI runs as root)."""
+    missing = [package for program, package in PROGRAMS if not _present(program)]
+    if not missing:
+        return
+    if os.geteuid() != 0:
+        raise SystemExit(f"fetch_data: the tests need Debian packages {' '.join(missing)}; "
+                         f"run as root or: sudo apt-get install -y {' '.join(missing)}")
+    subprocess.run(["apt-get", "update", "-q"], check=True, capture_output=True)
+    # where the packaged Orthanc service starts too, it keeps its own ports (4242, 8042):
+    # the tests start their own Orthanc on free loopback ports
+    subprocess.run(["apt-get", "install", "-y", "-q", *missing], check=True,
+                   env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"}, capture_output=True)
+    print(f"Debian packages installed: {' '.join(missing)}")
+
+
 def _pip_sdist(requirement: str, into: Path) -> Path:
     name = requirement.split("==")[0]
     subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
@@ -116,6 +144,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--list", action="store_true", help="print where each source lies")
     args = parser.parse_args()
+    if not args.list:
+        install_programs()
     for source in SOURCES:
         if args.list:
             print(f"{source.name}\t{source.folder}")

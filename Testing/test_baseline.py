@@ -228,7 +228,7 @@ def test_a_folder_that_is_no_earlier_baseline_is_never_replaced(cohort, run_cli,
     out.mkdir()
     (out / "notes.txt").write_text("keep me")
     code, _, err = _run(run_cli, cohort, out)
-    assert code == 2 and "no earlier baseline" in err
+    assert code == 2 and "no complete earlier output" in err
     assert (out / "notes.txt").read_text() == "keep me"
 
 
@@ -249,3 +249,24 @@ def test_ridge_drops_constant_features_and_shrinks_noise_genes_more():
     assert alphas[0] < alphas[1]
     assert list(predicted.index) == list(range(30, 40))
     assert np.corrcoef(predicted["linked"], y["linked"].iloc[30:])[0, 1] > 0.95
+
+
+def test_permuted_targets_are_a_control_that_finds_nothing(result, cohort, run_cli, tmp_path):
+    """The planted genes lose their link once the expression rows are shuffled."""
+    code, out, err = _run(run_cli, cohort, tmp_path / "permuted", "--permute-targets")
+    assert code == 0, err
+    stats = pd.read_csv(tmp_path / "permuted" / "report" / "gene_stats.tsv", sep="\t")
+    assert not stats["significant"].any()
+    summary = json.loads((tmp_path / "permuted" / "report" / "summary.json").read_text())
+    assert summary["significant_genes_0.05"] == 0
+    assert "CONTROL: expression rows permuted" in out + err
+    # the rows were really moved: the same values, other patients
+    measured = pd.read_csv(tmp_path / "permuted" / "report" / "measured.tsv", sep="\t", index_col=0)
+    original = pd.read_csv(result["out"] / "report" / "measured.tsv", sep="\t", index_col=0)
+    assert sorted(measured[PLANTED[0]].round(5)) == sorted(original[PLANTED[0]].round(5))
+    assert not np.allclose(measured[PLANTED[0]], original.loc[measured.index, PLANTED[0]])
+
+
+def test_folds_by_site_need_enough_sites(cohort, run_cli, tmp_path):
+    code, _, err = _run(run_cli, cohort, tmp_path / "sites", "--group-by", "site")
+    assert code == 2 and "1 tissue-source site(s) cannot fill 3 folds" in err

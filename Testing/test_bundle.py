@@ -13,6 +13,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from RadioGenomicsLib.integrity import write_manifest
 from RadioGenomicsLib.bundle import (
     FORMAT_VERSION, BundleMetadata, convert_torch_weights, load_bundle, make_untrained_bundle,
     sha256_of, write_bundle)
@@ -21,7 +22,7 @@ from RadioGenomicsLib.model import GenePredictor, ModelConfig
 
 SMALL = ModelConfig.preset("small")
 CHANNELS = ["t1", "flair"]
-PREPROCESSING = {"spacing_mm": 1.0, "skull_strip": True, "margin_mm": [10, 10]}
+PREPROCESSING = {"spacing_mm": 1.0, "skull_strip": True, "margin_mm": 12.5}
 
 
 def gene_table() -> pd.DataFrame:
@@ -81,7 +82,7 @@ def test_metadata_file_records_checksums_and_versions(bundle_path):
                                    for i in range(2)}
     assert document["model"]["hidden_size"] == SMALL.hidden_size
     assert sorted(p.name for p in bundle_path.iterdir()) == [
-        "fold_0.safetensors", "fold_1.safetensors", "genes.tsv", "metadata.json"]
+        "fold_0.safetensors", "fold_1.safetensors", "genes.tsv", "manifest.json", "metadata.json"]
 
 
 def test_significant_genes_need_positive_r(bundle_path):
@@ -133,6 +134,7 @@ def test_weights_of_another_shape_are_named(bundle_path):
     path = bundle_path / "genes.tsv"
     genes = pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
     genes.iloc[:3].to_csv(path, sep="\t", index=False)
+    write_manifest(bundle_path)  # consistent files, wrong shapes: as a faulty writer would
     bundle = load_bundle(bundle_path)
     one_line_error(lambda: bundle.models(), "fold_0.safetensors: weights do not fit the model")
 
@@ -212,6 +214,7 @@ def test_the_markers_are_the_bundles_own(bundle_path, tmp_path, run_cli):
     (own / "metadata.json").write_text(json.dumps(meta))
     card = read_card(own)
     assert card.markers == ("EGFR",) and [r["gene_name"] for r in card.marker_rows] == ["EGFR"]
+    write_manifest(own)  # an edited metadata.json is refused unless re-listed
     code, out, _ = run_cli("info", own, "--json")
     assert code == 0 and json.loads(out)["markers"] == ["EGFR"]
 

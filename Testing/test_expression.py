@@ -135,7 +135,7 @@ def test_star_counts_cohort_through_the_cli(tmp_path, run_cli, brca_star, layout
     code, stdout, stderr = run_cli("expression", "--expression", downloads,
                                    "--sample-sheet", sheet, "--out", out)
     assert code == 0, stderr
-    assert "files read: 11" in stdout
+    assert "files read: 6" in stdout  # the 5 normals are never opened
     assert "samples kept: 6" in stdout and "5 × sample type 11 not in 01" in stdout
     first = samples[0][0][:12]
     assert f"{first}: {samples[0][0]}, {samples[-1][0]}" in stdout  # averaged, and said so
@@ -325,8 +325,9 @@ def test_bad_star_input_exits_2(tmp_path, run_cli, brca_star, kind, names, messa
     files = sorted(downloads.rglob("*.tsv"))
     _break(kind, downloads, sheet)
     out = tmp_path / "matrix.tsv"
+    # every sample type: every file is read (files of unselected samples are not opened)
     code, stdout, stderr = run_cli("expression", "--expression", downloads,
-                                   "--sample-sheet", sheet, "--out", out)
+                                   "--sample-sheet", sheet, "--out", out, "--sample-types", "all")
     assert code == 2
     line = stderr.strip().splitlines()[-1]  # after the progress bar's carriage returns
     assert line.startswith("radiogenomics expression: error: ") and message in line
@@ -365,3 +366,23 @@ def test_read_matrix_errors(tmp_path):
     path.write_text("sample\tg1\nA\t1\n")
     with pytest.raises(InputError, match="first column must be patient_id"):
         read_matrix(path)
+
+
+def test_only_the_files_of_selected_samples_are_read(tmp_path, run_cli, brca_star):
+    """A damaged file of a normal sample (left out by --sample-types 01) never stops the run."""
+    downloads = tmp_path / "dl"
+    sheet, samples = _write_star_cohort(downloads, brca_star, "new", extra_aliquot=False)
+    table = gdc.read_sample_sheet(sheet)
+    normal = table.loc[table["sample_type"] != "01", "file_name"].iloc[0]
+    damaged = next(downloads.rglob(normal))
+    damaged.write_bytes(b"\x00\xff not a STAR file")
+    (downloads / "stray_notes.tsv").write_text("not listed in the sheet: never opened\n")
+    out = tmp_path / "matrix.tsv"
+    code, stdout, stderr = run_cli("expression", "--expression", downloads,
+                                   "--sample-sheet", sheet, "--out", out)
+    assert code == 0, stderr
+    tumours = sum(sample[13:15] == "01" for sample, _ in samples)
+    assert f"files read: {tumours}" in stdout
+    code, _, stderr = run_cli("expression", "--expression", downloads, "--sample-sheet", sheet,
+                              "--out", tmp_path / "all.tsv", "--sample-types", "all")
+    assert code == 2 and str(damaged) in stderr  # selected, it is read and refused

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import random
 
+import pandas as pd
 import pytest
 
 from RadioGenomicsLib.errors import InputError
@@ -45,3 +46,14 @@ def test_inner_split_holds_back_a_tenth_deterministically():
     assert (train, val) == inner_validation_split(PATIENTS, 0.1, seed=1)
     small_train, small_val = inner_validation_split(PATIENTS[:4], seed=0)
     assert len(small_val) == 1 and len(small_train) == 3
+
+
+def test_folds_by_site_keep_each_site_together():
+    patients = [f"TCGA-{site:02d}-{i:04d}" for site in range(1, 9) for i in range(site + 2)]
+    folds = assign_folds(patients, 4, seed=1, group_by="site")
+    sites = pd.Series([p.split("-")[1] for p in folds.index], index=folds.index)
+    assert (folds.groupby(sites).nunique() == 1).all()  # no site split across folds
+    assert sorted(folds.unique()) == [0, 1, 2, 3]
+    assert folds.equals(assign_folds(list(reversed(patients)), 4, seed=1, group_by="site"))
+    with pytest.raises(InputError, match="need TCGA barcodes as patient ids"):
+        assign_folds(["P1", "P2", "P3", "P4"], 2, seed=0, group_by="site")

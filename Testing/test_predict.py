@@ -10,6 +10,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from RadioGenomicsLib.outputs import COMPLETE_MARKER
 from RadioGenomicsLib.bundle import make_untrained_bundle
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.imaging import same_grid
@@ -139,7 +140,7 @@ def test_cohort_prediction_skips_a_failing_patient(tmp_path, bundle, testdata, r
     assert matrix.index.tolist() == ["TCGA-AA-0001", "TCGA-AA-0002"]
     assert matrix.columns.tolist() == bundle.genes["gene_id"].tolist()
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [
-        "TCGA-AA-0001.csv", "TCGA-AA-0002.csv", "failures.tsv", "predictions.tsv"]
+        COMPLETE_MARKER, "TCGA-AA-0001.csv", "TCGA-AA-0002.csv", "failures.tsv", "predictions.tsv"]
     per_patient = pd.read_csv(tmp_path / "out" / "TCGA-AA-0002.csv").set_index("gene_id")
     np.testing.assert_allclose(per_patient.loc[matrix.columns, "predicted"],
                                matrix.loc["TCGA-AA-0002"], rtol=1e-5)

@@ -180,3 +180,23 @@ def test_preprocess_command_missing_segmentation(tmp_path, testdata, run_cli):
                               tmp_path / "s.npz")
     assert code == 2 and "nope.nrrd: no such file or folder" in stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_geometry_of_the_tumour_and_slices_spread_across_it(lung_study):
+    """The mask's size and extent in the slices' record; `spread` covers the lesion."""
+    largest = preprocess(lung_study, PreprocessSettings(max_slices=4))
+    tumour = sitk.GetArrayViewFromImage(lung_study.tumour) > 0
+    spacing = lung_study.tumour.GetSpacing()
+    assert largest.tumour_volume_ml == pytest.approx(tumour.sum() * np.prod(spacing) / 1000,
+                                                     rel=0.05)
+    extent_mm = (np.ptp(np.flatnonzero(tumour.any(axis=(1, 2)))) + 1) * spacing[2]
+    assert abs(largest.tumour_slices - extent_mm) <= 2  # 1 mm slices over the extent
+    geometry = largest.geometry()
+    pixel_mm = np.linalg.norm(largest.pixel_to_lps[0][:3, 0])
+    assert geometry[0] == pytest.approx(np.log(pixel_mm), rel=1e-3)
+    assert geometry[3] == pytest.approx(np.log1p(largest.tumour_volume_ml), rel=1e-5)
+    spread = preprocess(lung_study, PreprocessSettings(max_slices=4, slice_choice="spread"))
+    z_largest = sorted(float(a[2, 3]) for a in largest.pixel_to_lps)
+    z_spread = sorted(float(a[2, 3]) for a in spread.pixel_to_lps)
+    assert np.ptp(z_spread) > np.ptp(z_largest)  # from one end of the lesion to the other
+    assert np.ptp(z_spread) >= extent_mm - 3

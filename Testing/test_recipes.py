@@ -44,8 +44,12 @@ def test_file_fields_override_the_base_and_fingerprints_differ(tmp_path):
 @pytest.mark.parametrize("document, message", [
     ({"training": {"epoch": 3}}, "unknown training setting(s) epoch"),
     ({"trainig": {}}, "unknown recipe section(s) trainig"),
-    ({"training": {"folds": 1}}, "folds 1: need at least 2"),
-    ({"target": {"transform": "log"}}, "transform one of"),
+    ({"training": {"folds": 1}}, "training.folds: 1 is less than the minimum of 2"),
+    ({"training": {"folds": 1e9}}, "training.folds: 1000000000.0 is not of type 'integer'"),
+    ({"training": {"learning_rate": "fast"}}, "training.learning_rate: 'fast' is not of type"),
+    ({"preprocessing": {"size": 100000}}, "preprocessing.size: 100000 is greater than the maximum"),
+    ({"model": {"hidden_size": "768"}}, "model.hidden_size: '768' is not of type 'integer'"),
+    ({"target": {"transform": "log"}}, "target.transform: 'log' is not one of"),
     ({"model": {"num_heads": 5}}, "not a multiple of num_heads"),
 ])
 def test_bad_recipes(tmp_path, document, message):

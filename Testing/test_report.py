@@ -14,12 +14,15 @@ from PIL import Image
 
 from RadioGenomicsLib import report, stats
 from RadioGenomicsLib.errors import InputError
+from RadioGenomicsLib.outputs import COMPLETE_MARKER
 
 IDH1, EGFR, TP53 = "ENSG00000138413.14", "ENSG00000146648.20", "ENSG00000141510.18"
 SIGNIFICANT_RED = np.array([0xd1, 0x49, 0x5b])
-SUMMARY_KEYS = {"patients", "genes", "folds", "significant_genes_0.05", "significant_genes_0.01",
-                "pearson_mean", "pearson_median", "pearson_min", "pearson_max", "per_fold",
-                "markers", "alpha", "genes_without_r"}
+PER_FOLD_KEYS = {"patients", "genes", "significant_genes_0.05", "significant_genes_0.01",
+                 "fdr_significant_genes_0.05", "pearson_mean", "pearson_median", "pearson_min",
+                 "pearson_max", "genes_without_r", "genes_r_above_0.4", "best_decile_median_r"}
+SUMMARY_KEYS = PER_FOLD_KEYS | {"folds", "per_fold", "markers", "alpha",
+                                "genes_beating_mean_predictor"}
 
 
 @pytest.fixture
@@ -50,12 +53,13 @@ def test_report_files_and_contents(cohort, tmp_path):
     summary = report.write_report(out, predictions, truth, names, folds=folds,
                                   markers=report.MARKER_GENES + ("ENSG00000000007.1", "NOPE"))
     assert sorted(p.name for p in out.iterdir()) == sorted(
-        [report.SUMMARY_FILE, report.GENE_STATS_FILE, report.PREDICTIONS_FILE, report.FIGURE_FILE])
+        [report.SUMMARY_FILE, report.GENE_STATS_FILE, report.PREDICTIONS_FILE,
+         report.MEASURED_FILE, report.FIGURE_FILE, COMPLETE_MARKER])
     assert json.loads((out / report.SUMMARY_FILE).read_text()) == summary
     assert set(summary) == SUMMARY_KEYS
 
     gene_stats = pd.read_csv(out / report.GENE_STATS_FILE, sep="\t", keep_default_na=False,
-                             na_values={c: [""] for c in ("pearson_r", "p_value", "p_adj")})
+                             na_values={c: [""] for c in ("pearson_r", "p_value", "p_adj", "q_bh")})
     assert list(gene_stats.columns) == list(report.GENE_STATS_COLUMNS)
     assert gene_stats["gene_id"].tolist() == list(predictions.columns)
     assert gene_stats["gene_name"].tolist()[:4] == ["IDH1", "EGFR", "TP53", ""]
@@ -83,9 +87,7 @@ def test_report_files_and_contents(cohort, tmp_path):
 
     assert [fold["fold"] for fold in summary["per_fold"]] == [0, 1, 2]
     for fold in summary["per_fold"]:
-        assert set(fold) == {"fold", "patients", "genes", "genes_without_r", "significant_genes_0.05",
-                             "significant_genes_0.01", "pearson_mean", "pearson_median",
-                             "pearson_min", "pearson_max"}
+        assert set(fold) == PER_FOLD_KEYS | {"fold"}
         members = folds.index[folds == fold["fold"]]
         fold_stats = stats.gene_statistics(predictions.loc[members], truth.loc[members])
         assert fold["patients"] == 10
@@ -96,6 +98,18 @@ def test_report_files_and_contents(cohort, tmp_path):
     assert written.index.name == "patient_id" and written.index.tolist() == list(predictions.index)
     assert written.columns.tolist() == list(predictions.columns)
     np.testing.assert_allclose(written.to_numpy(), predictions.to_numpy(), rtol=1e-5)
+    measured = pd.read_csv(out / report.MEASURED_FILE, sep="\t", index_col=0)
+    np.testing.assert_allclose(measured.to_numpy(), truth.to_numpy(), rtol=1e-5)
+
+    # beside Holm-Sidak: BH q-values, n-free measures, the mean predictor
+    np.testing.assert_allclose(gene_stats["q_bh"], expected["q_bh"], rtol=1e-12)
+    assert summary["fdr_significant_genes_0.05"] >= summary["significant_genes_0.05"]
+    assert summary["genes_r_above_0.4"] == int((defined > 0.4).sum()) >= 10
+    top = np.sort(defined.to_numpy())[-3:]  # 39 defined r: the best decile is 3 genes
+    assert summary["best_decile_median_r"] == pytest.approx(np.median(top))
+    # the 10 linked genes (prediction = 2 x truth + noise) are scaled wrong: they lose to
+    # the mean in squared error though their r is high; a well-scaled copy wins
+    assert summary["genes_beating_mean_predictor"] == int(gene_stats["beats_mean"].sum())
 
 
 def test_figure_is_a_png_that_shows_the_significant_genes(cohort, tmp_path):
@@ -150,7 +164,10 @@ def test_print_summary(cohort, tmp_path):
     assert lines[0] == "30 patients, 40 genes, 3 folds"
     assert f"{summary['significant_genes_0.05']} at α = 0.05" in lines[1]
     assert sum(line.startswith("  fold ") for line in lines) == 3
-    assert f"IDH1 {summary['markers']['IDH1']:.3f}" in lines[-1] and "EGFR n/a" in lines[-1]
+    markers = next(line for line in lines if line.startswith("markers: "))
+    assert f"IDH1 {summary['markers']['IDH1']:.3f}" in markers and "EGFR n/a" in markers
+    assert f"Benjamini-Hochberg q < 0.05, r > 0: {summary['fdr_significant_genes_0.05']}" in lines[2]
+    assert lines[-1] == report.NEGATIVE_LEAN  # cross-validated: why null genes lean < 0
 
 
 # ---------------------------------------------------------------- radiogenomics evaluate

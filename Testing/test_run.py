@@ -13,6 +13,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from RadioGenomicsLib.integrity import write_manifest
+from RadioGenomicsLib.outputs import COMPLETE_MARKER
 from RadioGenomicsLib.bundle import load_bundle, make_untrained_bundle
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.model import ModelConfig
@@ -58,7 +60,7 @@ def predicted(tmp_path_factory, bundle, lung):
 
 def test_the_run_folder_holds_what_it_promises(predicted, bundle, lung):
     run, _ = open_run(predicted / "genes.run")
-    assert sorted(p.name for p in run.path.iterdir()) == sorted(RUN_FILES)
+    assert sorted(p.name for p in run.path.iterdir()) == sorted(RUN_FILES + (COMPLETE_MARKER,))
     info = run.info
     image, label = lung
     assert info["inputs"]["images"]["ct"]["sha256"] == hashlib.sha256(image.read_bytes()).hexdigest()
@@ -141,7 +143,7 @@ def test_the_cohort_path_goes_through_the_same_run(predicted, tmp_path, bundle, 
                          "--out", tmp_path / "out2", "--device", "cpu", "--folds", "first")
     assert code == 0
     assert sorted(p.name for p in (tmp_path / "out2").iterdir()) == [
-        "TCGA-AA-0001.csv", "predictions.tsv"]
+        COMPLETE_MARKER, "TCGA-AA-0001.csv", "predictions.tsv"]
 
 
 def test_a_run_whose_bundle_changed_is_refused(predicted, bundle, tmp_path, run_cli):
@@ -149,6 +151,7 @@ def test_a_run_whose_bundle_changed_is_refused(predicted, bundle, tmp_path, run_
     shutil.copytree(bundle.path, changed)
     genes = (changed / "genes.tsv").read_text().replace("EGFR", "EGFX")
     (changed / "genes.tsv").write_text(genes)
+    write_manifest(changed)  # consistent in itself (else its manifest refuses it first)
     code, out, err = run_cli("map", "--run", predicted / "genes.run", "--model", changed,
                              "--gene", "KRAS", "--out", tmp_path / "maps")
     assert code == 2 and out == "" and len(err.strip().splitlines()) == 1

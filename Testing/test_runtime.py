@@ -231,3 +231,11 @@ def test_cohort_keeps_the_precision_settled_by_its_first_study(exported, testdat
     alone = next(runtime.fold_runners(exported[0], "openvino", expected)).run(images)[1]
     matrix = pd.read_csv(tmp_path / "out" / "predictions.tsv", sep="\t", index_col=0)
     np.testing.assert_allclose(matrix.loc["TCGA-AA-0003"], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_other_poolings_stay_on_torch(tmp_path):
+    config = ModelConfig.from_dict({**ModelConfig.preset("small").to_dict(), "pooling": "mean"})
+    bundle = make_untrained_bundle(tmp_path / "b", config, ["ct"], _genes().head(5), {}, folds=1)
+    with pytest.raises(InputError, match="mean pooling\\) runs on torch only"):
+        runtime.pick_runtime(bundle, "openvino", "cpu")
+    assert runtime.pick_runtime(bundle, "auto", "cpu") == "torch"

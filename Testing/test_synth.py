@@ -300,6 +300,12 @@ def test_report_scored_against_the_truth(mri, tmp_path):
                           "significant": [True, True, False, True, False]})
     stats.to_csv(tmp_path / "gene_stats.tsv", sep="\t", index=False)
     score = score_against_truth(mri / "truth.json", tmp_path)
+    per_factor = score.pop("per_factor")
     assert score == {"genes": 5, "linked": 3, "null": 2, "significant": 3,
                      "significant_linked": 2, "null_significant": 1,
                      "r_linked": pytest.approx(1 / 3), "r_null": pytest.approx(0.2)}
+    factor_of = {g["gene_id"]: g["factor"] for g in _truth(mri)["expression"]["linked"]}
+    found = [factor_of[g] for g, hit in zip(linked, [True, True, False]) if hit]
+    assert sum(v["found"] for v in per_factor.values()) == 2
+    assert all(per_factor[f]["found"] >= found.count(f) for f in set(found))
+    assert sum(v["linked"] for v in per_factor.values()) == 3  # of this table's genes

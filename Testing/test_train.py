@@ -168,7 +168,8 @@ def test_sharded_batches_give_the_full_batch_gradient(cohort, workspace, trained
 
     recipe = load_recipe(workspace["recipe"]).with_training(batch_patients=5)
     cache = SliceCache(workspace["cache"])
-    keys = {f"p{i}": path.stem for i, path in enumerate(sorted(cache.folder.glob("*.npy"))[:5])}
+    slices = sorted(p for p in cache.folder.glob("*.npy") if not p.name.endswith(".geometry.npy"))
+    keys = {f"p{i}": path.stem for i, path in enumerate(slices[:5])}
     targets = np.random.default_rng(0).normal(size=(5, 7)).astype(np.float32)
     data = PatientSlices(cache, keys, targets, list(keys))
 
@@ -219,8 +220,11 @@ def test_bad_input_fails_at_the_start(tmp_path, cohort, workspace, run_cli, case
     elif case == "resume_other_settings":
         from RadioGenomicsLib.training.checkpoint import FoldState, save_checkpoint
 
+        from RadioGenomicsLib.outputs import mark_complete
+
         save_checkpoint(tmp_path / "bundle.work" / "fold_0.safetensors", "other settings",
                         FoldState(epoch=1), {}, {}, {"state": {}, "param_groups": []})
+        mark_complete(tmp_path / "bundle.work", "train")  # train's own work folder
         extra = ["--resume"]
     out = tmp_path / "bundle"
     code, _, stderr = run_cli(*train_args(data, workspace, out, *extra))
@@ -309,3 +313,143 @@ def test_standardised_training_ships_weights_in_target_units(tmp_path, cohort, w
         3 * genes["train_std"].max()
     assert np.corrcoef(oof.mean(), raw.mean())[0, 1] > 0.95
     assert not np.allclose(oof.to_numpy(), raw.to_numpy(), rtol=1e-3)
+
+
+def test_the_frozen_encoder_mode_ships_its_encoder_and_the_fold_heads(tmp_path, cohort, workspace):
+    """Two stages: one frozen encoder shared by every fold, heads trained on its tokens
+    (attention pooling, early stopping on the validation loss, refit); the bundle's fold
+    models give the out-of-fold values again from the slices."""
+    from RadioGenomicsLib.cli import main
+    from RadioGenomicsLib.cohort import validate_cohort
+    from RadioGenomicsLib.preprocess import PreprocessSettings
+    from RadioGenomicsLib.training.cache import patient_key
+    from RadioGenomicsLib.training.folds import assign_folds
+
+    recipe = dict(RECIPE, model={**RECIPE["model"], "pooling": "attention", "attention_dim": 8},
+                  training={**RECIPE["training"], "encoder": "frozen", "head_epochs": 40,
+                            "head_patience": 5, "standardize_targets": True})
+    (tmp_path / "frozen.json").write_text(json.dumps(recipe))
+    out = tmp_path / "frozen"
+    assert main(train_args(cohort, dict(workspace, recipe=tmp_path / "frozen.json"), out)) == 0
+    bundle = load_bundle(out)
+    states = [load_file(out / f"fold_{f}.safetensors") for f in range(3)]
+    for name in states[0]:
+        same = all(torch.equal(states[0][name], s[name]) for s in states[1:])
+        assert same == name.startswith("encoder."), name  # the encoder is shared, heads not
+    history = pd.read_csv(out / "report" / "training_history.tsv", sep="\t")
+    assert {"loss", "validation_loss"} <= set(history.columns)
+    assert (history.groupby("fold")["epoch"].max() < 40).any()  # early stopping happened
+    oof = pd.read_csv(out / "report" / "oof_predictions.tsv", sep="\t", index_col=0)
+    folds = assign_folds(list(oof.index), 3, 0)
+    manifest = validate_cohort(cohort / "manifest.csv")
+    settings = PreprocessSettings.from_dict(bundle.metadata.preprocessing)
+    cache = SliceCache(workspace["cache"])
+    for patient in oof.index[:3]:
+        key = patient_key(manifest.loc[patient], bundle.channels, settings)
+        x, mask = batch_tensors([np.asarray(cache.load(key), np.float32)])
+        with torch.no_grad():
+            value = bundle.model(int(folds[patient]))(x, mask).numpy()[0]
+        # the OOF came from float16 tokens, the bundle re-encodes in float32
+        np.testing.assert_allclose(value, oof.loc[patient].to_numpy(), rtol=0, atol=2e-3)
+
+
+def test_a_head_on_frozen_tokens_learns_what_the_tokens_carry():
+    """Synthetic tokens whose mean carries two genes' values: the head trained on them
+    predicts new patients (r > 0.9), and the refit uses every training patient."""
+    from RadioGenomicsLib.model import ModelConfig
+    from RadioGenomicsLib.training.frozen import fit_head_fold, predict_tokens
+    from RadioGenomicsLib.training.recipe import load_recipe
+
+    rng = np.random.default_rng(0)
+    config = ModelConfig.from_dict({**ModelConfig.preset("small").to_dict(), **RECIPE["model"],
+                                    "pooling": "mean"})
+    recipe = load_recipe("small")
+    recipe = dataclass_replace(recipe, model=config, training=dataclass_replace(
+        recipe.training, encoder="frozen", head_epochs=200, head_patience=20,
+        head_learning_rate=1e-2, batch_patients=8))
+    patients = [f"P{i}" for i in range(90)]
+    signal = rng.normal(size=(90, 2))
+    tokens = {}
+    for i, p in enumerate(patients):
+        t = rng.normal(size=(3, 196, 32)).astype(np.float16)
+        t[..., :2] += signal[i].astype(np.float16)  # the tokens' mean carries the signal
+        tokens[p] = t
+    targets = np.c_[signal @ [[1.0], [0.5]], rng.normal(size=(90, 1))].astype(np.float32)
+    geometry = {p: rng.normal(size=4).astype(np.float32) for p in patients}
+
+    class Part:
+        def __init__(self, index):
+            self.patients = [patients[i] for i in index]
+            self.targets = targets[index]
+
+    from RadioGenomicsLib.training.frozen import FrozenTokens, frozen_encoder
+
+    frozen = FrozenTokens(frozen_encoder(recipe, 1, 2), tokens, geometry)
+    best, state = fit_head_fold(recipe, 0, frozen, Part(range(50)), Part(range(50, 60)))
+    model = model_from_state(recipe, best)
+    predicted = predict_tokens(model, frozen, patients[60:], 8)
+    assert np.corrcoef(predicted[:, 0], targets[60:, 0])[0, 1] > 0.9
+    assert abs(np.corrcoef(predicted[:, 1], targets[60:, 1])[0, 1]) < 0.5
+    assert 0 <= state.best_epoch < len(state.history) <= 200
+
+
+def dataclass_replace(obj, **changes):
+    import dataclasses
+
+    return dataclasses.replace(obj, **changes)
+
+
+def model_from_state(recipe, state):
+    from RadioGenomicsLib.model import GenePredictor
+
+    model = GenePredictor(recipe.model, 1, state["head.conv.bias"].shape[0])
+    model.load_state_dict(state)
+    return model
+
+
+def test_the_ridge_head_is_the_ridge_written_into_the_model():
+    """Closed-form head: the GenePredictor's values are exactly the ridge's predictions on
+    new patients (mean token and geometry, standardised), and it learns the signal."""
+    from sklearn.linear_model import RidgeCV
+
+    from RadioGenomicsLib.model import ModelConfig
+    from RadioGenomicsLib.training.frozen import (RIDGE_ALPHAS, FrozenTokens, fit_ridge_head,
+                                                  frozen_encoder, patient_features,
+                                                  predict_tokens)
+    from RadioGenomicsLib.training.recipe import load_recipe
+
+    rng = np.random.default_rng(2)
+    config = ModelConfig.from_dict({**ModelConfig.preset("small").to_dict(), **RECIPE["model"],
+                                    "pooling": "mean", "geometry": True})
+    recipe = load_recipe("small")
+    recipe = dataclass_replace(recipe, model=config, training=dataclass_replace(
+        recipe.training, encoder="frozen", head_solver="ridge"))
+    patients = [f"P{i}" for i in range(70)]
+    signal = rng.normal(size=70)
+    shift = np.zeros(32)
+    tokens = {}
+    for i, p in enumerate(patients):
+        shift[0] = signal[i]  # the first feature of every token carries the signal
+        tokens[p] = (rng.normal(size=(2, 196, 32)) + shift).astype(np.float16)
+    geometry = {p: rng.normal(3, 2, 4).astype(np.float32) for p in patients}
+    volume = np.array([geometry[p][3] for p in patients])
+    targets = np.c_[signal + rng.normal(0, 0.3, 70), volume, rng.normal(size=70)]
+
+    class Part:
+        def __init__(self, index):
+            self.patients = [patients[i] for i in index]
+            self.targets = targets[index].astype(np.float32)
+
+    frozen = FrozenTokens(frozen_encoder(recipe, 1, 3), tokens, geometry)
+    best, state = fit_ridge_head(recipe, 0, frozen, Part(range(45)), Part(range(45, 50)))
+    model = model_from_state(recipe, best)
+    predicted = predict_tokens(model, frozen, patients[50:], 8)
+    x = patient_features(frozen, patients[:50], True)
+    centre, scale = x.mean(0), x.std(0)
+    ridge = RidgeCV(alphas=np.asarray(RIDGE_ALPHAS), alpha_per_target=True).fit(
+        (x - centre) / scale, targets[:50])
+    expected = ridge.predict((patient_features(frozen, patients[50:], True) - centre) / scale)
+    np.testing.assert_allclose(predicted, expected, rtol=1e-3, atol=1e-3)
+    assert np.corrcoef(predicted[:, 0], targets[50:, 0])[0, 1] > 0.8  # from the tokens
+    assert np.corrcoef(predicted[:, 1], targets[50:, 1])[0, 1] > 0.9  # from the geometry
+    assert state.history[0]["patients"] == 50  # training and validation patients both

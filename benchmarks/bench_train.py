@@ -37,7 +37,7 @@ def synthetic_patients(folder: Path, patients: int, genes: int, size: int) -> Pa
     for index in range(patients):
         key = f"patient{index:04d}"
         slices = rng.standard_normal((SLICES_PER_PATIENT, CHANNELS, size, size), np.float32)
-        cache.store(key, slices.astype(np.float16))
+        cache.store(key, slices.astype(np.float16), rng.standard_normal(4).astype(np.float32))
         keys[key] = key
     targets = rng.standard_normal((patients, genes)).astype(np.float32)
     return PatientSlices(cache, keys, targets, list(keys))

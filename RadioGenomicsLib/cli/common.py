@@ -24,12 +24,14 @@ def parse_named_paths(items: list[str] | None, option: str) -> dict[str, str]:
 def add_segmentation_arguments(parser: argparse.ArgumentParser) -> None:
     """--segmentation with --label N | --segment NAME, as preprocess and predict take them."""
     parser.add_argument("--segmentation", required=True, metavar="PATH",
-                        help="tumour labelmap (NIfTI, NRRD, DICOM folder) or Slicer .seg.nrrd")
+                        help="tumour labelmap (NIfTI, NRRD, DICOM folder), Slicer .seg.nrrd or "
+                             "DICOM SEG")
     choice = parser.add_mutually_exclusive_group()
     choice.add_argument("--label", type=int, metavar="N",
                         help="label value of the tumour in a labelmap (default: any non-zero)")
     choice.add_argument("--segment", metavar="NAME",
-                        help="segment name in a .seg.nrrd (default: all segments)")
+                        help="segment name in a .seg.nrrd or label in a DICOM SEG "
+                             "(default: all segments)")
 
 
 def add_cohort_arguments(parser: argparse.ArgumentParser, out_help: str) -> None:
@@ -41,7 +43,31 @@ def add_cohort_arguments(parser: argparse.ArgumentParser, out_help: str) -> None
                              "table, or a matrix from `radiogenomics expression`")
     parser.add_argument("--sample-sheet", metavar="TSV", help="the GDC sample sheet")
     parser.add_argument("--out", required=True, metavar="PATH", help=out_help)
-    parser.add_argument("--config", default="paper", metavar="paper|small|FILE",
-                        help="a preset or a JSON recipe (see training/)")
+    parser.add_argument("--config", default="paper", metavar="PRESET|FILE",
+                        help="a preset (paper: the paper's method; small: the same on a CPU; "
+                             "frozen-ridge: frozen encoder, mask geometry, ridge per gene) or "
+                             "a JSON recipe (see training/)")
     parser.add_argument("--folds", type=int, help="cross-validation folds (recipe: 5)")
     parser.add_argument("--seed", type=int, help="seed of the folds, batches and weights")
+    parser.add_argument("--group-by", choices=("patient", "site"),
+                        help="folds by patient (recipe default) or keeping each TCGA "
+                             "tissue-source site (the barcode's second field) in one fold")
+    parser.add_argument("--permute-targets", action="store_true", default=None,
+                        help="a control: shuffle the expression rows across patients first "
+                             "(seeded); a sound method then finds no gene")
+
+
+def add_sr_genes_argument(parser) -> None:
+    """--sr-genes N|all: how many genes the DICOM SR lists (export-dicom, predict)."""
+    from RadioGenomicsLib.genetable import SR_GENES
+
+    def count_or_all(text: str) -> int | None:
+        if text == "all":
+            return None
+        if not text.isdigit() or int(text) < 1:
+            raise argparse.ArgumentTypeError(f"{text!r}: a positive number or 'all'")
+        return int(text)
+
+    parser.add_argument("--sr-genes", type=count_or_all, default=SR_GENES, metavar="N|all",
+                        help=f"genes in the DICOM SR: the N highest ranked and the markers, or "
+                             f"all (default {SR_GENES}; a genome-wide SR takes minutes)")

@@ -10,6 +10,7 @@ import pandas as pd
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.expression import genes_path, read_matrix
 from RadioGenomicsLib.genetable import MARKER_GENES
+from RadioGenomicsLib.outputs import Output, check_outputs
 
 FOLD_COLUMNS = ("patient_id", "fold")
 
@@ -97,6 +98,8 @@ def run(args: argparse.Namespace) -> int:
     # statsmodels and matplotlib take ~1 s to import: only when evaluating
     from RadioGenomicsLib.report import print_summary, write_report
 
+    check_outputs("evaluate", [Output(args.out, "folder")],
+                  [args.predictions, args.truth, args.folds, args.genes])
     predictions_path, truth_path = Path(args.predictions), Path(args.truth)
     if not 0.0 < args.alpha < 1.0:
         raise InputError(None, f"--alpha {args.alpha}: expected a level between 0 and 1")

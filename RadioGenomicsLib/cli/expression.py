@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from RadioGenomicsLib.errors import InputError
+from RadioGenomicsLib.outputs import Output, check_outputs
 from RadioGenomicsLib.expression import (TRANSFORMS, VALUES, build_matrix, genes_path,
                                          write_matrix)
 
@@ -48,6 +49,9 @@ def _sample_types(text: str) -> tuple[str, ...] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_outputs("expression", [Output(args.out, "file"),
+                                 Output(genes_path(args.out), "file", "--out (its .genes.tsv)")],
+                  [*args.expression, args.sample_sheet])
     expression = args.expression[0] if len(args.expression) == 1 else args.expression
     matrix, summary = build_matrix(
         expression, args.sample_sheet, value=args.value, transform=args.transform,

@@ -23,10 +23,19 @@ def run(args: argparse.Namespace) -> int:
     from RadioGenomicsLib.bundle import load_bundle
     from RadioGenomicsLib.card import card_text
 
-    bundle = load_bundle(args.bundle)  # checks every weight file's sha256
+    from RadioGenomicsLib.integrity import check_weight_shapes
+
+    bundle = load_bundle(args.bundle)  # every file against manifest.json, every weight's sha256
+    check_weight_shapes(bundle)  # what `predict` would refuse is refused here
+    integrity = {**bundle.integrity.to_dict(), "note": bundle.integrity.note}
     if args.json:
-        print(json.dumps(bundle.card.to_dict(), indent=2))
+        print(json.dumps({**bundle.card.to_dict(), "integrity": integrity}, indent=2))
     else:
         width = min(100, shutil.get_terminal_size((80, 24)).columns)
         print(card_text(bundle.card, width, weights_checked=True))
+        label = len("Training cohort") + 2  # card_text's label column
+        for name, value in (("Weights", "shapes fit the model (safetensors headers)"),
+                            ("Integrity", integrity["note"]),
+                            ("Signature", integrity["provenance"])):
+            print(f"{name:<{label}}{value}")
     return 0

@@ -6,6 +6,7 @@ import argparse
 import sys
 
 from RadioGenomicsLib.cli.common import parse_named_paths
+from RadioGenomicsLib.outputs import Output, check_outputs
 from RadioGenomicsLib.cohort import (TCIA_PATTERNS, CohortError, read_brats, read_tcia,
                                      validate_cohort, write_manifest)
 
@@ -56,6 +57,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"{args.manifest}: {len(table)} patients, every file present"
               + (", every patient with expression" if args.expression else ""))
         return 0
+    check_outputs("manifest", [Output(args.out, "file")], [args.folder])
     if args.layout == "brats":
         report = read_brats(args.folder)
     else:

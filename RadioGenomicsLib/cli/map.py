@@ -14,8 +14,11 @@ def register(subparsers) -> None:
                     "token embeddings, averaged over the fold models and carried onto the "
                     "study's grid. Nothing is read, preprocessed or encoded again.")
     parser.add_argument("--run", required=True, metavar="DIR", dest="run_folder", help="a prediction run folder")
-    parser.add_argument("--gene", action="append", required=True, metavar="SYMBOL",
+    parser.add_argument("--gene", action="append", default=[], metavar="SYMBOL",
                         help="a gene (symbol or Ensembl id) to map; repeat")
+    parser.add_argument("--attention", action="store_true",
+                        help="also the attention map of an attention-pooling model (where it "
+                             "looked), as attention.nrrd")
     parser.add_argument("--out", required=True, metavar="DIR", help="folder for the maps")
     parser.add_argument("--model", metavar="BUNDLE",
                         help="the bundle that made the run, if it moved since (default: the "
@@ -27,12 +30,21 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from RadioGenomicsLib.bundle import load_bundle
-    from RadioGenomicsLib.run import open_run, run_maps, write_maps
+    from RadioGenomicsLib.errors import InputError
+    from RadioGenomicsLib.outputs import Output, check_outputs
+    from RadioGenomicsLib.run import attention_map, open_run, run_maps, write_maps
 
+    if not args.gene and not args.attention:
+        raise InputError(None, "give --gene SYMBOL (repeatable) and/or --attention")
+    # maps folders are the prediction's: `predict --maps` and `map --out` share them
+    check_outputs("predict", [Output(args.out, "folder")], [args.run_folder, args.model])
     started = time.perf_counter()
     bundle = load_bundle(args.model, verify_checksums=False) if args.model else None
     result, bundle = open_run(args.run_folder, bundle)
-    written = write_maps(run_maps(result, bundle, args.gene), args.out, "." + args.map_format)
+    maps = run_maps(result, bundle, args.gene)
+    if args.attention:
+        maps["attention"] = attention_map(result, bundle)
+    written = write_maps(maps, args.out, "." + args.map_format)
     for path in written:
         print(f"map -> {path}")
     print(f"{len(written)} map(s) from {len(result.folds)} fold model(s) in "

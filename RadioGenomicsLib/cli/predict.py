@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from RadioGenomicsLib.cli.common import parse_named_paths
+from RadioGenomicsLib.cli.common import add_sr_genes_argument, parse_named_paths
 from RadioGenomicsLib.errors import InputError
 
 
@@ -22,10 +22,12 @@ def register(subparsers) -> None:
     parser.add_argument("--series", action="append", metavar="NAME=UID_OR_DESCRIPTION",
                         help="which DICOM series to read for a channel whose folder holds several")
     parser.add_argument("--segmentation", metavar="PATH",
-                        help="tumour labelmap (NIfTI, NRRD, DICOM folder) or Slicer .seg.nrrd")
+                        help="tumour labelmap (NIfTI, NRRD, DICOM folder), Slicer .seg.nrrd or "
+                             "DICOM SEG")
     choice = parser.add_mutually_exclusive_group()
     choice.add_argument("--label", type=int, metavar="N", help="tumour label value in a labelmap")
-    choice.add_argument("--segment", metavar="NAME", help="segment name in a .seg.nrrd")
+    choice.add_argument("--segment", metavar="NAME",
+                        help="segment name in a .seg.nrrd or label in a DICOM SEG")
     parser.add_argument("--brain-mask", metavar="PATH", help="brain mask instead of skull stripping")
     parser.add_argument("--manifest", metavar="CSV", help="predict every patient of a cohort")
     parser.add_argument("--out", required=True,
@@ -55,10 +57,37 @@ def register(subparsers) -> None:
                         help="bf16 (OpenVINO on a CPU with AVX-512 BF16 or AMX): the transformer "
                              "and the head, once it passed a check against float32 on this "
                              "machine; auto: bf16 where it passed, else float32")
+    dicom = parser.add_argument_group(
+        "DICOM and PACS", "results as DICOM objects in the source study, and a PACS over "
+        "DICOMweb; credentials from RADIOGENOMICS_PACS_USER and RADIOGENOMICS_PACS_PASSWORD "
+        "or from the 0600 file named by RADIOGENOMICS_PACS_CREDENTIALS, never from here")
+    dicom.add_argument("--dicom-out", metavar="DIR",
+                       help="also write the results as DICOM (SEG, a Parametric Map per "
+                            "--map-gene, SR, PDF and its Secondary Capture); needs a study "
+                            "read from DICOM")
+    dicom.add_argument("--pacs", metavar="URL",
+                       help="the DICOMweb root of a PACS (e.g. http://pacs:8042/dicom-web): "
+                            "read the study's image series from it (into a folder beside "
+                            "--out, genes.csv -> genes.study) instead of --image; its DICOM "
+                            "SEG is the tumour unless --segmentation says otherwise")
+    dicom.add_argument("--study-uid", metavar="UID", help="the study to read from --pacs")
+    dicom.add_argument("--send", action="store_true",
+                       help="store the DICOM results on --pacs (STOW-RS); --dicom-out "
+                            "defaults to a folder beside --out (genes.csv -> genes.dicom)")
+    add_sr_genes_argument(dicom)
     parser.set_defaults(run=run)
 
 
 def _check_arguments(args: argparse.Namespace) -> None:
+    if args.manifest and (args.dicom_out or args.pacs or args.send):
+        raise InputError(args.manifest, "--dicom-out, --pacs and --send are for one study")
+    if bool(args.pacs) != bool(args.study_uid):
+        raise InputError(None, "--pacs URL and --study-uid UID go together")
+    if args.send and not args.pacs:
+        raise InputError(None, "--send stores the results on the --pacs server: give --pacs")
+    if args.pacs and args.image:
+        raise InputError(None, "--pacs reads the images from the study: drop --image (choose "
+                               "a series with --series NAME=UID_OR_DESCRIPTION)")
     if args.manifest:
         if args.image or args.segmentation:
             raise InputError(args.manifest, "give either --manifest or --image/--segmentation")
@@ -67,25 +96,56 @@ def _check_arguments(args: argparse.Namespace) -> None:
                                             "with --manifest keep the runs with --runs DIR")
     elif args.runs:
         raise InputError(None, "--runs DIR is for --manifest; for one study use --run DIR")
-    elif not (args.image and args.segmentation):
+    elif not (args.pacs or (args.image and args.segmentation)):
         raise InputError(None, "give --image NAME=PATH (per channel) and --segmentation, "
                                "or --manifest")
-    if args.map_gene and not args.maps:
-        raise InputError(None, "--map-gene needs --maps DIR to write the maps to")
+    if args.map_gene and not (args.maps or args.dicom_out or args.send):
+        raise InputError(None, "--map-gene needs --maps DIR (or --dicom-out DIR) to write "
+                               "the maps to")
 
 
-def default_run_folder(out: str) -> Path:
-    """genes.csv -> genes.run beside it."""
+def _check_dicom_source(args: argparse.Namespace, bundle) -> None:
+    """DICOM output is refused before the work when the study is not read from DICOM."""
+    if args.dicom_out and args.image:
+        images = parse_named_paths(args.image, "--image")
+        first = images.get(bundle.channels[0])
+        if first is not None and not Path(first).is_dir():
+            raise InputError(first, "is not a DICOM series folder: --dicom-out needs the "
+                                    "study's images read from DICOM")
+
+
+def default_run_folder(out: str, suffix: str = ".run") -> Path:
+    """genes.csv -> genes.run (or genes<suffix>) beside it."""
     path = Path(out)
-    return path.with_name(path.name.split(".")[0] + ".run")
+    return path.with_name(path.name.split(".")[0] + suffix)
 
 
-def study_inputs(args: argparse.Namespace):
+def study_inputs(args: argparse.Namespace, images: dict | None = None):
     from RadioGenomicsLib.run import StudyInputs
 
-    return StudyInputs(parse_named_paths(args.image, "--image"), args.segmentation,
+    return StudyInputs(images or parse_named_paths(args.image, "--image"), args.segmentation,
                        label=args.label, segment=args.segment, brain_mask=args.brain_mask,
                        series=parse_named_paths(args.series, "--series"))
+
+
+def _check_outputs(args: argparse.Namespace) -> None:
+    from RadioGenomicsLib.cli.preprocess import study_paths
+    from RadioGenomicsLib.outputs import Output, check_outputs
+
+    if args.manifest:
+        outputs = [Output(args.out, "folder"), Output(args.runs, "folder", "--runs")]
+    else:
+        outputs = [Output(args.out, "file"), Output(args.maps, "folder", "--maps"),
+                   Output(args.run_folder or default_run_folder(args.out), "folder",
+                          "--run" if args.run_folder else "--out (its .run folder)")]
+        if args.pacs:
+            outputs.append(Output(default_run_folder(args.out, ".study"), "folder",
+                                  "--pacs (its .study folder beside --out)"))
+    inputs = [args.model, args.manifest] + ([] if args.manifest else study_paths(args))
+    check_outputs("predict", outputs, inputs)
+    dicom_out = args.dicom_out or (default_run_folder(args.out, ".dicom") if args.send else None)
+    if dicom_out and not args.manifest:  # the folder `export-dicom` also writes
+        check_outputs("export-dicom", [Output(dicom_out, "folder", "--dicom-out")], inputs)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -93,11 +153,16 @@ def run(args: argparse.Namespace) -> int:
     from RadioGenomicsLib.predict import map_gene_indices, table_separator
 
     _check_arguments(args)
+    _check_outputs(args)
     bundle = load_bundle(args.model)
+    print(f"model {bundle.path}: {bundle.integrity.provenance}")
     if args.manifest:
         return _predict_cohort(args, bundle)
     table_separator(args.out)
     map_gene_indices(bundle, args.map_gene)  # a misspelt gene fails before the work
+    _check_dicom_source(args, bundle)
+    if args.send and not args.dicom_out:
+        args.dicom_out = str(default_run_folder(args.out, ".dicom"))
     return _predict_study(args, bundle)
 
 
@@ -106,8 +171,20 @@ def _predict_study(args, bundle) -> int:
     from RadioGenomicsLib.run import predict_study, run_maps, write_maps
 
     run_folder = Path(args.run_folder or default_run_folder(args.out))
-    result = predict_study(bundle, study_inputs(args), run_folder, args.device, args.folds,
-                           runtime=args.runtime, precision=args.precision)
+    images = None
+    if args.pacs:
+        from RadioGenomicsLib.pacs import fetch_study, study_segmentation
+
+        study = default_run_folder(args.out, ".study")
+        fetched = fetch_study(args.pacs, args.study_uid, study)
+        print(f"{sum(s.instances for s in fetched)} instances of {len(fetched)} series from "
+              f"the PACS -> {study}")
+        images = {channel: study for channel in bundle.channels}
+        if not args.segmentation:
+            args.segmentation = str(study_segmentation(study))
+            print(f"tumour: the study's DICOM SEG {args.segmentation}")
+    result = predict_study(bundle, study_inputs(args, images), run_folder, args.device,
+                           args.folds, runtime=args.runtime, precision=args.precision)
     write_table(result.table, args.out)
     written = []
     if args.map_gene:
@@ -122,7 +199,22 @@ def _predict_study(args, bundle) -> int:
     print_top(result.table)
     for path in written:
         print(f"map -> {path}")
+    if args.dicom_out:
+        _dicom_results(args, result, bundle)
     return 0
+
+
+def _dicom_results(args, result, bundle) -> None:
+    from RadioGenomicsLib.dicom_export import export_run
+
+    written = export_run(result, bundle, args.dicom_out, args.map_gene, args.sr_genes)
+    print(f"DICOM results (research use only) -> {args.dicom_out}: "
+          + ", ".join(path.name for path in written))
+    if args.send:
+        from RadioGenomicsLib.pacs import store
+
+        stored = store(args.pacs, [path for path in written if path.suffix == ".dcm"])
+        print(f"{stored} DICOM objects stored on the PACS {args.pacs}")
 
 
 def print_top(table, count: int = 10) -> None:

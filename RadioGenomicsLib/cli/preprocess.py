@@ -18,6 +18,11 @@ def add_study_arguments(parser: argparse.ArgumentParser) -> None:
     add_segmentation_arguments(parser)
     parser.add_argument("--brain-mask", metavar="PATH",
                         help="a brain mask to use instead of automatic skull stripping")
+    parser.add_argument("--regularize-dicom", action="store_true",
+                        help="resample a DICOM series whose slices are unevenly spaced (a gap, "
+                             "a duplicate, mixed spacing) onto a uniform grid instead of "
+                             "refusing it; reported when done (or set "
+                             "RADIOGENOMICS_REGULARIZE_DICOM=1)")
 
 
 def load_study_from_args(args: argparse.Namespace, channels: tuple[str, ...] | None = None):
@@ -25,7 +30,14 @@ def load_study_from_args(args: argparse.Namespace, channels: tuple[str, ...] | N
 
     return load_study(parse_named_paths(args.image, "--image"), args.segmentation,
                       label=args.label, segment=args.segment, brain_mask=args.brain_mask,
-                      channels=channels, series=parse_named_paths(args.series, "--series"))
+                      channels=channels, series=parse_named_paths(args.series, "--series"),
+                      regularize_dicom=args.regularize_dicom or None)
+
+
+def study_paths(args: argparse.Namespace) -> list[str | None]:
+    """The files a study's options name (for the output checks)."""
+    images = parse_named_paths(args.image, "--image") if args.image else {}
+    return [*images.values(), args.segmentation, args.brain_mask]
 
 
 def register(subparsers) -> None:
@@ -46,8 +58,11 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from RadioGenomicsLib.preprocess import PreprocessSettings, preprocess
+    from RadioGenomicsLib.outputs import Output, check_outputs
     from RadioGenomicsLib.preview import save_montage
 
+    check_outputs("preprocess", [Output(args.out, "file"), Output(args.preview, "file", "--preview")],
+                  study_paths(args))
     settings = PreprocessSettings(max_slices=args.max_slices, min_tumour_area_mm2=args.min_area,
                                   region=args.region)
     study = load_study_from_args(args)

@@ -35,8 +35,9 @@ def run(args: argparse.Namespace) -> int:
     from RadioGenomicsLib.training.loop import start_runtime
     from RadioGenomicsLib.training.recipe import load_recipe
 
-    recipe = load_recipe(args.config).with_training(folds=args.folds, epochs=args.epochs,
-                                                    seed=args.seed, pretrained=args.pretrained)
+    recipe = load_recipe(args.config).with_training(
+        folds=args.folds, epochs=args.epochs, seed=args.seed, pretrained=args.pretrained,
+        group_by=args.group_by, permute_targets=args.permute_targets)
     runtime = start_runtime(choose_device(args.device))
     train(args.manifest, args.expression, args.sample_sheet, Path(args.out), recipe, runtime,
           resume=args.resume, cache_dir=args.cache)

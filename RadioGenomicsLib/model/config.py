@@ -12,6 +12,7 @@ from RadioGenomicsLib.errors import InputError, read_json_object
 
 # The R50 hybrid downsamples by 16: a 224x224 slice gives a 14x14 token grid.
 CNN_STRIDE = 16
+POOLINGS = ("topk", "mean", "attention")
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,15 @@ class ModelConfig:
     # tokens (6272 for 32 slices), the same order, so the list carries over as is.
     head_dropout: float = 0.25
     top_k: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100)
+    # how a patient's value comes from its tokens: "topk" (HE2RNA, the paper: the mean of
+    # the k highest token values per gene), "mean" (the gene layer on the mean token) or
+    # "attention" (on the gated-attention-weighted token, Ilse et al. 2018); the gene
+    # layer on each token stays the gene's map whatever the pooling
+    pooling: str = "topk"
+    attention_dim: int = 128  # hidden units of the attention's gates
+    # the tumour's size and extent from the mask (preprocess.GEOMETRY_FEATURES), through a
+    # linear layer added to every gene's value: physical scale that the rescaled crops lose
+    geometry: bool = False
     # most memory the head's per-token values may take at once (genes are chunked to fit)
     head_memory_mb: float = 256.0
 
@@ -74,6 +84,10 @@ class ModelConfig:
             found.append(f"top_k {list(self.top_k)}: need one or more k >= 1")
         if self.head_memory_mb <= 0:
             found.append("head_memory_mb must be > 0")
+        if self.pooling not in POOLINGS:
+            found.append(f"pooling {self.pooling!r}: choose one of {', '.join(POOLINGS)}")
+        if self.attention_dim < 1:
+            found.append("attention_dim must be >= 1")
         return found
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,6 +105,9 @@ class ModelConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise InputError(source, f"unknown model setting(s) {', '.join(unknown)}")
+        from RadioGenomicsLib.schemas import MODEL, validate
+
+        validate(data, MODEL, source)
         try:
             config = cls(**data)
         except (TypeError, ValueError) as error:

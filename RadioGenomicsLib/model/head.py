@@ -5,6 +5,12 @@ gene, a patient's value is the mean of its k highest token values: k drawn from 
 in training, the mean over the list at evaluation. A patient with fewer valid tokens
 than k uses all of them. Genes are processed in chunks so that tokens x genes values
 never take more than the memory budget (31,793 genes x 6,272 tokens would be 800 MB).
+
+Beside top-k, the pooling can be patient-level: the tokens become one patient embedding
+(their mean, or a gated-attention-weighted mean) and the same gene layer gives the
+values. The gene layer is linear, so the value is then the (weighted) mean of the
+token values: the per-token values stay each gene's map, and the attention weights say
+where the model looked.
 """
 
 from __future__ import annotations
@@ -95,6 +101,12 @@ class GeneHead(nn.Module):
                 parts.append(top_k_mean(products, n_valid, ks) + self.conv.bias[genes])
             return torch.cat(parts, dim=1)
 
+    def embedding_values(self, embedding: torch.Tensor) -> torch.Tensor:
+        """(B, hidden) patient embeddings -> (B, genes): the gene layer, after dropout."""
+        with torch.autocast(device_type=embedding.device.type, enabled=False):
+            embedding = self.dropout(embedding.float())
+            return nn.functional.linear(embedding, self.conv.weight[:, :, 0], self.conv.bias)
+
     @torch.no_grad()
     def set_bias(self, mean: np.ndarray | torch.Tensor | Sequence[float]) -> None:
         if not isinstance(mean, torch.Tensor):
@@ -102,3 +114,36 @@ class GeneHead(nn.Module):
         if mean.shape != (self.n_genes,):
             raise ValueError(f"bias needs {self.n_genes} values, got shape {tuple(mean.shape)}")
         self.conv.bias.copy_(mean)
+
+
+class GatedAttention(nn.Module):
+    """Gated attention over a patient's tokens (Ilse, Tomczak and Welling, 2018):
+    a_i = softmax_i(w . (tanh(V t_i) * sigmoid(U t_i))), over the valid tokens only."""
+
+    def __init__(self, hidden_size: int, attention_dim: int):
+        super().__init__()
+        self.value = nn.Linear(hidden_size, attention_dim)
+        self.gate = nn.Linear(hidden_size, attention_dim)
+        self.score = nn.Linear(attention_dim, 1)
+
+    def logits(self, tokens: torch.Tensor) -> torch.Tensor:
+        """(..., hidden) -> (...) unnormalised attention of each token."""
+        hidden = torch.tanh(self.value(tokens)) * torch.sigmoid(self.gate(tokens))
+        return self.score(hidden)[..., 0]
+
+    def forward(self, tokens: torch.Tensor, token_mask: torch.Tensor) -> torch.Tensor:
+        """(B, N, hidden), (B, N) bool -> (B, N) weights summing to 1 over valid tokens."""
+        logits = self.logits(tokens.float()).masked_fill(~token_mask, -torch.inf)
+        return torch.softmax(logits, dim=1)
+
+
+def pooled_embedding(tokens: torch.Tensor, token_mask: torch.Tensor,
+                     attention: GatedAttention | None) -> torch.Tensor:
+    """(B, N, hidden) tokens -> (B, hidden): their mean over valid tokens, or the
+    attention-weighted mean when `attention` is given."""
+    tokens = tokens.float()
+    if attention is None:
+        weights = token_mask.float() / token_mask.sum(dim=1, keepdim=True).clamp(min=1)
+    else:
+        weights = attention(tokens, token_mask)
+    return torch.einsum("bn,bnh->bh", weights, tokens)

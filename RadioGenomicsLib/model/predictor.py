@@ -10,7 +10,9 @@ from torch import nn
 
 from RadioGenomicsLib.model.config import ModelConfig
 from RadioGenomicsLib.model.encoder import HybridEncoder
-from RadioGenomicsLib.model.head import GeneHead
+from RadioGenomicsLib.model.head import GatedAttention, GeneHead, pooled_embedding
+
+N_GEOMETRY = 4  # preprocess.GEOMETRY_FEATURES
 
 
 def slices_per_pass(device: torch.device) -> int:
@@ -20,7 +22,8 @@ def slices_per_pass(device: torch.device) -> int:
 
 
 class GenePredictor(nn.Module):
-    """TransUNet R50+ViT encoder and HE2RNA top-k head.
+    """TransUNet R50+ViT encoder and the gene head (HE2RNA top-k, or patient-level mean or
+    gated-attention pooling: `config.pooling`).
 
     Inputs: `x` (B, S, C, H, W) float slices, H = W = config.image_size, and
     `slice_mask` (B, S) bool, False for padding slices (never encoded, never selected).
@@ -32,6 +35,14 @@ class GenePredictor(nn.Module):
         self.in_channels = in_channels
         self.encoder = HybridEncoder(config, in_channels)
         self.head = GeneHead(config.hidden_size, n_genes, config.head_dropout)
+        self.attention = (GatedAttention(config.hidden_size, config.attention_dim)
+                          if config.pooling == "attention" else None)
+        if config.geometry:
+            # per gene, a linear function of the standardised geometry, added to its value
+            self.head.geometry = nn.Linear(N_GEOMETRY, n_genes, bias=False)
+            nn.init.zeros_(self.head.geometry.weight)
+            self.register_buffer("geometry_mean", torch.zeros(N_GEOMETRY))
+            self.register_buffer("geometry_std", torch.ones(N_GEOMETRY))
 
     @property
     def n_genes(self) -> int:
@@ -66,15 +77,53 @@ class GenePredictor(nn.Module):
         return list(ks)
 
     def predict_genes(self, tokens: torch.Tensor, slice_mask: torch.Tensor,
+                      geometry: torch.Tensor | None = None,
                       memory_mb: float | None = None) -> torch.Tensor:
-        """(B, S, T, hidden) tokens -> (B, genes) patient values (float32)."""
+        """(B, S, T, hidden) tokens [, (B, N_GEOMETRY) geometry] -> (B, genes) float32."""
         batch, n_slices, per_slice, hidden = tokens.shape
         token_mask = slice_mask[:, :, None].expand(-1, -1, per_slice).reshape(batch, -1)
-        return self.head(tokens.reshape(batch, n_slices * per_slice, hidden), token_mask,
-                         self.top_k_list(), memory_mb or self.config.head_memory_mb)
+        flat = tokens.reshape(batch, n_slices * per_slice, hidden)
+        if self.config.pooling == "topk":
+            values = self.head(flat, token_mask, self.top_k_list(),
+                               memory_mb or self.config.head_memory_mb)
+        else:
+            with torch.autocast(device_type=tokens.device.type, enabled=False):
+                embedding = pooled_embedding(flat, token_mask, self.attention)
+            values = self.head.embedding_values(embedding)
+        return values + self.geometry_shift(geometry, batch)
 
-    def forward(self, x: torch.Tensor, slice_mask: torch.Tensor) -> torch.Tensor:
-        return self.predict_genes(self.encode(x, slice_mask), slice_mask)
+    def geometry_shift(self, geometry: torch.Tensor | None, batch: int) -> torch.Tensor:
+        """(B, genes) what the tumour's geometry adds to each gene (0 without geometry)."""
+        if not self.config.geometry:
+            return torch.zeros((), device=self.head.conv.bias.device)
+        if geometry is None or geometry.shape != (batch, N_GEOMETRY):
+            raise ValueError(f"a model with geometry needs (B, {N_GEOMETRY}) geometry values")
+        standardised = (geometry.float() - self.geometry_mean) / self.geometry_std
+        return self.head.geometry(standardised)
+
+    @torch.no_grad()
+    def set_geometry_scale(self, values: np.ndarray) -> None:
+        """Standardise the geometry by the training patients' (N, N_GEOMETRY) values."""
+        values = np.asarray(values, dtype=np.float32)
+        self.geometry_mean.copy_(torch.from_numpy(values.mean(axis=0)))
+        std = values.std(axis=0)
+        self.geometry_std.copy_(torch.from_numpy(np.where(std > 0, std, 1.0).astype(np.float32)))
+
+    def attention_maps(self, tokens: torch.Tensor, slice_mask: torch.Tensor) -> torch.Tensor:
+        """(B, S, T, hidden) -> (B, S, grid, grid) attention weight of each token (summing to
+        1 over the patient's tokens): where an attention-pooling model looked."""
+        if self.attention is None:
+            raise ValueError(f"a {self.config.pooling}-pooling model has no attention")
+        batch, n_slices, per_slice, hidden = tokens.shape
+        token_mask = slice_mask[:, :, None].expand(-1, -1, per_slice).reshape(batch, -1)
+        with torch.autocast(device_type=tokens.device.type, enabled=False):
+            weights = self.attention(tokens.reshape(batch, -1, hidden).float(), token_mask)
+        grid = self.config.grid_size
+        return weights.reshape(batch, n_slices, grid, grid)
+
+    def forward(self, x: torch.Tensor, slice_mask: torch.Tensor,
+                geometry: torch.Tensor | None = None) -> torch.Tensor:
+        return self.predict_genes(self.encode(x, slice_mask), slice_mask, geometry)
 
     def gene_maps(self, tokens: torch.Tensor, gene_indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
         """(B, S, T, hidden) tokens -> (B, S, n_sel, grid, grid) per-token values of the

@@ -101,6 +101,16 @@ def cuda_driver_present() -> bool:
     return Path("/proc/driver/nvidia/version").exists()
 
 
+def light_problem(bundle) -> str | None:
+    """Why the ONNX runtimes cannot run this bundle's head, or None: they run HE2RNA's
+    top-k pooling without geometry (mean/attention pooling and geometry need torch)."""
+    config = bundle.config
+    if config.pooling != "topk" or config.geometry:
+        return (f"its head ({config.pooling} pooling" + (", geometry" if config.geometry else "")
+                + ") runs on torch only; the ONNX runtimes run top-k pooling without geometry")
+    return None
+
+
 def pick_runtime(bundle, requested: str = "auto", device: str = "auto", folds: str = "all") -> str:
     """The runtime to use: as asked (checked), or under `auto` a light one where the bundle
     is exported and one is installed, torch on a CUDA device or otherwise."""
@@ -109,7 +119,7 @@ def pick_runtime(bundle, requested: str = "auto", device: str = "auto", folds: s
     if requested == "auto":
         if device == "cuda" or (device == "auto" and cuda_driver_present() and is_installed("torch")):
             return "torch"
-        for runtime in LIGHT_RUNTIMES if has_exports(bundle, folds) else ():
+        for runtime in LIGHT_RUNTIMES if has_exports(bundle, folds) and not light_problem(bundle) else ():
             if is_installed(runtime):
                 return _checked(bundle, runtime, folds)
         return "torch"
@@ -120,6 +130,8 @@ def pick_runtime(bundle, requested: str = "auto", device: str = "auto", folds: s
         if device == "cuda":
             raise InputError(None, f"--runtime {requested} runs on the CPU here; use --runtime "
                                    f"torch for --device cuda")
+        if light_problem(bundle):
+            raise InputError(bundle.path, f"--runtime {requested}: {light_problem(bundle)}")
         missing = [exported_file(f) for f in bundle.fold_indices(folds)
                    if exported_file(f) not in bundle.files]
         if missing:

@@ -37,7 +37,10 @@ class FoldRunner:
     def gene_values(self, tokens: np.ndarray) -> np.ndarray:
         return self.head.gene_values(tokens)
 
-    def run(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    def run(self, images: np.ndarray, geometry: np.ndarray | None = None
+            ) -> tuple[np.ndarray, np.ndarray]:
+        if geometry is not None:
+            raise ValueError("the ONNX runtimes run models without geometry (runtime.light_problem)")
         tokens = self.encode(images)
         return tokens, self.gene_values(tokens)
 

@@ -33,6 +33,7 @@ import SimpleITK as sitk
 
 from RadioGenomicsLib import cohort, gdc
 from RadioGenomicsLib.atomic import atomic_path
+from RadioGenomicsLib.outputs import Output, check_outputs, mark_complete
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.gencode import gene_table
 from RadioGenomicsLib.imaging import CT_CHANNELS, MRI_CHANNELS
@@ -62,11 +63,7 @@ def check_request(out: Path, patients: int, genes: int, modality: str) -> None:
     available = len(gene_table())
     if not 1 <= genes <= available:
         raise InputError(None, f"--genes {genes}: expected 1 to {available} (GENCODE v36)")
-    if out.exists() and not out.is_dir():
-        raise InputError(out, "exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / "truth.json").exists():
-        raise InputError(out, "folder is not empty and holds no earlier synthetic cohort; "
-                              "give a new or empty folder")
+    check_outputs("synth", [Output(out, "folder")])
 
 
 def synthesize_cohort(out: str | os.PathLike, patients: int, genes: int, modality: str = "mri",
@@ -82,6 +79,7 @@ def synthesize_cohort(out: str | os.PathLike, patients: int, genes: int, modalit
         samples, model = _write_expression(tmp, latent, genes, seed)
         _write_manifest(tmp, images, modality)
         _write_truth(tmp, latent, images, samples, model, modality, seed)
+        mark_complete(tmp, "synth")
     return out
 
 
@@ -201,15 +199,21 @@ def _write_truth(folder: Path, latent: np.ndarray, images: list[dict[str, object
 def score_against_truth(truth_json: str | os.PathLike, report: str | os.PathLike) -> dict:
     """An evaluation report (`gene_stats.tsv` in `report`) scored against the links a
     synthetic cohort's truth.json knows: the significant genes, how many of them are
-    truly linked, the null genes called significant, the mean r of either kind."""
+    truly linked, the null genes called significant, the mean r of either kind, and per
+    latent factor the linked genes and how many of them were found."""
     truth = json.loads(Path(truth_json).read_text())
-    linked = {gene["gene_id"] for gene in truth["expression"]["linked"]}
+    factor_of = {gene["gene_id"]: gene["factor"] for gene in truth["expression"]["linked"]}
     stats = pd.read_csv(Path(report) / "gene_stats.tsv", sep="\t")
-    is_linked = stats["gene_id"].isin(linked)
+    is_linked = stats["gene_id"].isin(set(factor_of))
     significant = stats["significant"].astype(bool)
+    factors = stats["gene_id"].map(factor_of)
+    per_factor = {str(name): {"linked": int((factors == name).sum()),
+                              "found": int(((factors == name) & significant).sum())}
+                  for name in sorted(set(factor_of.values()))}
     return {"genes": len(stats), "linked": int(is_linked.sum()), "null": int((~is_linked).sum()),
             "significant": int(significant.sum()),
             "significant_linked": int((significant & is_linked).sum()),
             "null_significant": int((significant & ~is_linked).sum()),
             "r_linked": float(stats.loc[is_linked, "pearson_r"].mean()),
-            "r_null": float(stats.loc[~is_linked, "pearson_r"].mean())}
+            "r_null": float(stats.loc[~is_linked, "pearson_r"].mean()),
+            "per_factor": per_factor}

@@ -311,13 +311,11 @@ def check_alphas(alphas: Sequence[float]) -> tuple[float, ...]:
     return tuple(sorted(set(alphas)))
 
 
-def check_out(out: Path) -> None:
+def check_out(out: Path, inputs: Sequence[str | None] = ()) -> None:
     """A new or empty folder, or an earlier baseline's (replaced whole): never anything else."""
-    if out.exists() and not out.is_dir():
-        raise InputError(out, "exists and is not a folder")
-    if out.is_dir() and any(out.iterdir()) and not (out / DETAILS_FILE).is_file():
-        raise InputError(out, f"folder is not empty and holds no earlier baseline "
-                              f"({DETAILS_FILE}); give a new or empty folder")
+    from RadioGenomicsLib.outputs import Output, check_outputs
+
+    check_outputs("baseline", [Output(out, "folder")], inputs)
 
 
 def run_baseline(manifest: str, expression: str, sample_sheet: str | None, out: Path,
@@ -327,11 +325,12 @@ def run_baseline(manifest: str, expression: str, sample_sheet: str | None, out: 
     baseline.json, report/); returns the evaluation summary."""
     from radiomics import __version__ as pyradiomics_version
 
+    from RadioGenomicsLib.outputs import mark_complete
     from RadioGenomicsLib.report import print_summary, write_report  # not in the workers
     from RadioGenomicsLib.training.crossval import check_inputs
 
     alphas = check_alphas(alphas)
-    check_out(out)
+    check_out(out, [manifest, expression, sample_sheet])
     inputs = check_inputs(manifest, expression, sample_sheet, recipe)
     for note in inputs.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -368,17 +367,21 @@ def run_baseline(manifest: str, expression: str, sample_sheet: str | None, out: 
         (staging / DETAILS_FILE).write_text(json.dumps(details, indent=2) + "\n")
         summary = write_report(staging / REPORT_FOLDER, oof, truth,
                                inputs.gene_names.reindex(genes).to_dict(),
-                               folds=inputs.folds.loc[oof.index], markers=recipe.markers)
+                               folds=inputs.folds.loc[oof.index], markers=recipe.markers,
+                               command=None)
+        mark_complete(staging, "baseline")
     print_summary(summary)
     return summary
 
 
 def baseline_recipe(config: str, folds: int | None, seed: int | None,
-                    region: str | None) -> Recipe:
+                    region: str | None, group_by: str | None = None,
+                    permute_targets: bool | None = None) -> Recipe:
     """The recipe whose targets, folds and MRI normalisation the baseline shares."""
     from RadioGenomicsLib.training.recipe import load_recipe
 
-    recipe = load_recipe(config).with_training(folds=folds, seed=seed)
+    recipe = load_recipe(config).with_training(folds=folds, seed=seed, group_by=group_by,
+                                               permute_targets=permute_targets)
     if region is not None:
         recipe = dataclasses.replace(
             recipe, preprocessing=dataclasses.replace(recipe.preprocessing, region=region))

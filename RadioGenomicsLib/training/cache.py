@@ -54,15 +54,27 @@ class SliceCache:
     def path(self, key: str) -> Path:
         return self.folder / f"{key}.npy"
 
+    def geometry_path(self, key: str) -> Path:
+        return self.folder / f"{key}.geometry.npy"
+
     def load(self, key: str) -> np.ndarray:
         """(S, C, H, W) float16, memory-mapped."""
         return np.load(self.path(key), mmap_mode="r")
 
-    def store(self, key: str, images: np.ndarray) -> None:
+    def geometry(self, key: str) -> np.ndarray:
+        """The tumour's preprocess.GEOMETRY_FEATURES (float32)."""
+        return np.load(self.geometry_path(key))
+
+    def holds(self, key: str) -> bool:
+        return self.path(key).exists() and self.geometry_path(key).exists()
+
+    def store(self, key: str, images: np.ndarray, geometry: np.ndarray) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
-        with atomic_path(self.path(key)) as tmp:
-            with open(tmp, "wb") as handle:
-                np.save(handle, images.astype(np.float16))
+        for path, array in ((self.geometry_path(key), geometry.astype(np.float32)),
+                            (self.path(key), images.astype(np.float16))):  # images last
+            with atomic_path(path) as tmp:
+                with open(tmp, "wb") as handle:
+                    np.save(handle, array)
 
 
 def preprocess_cohort(cohort: pd.DataFrame, channels: list[str], settings: PreprocessSettings,
@@ -75,13 +87,14 @@ def preprocess_cohort(cohort: pd.DataFrame, channels: list[str], settings: Prepr
     keys, problems = {}, []
     for patient, row in progress(list(cohort.iterrows()), "preprocessing (cached)"):
         key = patient_key(row, channels, settings)
-        if not cache.path(key).exists():
+        if not cache.holds(key):
             label = row.get("label")
             try:
                 study = load_study({c: row[c] for c in channels}, row["segmentation"],
                                    label=None if label is None or pd.isna(label) else int(label),
                                    channels=tuple(channels))
-                cache.store(key, preprocess(study, settings).images)
+                slices = preprocess(study, settings)
+                cache.store(key, slices.images, slices.geometry())
             except InputError as error:
                 problems.append(f"{patient}: {error}")
                 continue

@@ -21,6 +21,8 @@ import pandas as pd
 import torch
 
 from RadioGenomicsLib.atomic import atomic_path
+from RadioGenomicsLib.integrity import read_manifest, write_manifest
+from RadioGenomicsLib.outputs import Output, check_outputs, mark_complete
 from RadioGenomicsLib.bundle import BundleMetadata, write_bundle
 from RadioGenomicsLib.cohort import channel_columns, validate_cohort
 from RadioGenomicsLib.errors import InputError
@@ -36,7 +38,7 @@ from RadioGenomicsLib.training.folds import assign_folds, inner_validation_split
 from RadioGenomicsLib.training.loop import Runtime, fit_fold, predict_patients
 from RadioGenomicsLib.training.recipe import Recipe
 
-HEAD_KEYS = ("head.conv.weight", "head.conv.bias")
+HEAD_KEYS = ("head.conv.weight", "head.conv.bias", "head.geometry.weight")  # a row per gene
 
 
 @dataclass
@@ -77,7 +79,14 @@ def check_inputs(manifest: str, expression: str, sample_sheet: str | None,
     targets = matrix.values.loc[cohort.index].astype(np.float64)
     if not np.isfinite(targets.to_numpy()).all():
         raise InputError(expression, "the expression of the imaged patients has missing values")
-    folds = assign_folds(list(cohort.index), recipe.training.folds, recipe.training.seed, manifest)
+    if recipe.training.permute_targets:
+        order = np.random.default_rng([recipe.training.seed, 7919]).permutation(len(targets))
+        targets = pd.DataFrame(targets.to_numpy()[order], index=targets.index,
+                               columns=targets.columns)
+        notes.append(f"CONTROL: expression rows permuted across patients (seed "
+                     f"{recipe.training.seed}): every gene found is a false positive")
+    folds = assign_folds(list(cohort.index), recipe.training.folds, recipe.training.seed, manifest,
+                         recipe.training.group_by)
     smallest = int(folds.value_counts().min())
     if smallest < MIN_PATIENTS:
         raise InputError(manifest, f"{len(folds)} patients in {recipe.training.folds} folds leave "
@@ -126,6 +135,8 @@ def run_folds(inputs: TrainingInputs, recipe: Recipe, runtime: Runtime, cache: S
     """Train every fold (or take it from a finished checkpoint): states, OOF predictions."""
     settings = recipe.training
     fingerprint = _fingerprint(recipe, inputs)
+    frozen = _frozen_tokens(inputs, recipe, runtime, cache, keys) \
+        if settings.encoder == "frozen" else None
     states, oof_parts, histories = [], [], []
     for fold in range(settings.folds):
         done = work / f"fold_{fold}.done.safetensors"
@@ -135,26 +146,60 @@ def run_folds(inputs: TrainingInputs, recipe: Recipe, runtime: Runtime, cache: S
             saved = load_checkpoint(done, fingerprint)
             best, state, oof = saved.best, saved.fold_state, saved.extra["oof"].numpy()
         else:
-            best, state = fit_fold(recipe, fold, train, validation, runtime,
-                                   work / f"fold_{fold}.safetensors", resume, fingerprint)
-            model = _model_from(recipe, best, train)
-            oof = predict_patients(model.to(runtime.device), held_out, runtime,
-                                   settings.batch_patients)
+            if frozen is not None:
+                best, state, oof = _fit_frozen_fold(recipe, fold, frozen, train, validation,
+                                                    held_out)
+            else:
+                best, state = fit_fold(recipe, fold, train, validation, runtime,
+                                       work / f"fold_{fold}.safetensors", resume, fingerprint)
+                model = _model_from(recipe, best, train)
+                oof = predict_patients(model.to(runtime.device), held_out, runtime,
+                                       settings.batch_patients)
             if runtime.main:
                 save_checkpoint(done, fingerprint, state, {}, best, {"state": {},
                                 "param_groups": []}, extra={"oof": torch.from_numpy(oof)})
         states.append(best)
         oof_parts.append(pd.DataFrame(oof, index=held_out.patients,
                                       columns=inputs.fold_genes[fold]))
-        histories.append({"fold": fold, "best_epoch": state.best_epoch,
-                          "best_validation_r": state.best_score, "epochs": state.epoch,
-                          "history": state.history})
+        score = ({"best_validation_loss": -state.best_score} if frozen is not None
+                 else {"best_validation_r": state.best_score})
+        histories.append({"fold": fold, "best_epoch": state.best_epoch, **score,
+                          "epochs": state.epoch, "history": state.history})
     common = [g for g in inputs.targets.columns
               if all(g in set(genes) for genes in inputs.fold_genes)]
     states = [_restrict_head(s, genes, common) for s, genes in zip(states, inputs.fold_genes)]
     oof = pd.concat([part[common] for part in oof_parts]).loc[inputs.targets.index]
     oof.index.name = "patient_id"
     return states, oof, histories
+
+
+def _frozen_tokens(inputs: TrainingInputs, recipe: Recipe, runtime: Runtime, cache: SliceCache,
+                   keys: dict[str, str]):
+    """Stage 1 of the two-stage mode: the shared frozen encoder and every patient's tokens."""
+    from RadioGenomicsLib.training.frozen import encode_patients, frozen_encoder
+
+    patients = list(inputs.targets.index)
+    everyone = PatientSlices(cache, keys, np.zeros((len(patients), 1)), patients)
+    encoder = frozen_encoder(recipe, everyone.slices(0).shape[1], 1)
+    return encode_patients(encoder, everyone, runtime.device, cache.folder / "tokens")
+
+
+def _fit_frozen_fold(recipe: Recipe, fold: int, frozen, train: PatientSlices,
+                     validation: PatientSlices, held_out: PatientSlices):
+    """Stage 2 for one fold: (weights in the target's units, state, OOF predictions)."""
+    from RadioGenomicsLib.training.frozen import fit_head_fold, fit_ridge_head, predict_tokens
+    from RadioGenomicsLib.training.loop import in_target_units, target_scale
+
+    if recipe.training.standardize_targets:
+        mean, std = target_scale(train.targets)
+        train, validation = train.standardized(mean, std), validation.standardized(mean, std)
+    fit = fit_ridge_head if recipe.training.head_solver == "ridge" else fit_head_fold
+    best, state = fit(recipe, fold, frozen, train, validation)
+    if recipe.training.standardize_targets:
+        best = in_target_units(best, mean, std)
+    model = _model_from(recipe, best, train)
+    return best, state, predict_tokens(model, frozen, held_out.patients,
+                                       recipe.training.batch_patients)
 
 
 def _model_from(recipe: Recipe, state: dict[str, torch.Tensor], data: PatientSlices):
@@ -197,9 +242,12 @@ def write_trained_bundle(out: Path, recipe: Recipe, inputs: TrainingInputs,
         write_bundle(staging, states, metadata, genes)
         summary = write_report(staging / "report", oof, truth,
                                dict(zip(genes["gene_id"], genes["gene_name"])),
-                               folds=inputs.folds.loc[oof.index], markers=recipe.markers)
+                               folds=inputs.folds.loc[oof.index], markers=recipe.markers,
+                               command=None)
         pd.DataFrame([{"fold": h["fold"], **e} for h in histories for e in h["history"]]).to_csv(
             staging / "report" / "training_history.tsv", sep="\t", index=False)
+        write_manifest(staging, read_manifest(staging))  # the report too (weights not re-hashed)
+        mark_complete(staging, "train")
     return summary
 
 
@@ -208,6 +256,9 @@ def train(manifest: str, expression: str, sample_sheet: str | None, out: Path, r
     """The whole cross-validated training; returns the evaluation summary."""
     from RadioGenomicsLib.training.cache import default_cache_dir
 
+    work = out.with_name(out.name + ".work")
+    check_outputs("train", [Output(out, "folder"), Output(work, "folder", "--out (its .work)")],
+                  [manifest, expression, sample_sheet, recipe.training.pretrained or None])
     inputs = check_inputs(manifest, expression, sample_sheet, recipe)
     if recipe.training.pretrained:  # a checkpoint that does not fit fails now, not in fold 1
         load_transunet_weights(GenePredictor(recipe.model, len(inputs.channels), 1),
@@ -221,10 +272,11 @@ def train(manifest: str, expression: str, sample_sheet: str | None, out: Path, r
     runtime.barrier()
     if not runtime.main:
         keys = preprocess_cohort(inputs.cohort, inputs.channels, recipe.preprocessing, cache)
-    work = out.with_name(out.name + ".work")
     if not resume and work.exists() and runtime.main:
         shutil.rmtree(work)
-    work.mkdir(parents=True, exist_ok=True)
+    if runtime.main:
+        work.mkdir(parents=True, exist_ok=True)
+        mark_complete(work, "train")  # here: the folder is train's own (checkpoints to resume)
     runtime.barrier()
     states, oof, histories = run_folds(inputs, recipe, runtime, cache, keys, work, resume)
     summary = {}

@@ -40,11 +40,17 @@ class PatientSlices:
     def slices(self, index: int) -> np.ndarray:
         return self.cache.load(self.keys[self.patients[index]])
 
+    def geometry(self, indices) -> torch.Tensor:
+        """(len(indices), N_GEOMETRY) the patients' tumour geometry."""
+        return torch.from_numpy(np.stack([self.cache.geometry(self.keys[self.patients[int(i)]])
+                                          for i in indices]))
+
     def training_batches(self, batch_patients: int, train_slices: int, rng: np.random.Generator,
                          rank: int = 0, world: int = 1
-                         ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]]:
+                         ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                             torch.Tensor, int]]:
         """Shuffled batches, `train_slices` slices drawn per patient (HE2RNA draws tiles):
-        (x, slice_mask, targets, patients in the whole batch).
+        (x, slice_mask, geometry, targets, patients in the whole batch).
 
         With several processes every one draws the same batches and takes its share of
         the patients, so the gradient DDP averages is the full batch's. A last batch
@@ -63,11 +69,12 @@ class PatientSlices:
                 picks.append(stack[keep])
             mine = list(range(rank, len(chosen), world))
             x, mask = batch_tensors([picks[i] for i in mine])
-            yield x, mask, torch.from_numpy(self.targets[chosen[mine]]), len(chosen)
+            yield (x, mask, self.geometry(chosen[mine]), torch.from_numpy(self.targets[chosen[mine]]),
+                   len(chosen))
 
     def evaluation_batches(self, batch_patients: int
-                           ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        """Every patient with all of its slices, in order."""
+                           ) -> Iterator[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """Every patient with all of its slices, in order: (x, slice_mask, geometry)."""
         for start in range(0, len(self), batch_patients):
             indices = range(start, min(start + batch_patients, len(self)))
-            yield batch_tensors([self.slices(i) for i in indices])
+            yield (*batch_tensors([self.slices(i) for i in indices]), self.geometry(indices))

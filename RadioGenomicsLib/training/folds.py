@@ -10,7 +10,7 @@ import os
 from typing import Sequence
 
 import pandas as pd
-from sklearn.model_selection import KFold, train_test_split
+from sklearn.model_selection import GroupKFold, KFold, train_test_split
 
 from RadioGenomicsLib.errors import InputError
 
@@ -23,9 +23,16 @@ def _sorted_unique(patients: Sequence[str], source: str | os.PathLike | None) ->
     return sorted(ids)
 
 
+def tissue_source_site(patient: str) -> str | None:
+    """The TCGA tissue-source site of a barcode (TCGA-06-0125 -> "06"), else None."""
+    parts = patient.split("-")
+    return parts[1] if len(parts) >= 3 and parts[0] == "TCGA" and parts[1] else None
+
+
 def assign_folds(patients: Sequence[str], n_folds: int, seed: int,
-                 source: str | os.PathLike | None = None) -> pd.Series:
-    """Patient id -> fold (0..n_folds-1), by seeded shuffled KFold of the sorted ids.
+                 source: str | os.PathLike | None = None, group_by: str = "patient") -> pd.Series:
+    """Patient id -> fold (0..n_folds-1), by seeded shuffled KFold of the sorted ids; with
+    `group_by="site"`, every tissue-source site's patients in one fold (GroupKFold).
 
     `source` (the manifest) is named in the error when the cohort is too small.
     """
@@ -35,8 +42,19 @@ def assign_folds(patients: Sequence[str], n_folds: int, seed: int,
     if len(ids) < n_folds:
         raise InputError(source, f"{len(ids)} patient(s) are fewer than the {n_folds} folds")
     fold = pd.Series(-1, index=pd.Index(ids, name="patient_id"), name="fold", dtype=int)
-    splitter = KFold(n_splits=n_folds, shuffle=True, random_state=seed)
-    for k, (_, held_out) in enumerate(splitter.split(ids)):
+    if group_by == "site":
+        sites = [tissue_source_site(p) for p in ids]
+        if None in sites:
+            raise InputError(source, f"folds by site need TCGA barcodes as patient ids "
+                                     f"(TCGA-SS-PPPP); {ids[sites.index(None)]!r} is not one")
+        if len(set(sites)) < n_folds:
+            raise InputError(source, f"{len(set(sites))} tissue-source site(s) cannot fill "
+                                     f"{n_folds} folds kept apart by site")
+        splits = GroupKFold(n_splits=n_folds, shuffle=True, random_state=seed).split(
+            ids, groups=sites)
+    else:
+        splits = KFold(n_splits=n_folds, shuffle=True, random_state=seed).split(ids)
+    for k, (_, held_out) in enumerate(splits):
         fold.iloc[held_out] = k
     return fold
 

@@ -76,11 +76,11 @@ def predict_patients(model: GenePredictor, data: PatientSlices, runtime: Runtime
     """(patients, genes) values with all slices, eval mode (the mean over the k list)."""
     model.eval()
     out = []
-    for x, mask in data.evaluation_batches(batch_patients):
-        x, mask = x.to(runtime.device), mask.to(runtime.device)
+    for x, mask, geometry in data.evaluation_batches(batch_patients):
+        x, mask, geometry = (t.to(runtime.device) for t in (x, mask, geometry))
         with runtime.autocast():
             tokens = model.encode(x, mask, slices_per_pass(runtime.device))
-            values = model.predict_genes(tokens, mask)
+            values = model.predict_genes(tokens, mask, geometry)
         out.append(values.float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, model.n_genes), np.float32)
 
@@ -99,11 +99,11 @@ def _train_epoch(model: nn.Module, optimizer: torch.optim.Optimizer, train: Pati
     model.train()
     settings = recipe.training
     losses = []
-    for x, mask, target, batch_size in train.training_batches(
+    for x, mask, geometry, target, batch_size in train.training_batches(
             settings.batch_patients, settings.train_slices, rng, runtime.rank, runtime.world):
-        x, mask, target = (t.to(runtime.device) for t in (x, mask, target))
+        x, mask, geometry, target = (t.to(runtime.device) for t in (x, mask, geometry, target))
         with runtime.autocast():
-            predicted = model(x, mask)
+            predicted = model(x, mask, geometry)
         per_patient = nn.functional.mse_loss(predicted.float(), target, reduction="none").mean(1)
         # DDP averages gradients over processes: scale so the result is the batch mean
         loss = per_patient.sum() * runtime.world / batch_size
@@ -129,8 +129,11 @@ def in_target_units(state: dict[str, torch.Tensor], mean: np.ndarray, std: np.nd
     """
     weight, bias = state["head.conv.weight"], state["head.conv.bias"]
     std_t, mean_t = torch.from_numpy(std).to(weight), torch.from_numpy(mean).to(bias)
-    return {**state, "head.conv.weight": weight * std_t[:, None, None],
-            "head.conv.bias": bias * std_t + mean_t}
+    converted = {**state, "head.conv.weight": weight * std_t[:, None, None],
+                 "head.conv.bias": bias * std_t + mean_t}
+    if "head.geometry.weight" in state:  # the geometry's share of each gene scales alike
+        converted["head.geometry.weight"] = state["head.geometry.weight"] * std_t[:, None]
+    return converted
 
 
 def start_model(recipe: Recipe, train: PatientSlices, device: torch.device
@@ -142,6 +145,8 @@ def start_model(recipe: Recipe, train: PatientSlices, device: torch.device
     if settings.pretrained:
         load_transunet_weights(model, settings.pretrained)
     model.set_output_bias(train.targets.mean(axis=0))
+    if recipe.model.geometry:
+        model.set_geometry_scale(train.geometry(range(len(train))).numpy())
     model.draw_top_k = settings.random_top_k
     model.to(device)
     optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,

@@ -26,9 +26,13 @@ from RadioGenomicsLib.errors import InputError, read_json_object
 from RadioGenomicsLib.model import ModelConfig
 from RadioGenomicsLib.preprocess import PreprocessSettings
 from RadioGenomicsLib.genetable import MARKER_GENES
+from RadioGenomicsLib.schemas import RECIPE, TRAINING, validate
 
 TARGET_UNITS = {"fpkm_uq": "FPKM-UQ", "tpm": "TPM", "counts": "counts"}
 TRANSFORM_NAMES = {"log10p1": "log10(1+x)", "log2p1": "log2(1+x)", "none": "x"}
+GROUPINGS = ("patient", "site")
+ENCODER_MODES = ("train", "frozen")
+HEAD_SOLVERS = ("adamw", "ridge")
 
 
 @dataclass(frozen=True)
@@ -53,9 +57,35 @@ class TrainSettings:
     # HE2RNA draws one k of the top-k list per step; False uses the whole list, as at
     # evaluation (less train-time noise in the output: learns sooner on small cohorts)
     random_top_k: bool = True
+    # folds keep every "patient" apart, or every TCGA tissue-source "site" (the barcode's
+    # second field) together: no site in both training and evaluation
+    group_by: str = "patient"
+    # a control: expression rows shuffled across patients before anything else (seeded
+    # by `seed`); the image-gene links are gone, so every gene found is a false positive
+    permute_targets: bool = False
+    # "train": the encoder and head trained together (the paper); "frozen": two stages,
+    # every slice encoded once by a frozen encoder (seeded random, or `pretrained`), then
+    # the pooling and gene layer trained alone on the cached tokens (training/frozen.py)
+    encoder: str = "train"
+    head_epochs: int = 300  # "frozen": most epochs of the head
+    head_patience: int = 30  # "frozen": epochs without a lower validation loss
+    head_learning_rate: float = 1e-3
+    refit: bool = True  # "frozen": refit on the whole training fold for the chosen epochs
+    # "frozen" with mean pooling: "adamw" (epochs on the tokens) or "ridge" (closed form on
+    # the mean token and the geometry: RidgeCV, a penalty per gene chosen by leave-one-out
+    # on the whole training fold, the radiomics baseline's estimator)
+    head_solver: str = "adamw"
 
     def problems(self) -> list[str]:
         found = []
+        if self.encoder not in ENCODER_MODES:
+            found.append(f"encoder {self.encoder!r}: choose {' or '.join(ENCODER_MODES)}")
+        if self.head_epochs < 1 or self.head_patience < 1 or self.head_learning_rate <= 0:
+            found.append("head_epochs and head_patience must be >= 1, head_learning_rate > 0")
+        if self.head_solver not in HEAD_SOLVERS:
+            found.append(f"head_solver {self.head_solver!r}: choose {' or '.join(HEAD_SOLVERS)}")
+        if self.group_by not in GROUPINGS:
+            found.append(f"group_by {self.group_by!r}: choose {' or '.join(GROUPINGS)}")
         if self.folds < 2:
             found.append(f"folds {self.folds}: need at least 2")
         if self.epochs < 1 or self.patience < 1 or self.batch_patients < 1 or self.train_slices < 1:
@@ -100,6 +130,7 @@ class Recipe:
         """The recipe with some training settings replaced (command-line overrides)."""
         changes = {k: v for k, v in changes.items() if v is not None}
         training = dataclasses.replace(self.training, **changes)
+        validate(dataclasses.asdict(training), TRAINING, None, prefix="training")
         _check(training.problems(), None)
         return dataclasses.replace(self, training=training)
 
@@ -114,6 +145,16 @@ PRESETS: dict[str, Recipe] = {
                     TrainSettings(epochs=12, patience=4, batch_patients=4, train_slices=4,
                                   learning_rate=5e-4, standardize_targets=True,
                                   random_top_k=False)),
+    # beyond the paper, for a CPU and a small cohort: the small encoder frozen (every slice
+    # encoded once), slices spread across the lesion, the mean token and the mask's
+    # geometry into a ridge per gene (closed form, no epochs). Chosen on the seed-0
+    # synthetic cohort only (BENCHMARKS.md): 3 of 50 linked genes at 40 patients, where
+    # `small` found none and a frozen attention head trained by AdamW found 1
+    "frozen-ridge": Recipe(
+        "frozen-ridge", dataclasses.replace(ModelConfig.preset("small"), pooling="mean",
+                                            geometry=True),
+        PreprocessSettings(max_slices=16, slice_choice="spread"),
+        TrainSettings(encoder="frozen", head_solver="ridge")),
 }
 
 
@@ -136,25 +177,24 @@ def recipe_from_dict(document: dict[str, Any], source: Path) -> Recipe:
     unknown = sorted(set(document) - known)
     if unknown:
         raise InputError(source, f"unknown recipe section(s) {', '.join(unknown)}")
-    base = PRESETS.get(document.get("base", "paper"))
+    base_name = document.get("base", "paper")
+    base = PRESETS.get(base_name) if isinstance(base_name, str) else None
     if base is None:
-        raise InputError(source, f"unknown base {document['base']!r} ({', '.join(PRESETS)})")
-    model = document.get("model", base.model.to_dict())
-    model = ModelConfig.load(model) if isinstance(model, str) else \
-        ModelConfig.from_dict({**base.model.to_dict(), **model}, source)
+        raise InputError(source, f"unknown base {base_name!r} ({', '.join(PRESETS)})")
     preprocessing = {**base.preprocessing.to_dict(),
                      **_fields(PreprocessSettings, document.get("preprocessing", {}),
                                "preprocessing", source)}
     training = {**dataclasses.asdict(base.training),
                 **_fields(TrainSettings, document.get("training", {}), "training", source)}
+    validate(document, RECIPE, source)  # types and ranges, before anything uses a value
+    model = document.get("model", base.model.to_dict())
+    model = ModelConfig.load(model) if isinstance(model, str) else \
+        ModelConfig.from_dict({**base.model.to_dict(), **model}, source)
     target = document.get("target", {})
     value, transform = target.get("value", base.value), target.get("transform", base.transform)
-    if value not in TARGET_UNITS or transform not in TRANSFORM_NAMES:
-        raise InputError(source, f"target: value one of {', '.join(TARGET_UNITS)}, transform "
-                                 f"one of {', '.join(TRANSFORM_NAMES)}")
     try:
         recipe = Recipe(str(document.get("name", source.stem)), model,
-                        PreprocessSettings.from_dict(preprocessing), TrainSettings(**training),
+                        PreprocessSettings.from_dict(preprocessing, source), TrainSettings(**training),
                         value, transform, tuple(document.get("markers", base.markers)))
     except (TypeError, ValueError) as error:
         raise InputError(source, f"bad recipe: {error}") from None

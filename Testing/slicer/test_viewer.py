@@ -1,0 +1,386 @@
+"""The web viewer in a real browser: Debian's Chromium driven by Playwright.
+
+`radiogenomics viewer` runs in a child process on a free port (as a user starts it);
+the page loads the sample (a synthetic study and an untrained `small` bundle: labelled
+so in the page, since training the demo's model would take minutes), predicts, shows a
+gene's map, and exports the table, which must equal the CLI's table for the same inputs.
+Pixels are read from the rendered frames of the axial view. Screenshots of the main
+states are kept in $RADIOGENOMICS_ARTEFACTS (default Testing/artefacts/viewer).
+
+Runs in the viewer's environment (`make slicer-test`); skipped where trame-slicer is
+not installed.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import queue
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("trame_slicer", reason="needs the viewer environment: run `make slicer-test`")
+playwright = pytest.importorskip("playwright.sync_api")
+pd = pytest.importorskip("pandas")
+from PIL import Image  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                  "--disable-component-update", "--no-first-run", "--disable-sync"]
+ARTEFACTS = Path(os.environ.get("RADIOGENOMICS_ARTEFACTS", ROOT / "Testing" / "artefacts" / "viewer"))
+ANNOUNCE = re.compile(r"RadioGenomics viewer: open (\S+)")
+COLOURFUL = 60  # max - min over R, G, B: the map's colours; the study is grey
+CHANGED = 40  # summed |difference| over R, G, B that is more than JPEG noise
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+class ViewerProcess:
+    """`radiogenomics viewer` in a child process; `url` once it said where it listens."""
+
+    def __init__(self, work: Path, *options: str):
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "RadioGenomicsLib", "viewer", "--port", str(self.port),
+             "--work", str(work), "--demo", str(work / "no-demo"), *options],
+            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        self.lines: queue.Queue = queue.Queue()
+        self.output: list[str] = []
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        for line in self.process.stdout:
+            self.output.append(line)
+            self.lines.put(line)
+        self.lines.put(None)
+
+    def url(self, timeout: float = 60) -> str:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                line = self.lines.get(timeout=1)
+            except queue.Empty:
+                continue
+            if line is None:
+                break
+            match = ANNOUNCE.search(line)
+            if match:
+                return match.group(1)
+        raise AssertionError("the viewer did not start:\n" + "".join(self.output[-30:]))
+
+    def stop(self) -> None:
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    if not CHROMIUM.is_file():
+        pytest.fail("Chromium is missing: `make testdata` installs Debian's chromium")
+    with playwright.sync_playwright() as driver:
+        browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture(scope="module")
+def viewer(tmp_path_factory):
+    work = tmp_path_factory.mktemp("viewer")
+    process = ViewerProcess(work)
+    try:
+        yield process.url(), work
+    finally:
+        process.stop()
+
+
+def shot(page, name: str) -> None:
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTEFACTS / f"{name}.png"))
+
+
+def axial_frame(page, settle: float = 30) -> np.ndarray:
+    """The axial view's frame as RGB, once two frames a moment apart are the same."""
+    view = page.locator("img.image-display-area").first
+    previous, deadline = None, time.monotonic() + settle
+    while time.monotonic() < deadline:
+        time.sleep(0.7)
+        frame = np.asarray(Image.open(io.BytesIO(view.screenshot())).convert("RGB"), np.int16)
+        if previous is not None and previous.shape == frame.shape and \
+                np.abs(frame - previous).sum(axis=2).max() < CHANGED:
+            return frame
+        previous = frame
+    raise AssertionError("the axial view kept changing")
+
+
+def colourful(frame: np.ndarray) -> np.ndarray:
+    return (frame.max(axis=2) - frame.min(axis=2)) > COLOURFUL
+
+
+def changed(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    return np.abs(a - b).sum(axis=2) > CHANGED
+
+
+def dilate(mask: np.ndarray, pixels: int) -> np.ndarray:
+    grown = mask.copy()
+    for _ in range(pixels):
+        grown[1:] |= grown[:-1]; grown[:-1] |= grown[1:]  # noqa: E702
+        grown[:, 1:] |= grown[:, :-1]; grown[:, :-1] |= grown[:, 1:]  # noqa: E702
+    return grown
+
+
+def wait_for_status(page, text: str, timeout_s: float = 120) -> None:
+    page.wait_for_function(f"document.querySelector('[data-testid=\"status\"]').innerText"
+                           f".includes({json.dumps(text)})", timeout=timeout_s * 1000)
+
+
+def set_opacity(page, key: str, presses: int = 1) -> None:
+    thumb = page.locator('[data-testid="opacity"] .v-slider-thumb')
+    thumb.focus()
+    for _ in range(presses):
+        thumb.press(key)
+
+
+def cli_table(work: Path, out: Path) -> pd.DataFrame:
+    """The CLI's table for the sample's inputs (the viewer's defaults: every fold)."""
+    sample = json.loads((work / "sample" / "sample.json").read_text())
+    images = [f"--image={c}={p}" for c, p in sample["images"].items()]
+    subprocess.run([sys.executable, "-m", "RadioGenomicsLib", "predict", "--model",
+                    sample["bundle"], *images, "--segmentation", sample["segmentation"],
+                    "--out", str(out), "--device", "cpu"], cwd=ROOT, check=True,
+                   capture_output=True)
+    return pd.read_csv(out)
+
+
+def test_sample_predict_map_and_export(browser, viewer, tmp_path):
+    url, work = viewer
+    page = browser.new_page(viewport={"width": 1400, "height": 900}, accept_downloads=True)
+    page.goto(url)
+    page.wait_for_selector('[data-testid="load-sample"]', timeout=60_000)
+    shot(page, "01-start")
+
+    page.click('[data-testid="load-sample"]')
+    page.wait_for_selector('[data-testid="model-card"]', timeout=120_000)
+    label = page.inner_text('[data-testid="sample-label"]')
+    assert "Synthetic study" in label and "untrained" in label
+    assert "Channels: t1, t1gd, t2, flair" in page.inner_text('[data-testid="model-card"]')
+    assert "For research use only" in page.inner_text('[data-testid="model-card"]')
+    shot(page, "02-sample-loaded")
+
+    page.click('[data-testid="predict"]')
+    page.wait_for_selector("[data-gene]", timeout=240_000)
+    genes = page.locator("[data-gene]").evaluate_all("nodes => nodes.map(n => n.dataset.gene)")
+    assert genes[:3] == ["IDH1", "EGFR", "MGMT"]  # markers pinned in their order
+    shot(page, "03-gene-table")
+
+    # the overlay: EGFR's map, seen at opacity 0 (the study alone), then 1
+    page.click('[data-gene="EGFR"]')
+    wait_for_status(page, "Showing the map of EGFR")
+    set_opacity(page, "Home")
+    study = axial_frame(page)
+    set_opacity(page, "End")
+    egfr = axial_frame(page)
+    shot(page, "04-egfr-map")
+    outline = dilate(colourful(study), 2)  # the tumour's outline is drawn in colour
+    support = colourful(egfr) & ~outline
+    assert support.sum() > 500, "no map overlay on the axial view"
+    rows, columns = np.nonzero(colourful(study))
+    tumour_centre = (int(rows.mean()), int(columns.mean()))
+    assert dilate(support, 3)[tumour_centre], "the map does not cover the tumour"
+    near_support = dilate(support | outline, 3)
+    assert not (changed(study, egfr) & ~near_support).any(), "pixels changed outside the map"
+
+    # another gene: other colours, in the same place only
+    page.click('[data-gene="MGMT"]')
+    wait_for_status(page, "Showing the map of MGMT")
+    mgmt = axial_frame(page)
+    assert changed(egfr, mgmt).sum() > 100
+    assert not (changed(egfr, mgmt) & ~near_support).any()
+    # half opacity: the study shows through the map
+    set_opacity(page, "ArrowLeft", 10)
+    half = axial_frame(page)
+    assert changed(mgmt, half)[support].mean() > 0.5
+    assert not (changed(mgmt, half) & ~near_support).any()
+    saturation = lambda frame: (frame.max(axis=2) - frame.min(axis=2))[support].mean()  # noqa: E731
+    assert saturation(half) < saturation(mgmt)
+    shot(page, "05-mgmt-half-opacity")
+
+    with page.expect_download() as download:
+        page.click('[data-testid="export-csv"]')
+    exported = tmp_path / "exported.csv"
+    download.value.save_as(exported)
+    pd.testing.assert_frame_equal(pd.read_csv(exported), cli_table(work, tmp_path / "cli.csv"),
+                                  rtol=1e-5)
+    with page.expect_download() as download:
+        page.click('[data-testid="export-map"]')
+    assert download.value.suggested_filename == "MGMT.nrrd"
+    map_file = tmp_path / "MGMT.nrrd"
+    download.value.save_as(map_file)
+    assert map_file.read_bytes().startswith(b"NRRD")
+    page.close()
+
+
+def open_with_sample(browser, url):
+    page = browser.new_page(viewport={"width": 1400, "height": 900})
+    page.goto(url)
+    page.wait_for_selector('[data-testid="load-sample"]', timeout=60_000)
+    page.click('[data-testid="load-sample"]')
+    page.wait_for_selector('[data-testid="model-card"]', timeout=120_000)
+    return page
+
+
+def error_text(page) -> str:
+    page.wait_for_selector('[data-testid="error"]', timeout=120_000)
+    return page.inner_text('[data-testid="error"]')
+
+
+def test_typed_path_outside_the_server_folders_is_refused(browser, viewer):
+    page = open_with_sample(browser, viewer[0])
+    field = page.get_by_label("Study folder on the server")
+    field.fill("/etc")
+    field.press("Enter")
+    assert "/etc: is outside the folders this viewer was started with" in error_text(page)
+    page.close()
+
+
+def test_uploaded_study_with_a_bad_segmentation_gets_the_library_error(browser, viewer, tmp_path):
+    """Upload a study (the sample's channels, renamed) whose tumour segmentation is empty:
+    the channels are assigned by name, and Predict shows the library's one-line error."""
+    import SimpleITK as sitk
+
+    url, work = viewer
+    page = open_with_sample(browser, url)
+    sample = json.loads((work / "sample" / "sample.json").read_text())
+    files = []
+    for channel, source in sample["images"].items():
+        files.append(tmp_path / f"P7_{channel.replace('t1gd', 't1ce')}.nii.gz")
+        files[-1].write_bytes(Path(source).read_bytes())
+    empty = sitk.Image(sitk.ReadImage(sample["segmentation"]).GetSize(), sitk.sitkUInt8)
+    empty.CopyInformation(sitk.ReadImage(sample["segmentation"]))
+    files.append(tmp_path / "P7_seg.nii.gz")
+    sitk.WriteImage(empty, str(files[-1]))
+    page.set_input_files('[data-testid="upload"] input[type=file]', [str(f) for f in files])
+    page.wait_for_function("document.querySelector('[data-testid=\"study-path\"] input')"
+                           ".value === 'upload 1'", timeout=60_000)  # the new study, chosen
+    uploaded = work / "uploads" / "1"
+    assert sorted(p.name for p in uploaded.iterdir()) == sorted(f.name for f in files)
+    page.wait_for_selector("text=P7_t1ce.nii.gz", timeout=30_000)  # t1gd, assigned by name
+    page.click('[data-testid="predict"]')
+    message = error_text(page)
+    assert message == f"{uploaded / 'P7_seg.nii.gz'}: the segmentation is empty (no non-zero voxel)"
+    shot(page, "06-bad-input")
+    page.close()
+
+
+def test_painted_tumour_is_written_on_the_study_grid_and_predicted(browser, viewer):
+    """Slicer's segment editor (paint effect) in the page: a stroke across the axial view
+    becomes the tumour labelmap (the module's write_segment) that Predict then uses."""
+    import SimpleITK as sitk
+
+    url, work = viewer
+    page = open_with_sample(browser, url)
+    page.click('[data-testid="paint"]')
+    wait_for_status(page, "Paint the tumour")
+    box = page.locator("img.image-display-area").first.bounding_box()
+    x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
+    page.mouse.move(x - 30, y)
+    page.mouse.down()
+    for step in range(1, 13):
+        page.mouse.move(x - 30 + 5 * step, y + 2 * step, steps=2)
+    page.mouse.up()
+    page.wait_for_timeout(1000)
+    shot(page, "07-painting")
+    page.click('[data-testid="use-painting"]')
+    wait_for_status(page, "The painted tumour is painted-")
+    painted = sorted((work / "painted").glob("painted-*.nrrd"))[-1]
+    mask = sitk.ReadImage(str(painted))
+    sample = json.loads((work / "sample" / "sample.json").read_text())
+    study = sitk.ReadImage(sample["images"]["t1gd"])
+    assert mask.GetSize() == study.GetSize()
+    np.testing.assert_allclose(mask.GetOrigin(), study.GetOrigin(), atol=1e-3)
+    np.testing.assert_allclose(mask.GetDirection(), study.GetDirection(), atol=1e-6)
+    voxels = sitk.GetArrayFromImage(mask)
+    assert set(np.unique(voxels)) == {0, 1} and 20 < voxels.sum() < voxels.size // 20
+    page.click('[data-testid="predict"]')
+    wait_for_status(page, "Predicted", timeout_s=240)
+    assert page.locator("[data-gene]").count() > 0
+    page.close()
+
+
+def predict_processes(work: Path) -> list[str]:
+    """Command lines of running `predict` commands that write under `work`."""
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            text = cmdline.read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if " predict " in text and str(work) in text:
+            found.append(text)
+    return found
+
+
+def test_cancel_stops_the_prediction(browser, viewer):
+    url, work = viewer
+    page = open_with_sample(browser, url)
+    page.click('[data-testid="predict"]')
+    page.wait_for_selector('[data-testid="cancel"]:not([disabled])', timeout=30_000)
+    assert page.locator('[data-testid="progress"]').is_visible()
+    assert page.inner_text('[data-testid="step"]') == "reading and preprocessing the study"
+    deadline = time.monotonic() + 20
+    while not predict_processes(work) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert predict_processes(work), "no predict process to cancel"
+    page.click('[data-testid="cancel"]')
+    assert error_text(page) == "Cancelled."
+    assert predict_processes(work) == []
+    assert page.locator('[data-testid="predict"]').is_enabled()
+    page.close()
+
+
+def test_non_loopback_server_needs_its_token(browser, tmp_path):
+    process = ViewerProcess(tmp_path, "--host", "0.0.0.0")
+    try:
+        url = process.url()
+        token = re.search(r"\?secret=([\w-]{16,})$", url)
+        assert token, url
+        local = f"http://127.0.0.1:{process.port}/"  # only loopback traffic in tests
+        page = browser.new_page()
+        console: list[str] = []
+        page.on("console", lambda message: console.append(message.text))
+        page.goto(local)
+        deadline = time.monotonic() + 30
+        while not any("Authentication failed" in m for m in console) and time.monotonic() < deadline:
+            page.wait_for_timeout(500)
+        assert any("Authentication failed" in m for m in console), console
+        assert page.locator('[data-testid="load-sample"]').count() == 0
+        page.goto(f"{local}?secret={token.group(1)}")
+        page.wait_for_selector('[data-testid="load-sample"]', timeout=60_000)
+        page.close()
+    finally:
+        process.stop()
+
+
+def test_short_token_on_a_network_address_refuses_to_start(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "RadioGenomicsLib", "viewer", "--host",
+                             "0.0.0.0", "--token", "short", "--work", str(tmp_path)],
+                            cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2
+    assert "radiogenomics viewer: error: --host 0.0.0.0 is reachable from other machines" \
+        in result.stderr
