@@ -11,6 +11,7 @@ from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.expression import genes_path, read_matrix
 from RadioGenomicsLib.genetable import MARKER_GENES
 from RadioGenomicsLib.outputs import Output, check_outputs
+from RadioGenomicsLib.report import print_summary, write_report
 
 FOLD_COLUMNS = ("patient_id", "fold")
 
@@ -95,9 +96,6 @@ def gene_names_for(truth_path: Path, truth_genes: pd.DataFrame,
 
 
 def run(args: argparse.Namespace) -> int:
-    # statsmodels and matplotlib take ~1 s to import: only when evaluating
-    from RadioGenomicsLib.report import print_summary, write_report
-
     check_outputs("evaluate", [Output(args.out, "folder")],
                   [args.predictions, args.truth, args.folds, args.genes])
     predictions_path, truth_path = Path(args.predictions), Path(args.truth)
