@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q "$(TORCH)"
-	$(PY) -m pip install -q -e ".[test,radiomics,synth]"
+	$(PY) -m pip install -q -e ".[test,radiomics,synth,runtime,export]"
 	touch $(STAMP)
 
 testdata: $(STAMP)

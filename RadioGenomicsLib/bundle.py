@@ -7,6 +7,9 @@
                              validation_p_adj (Holm-Sidak), one row per head output
       fold_0.safetensors     one GenePredictor state dict per fold model (never pickle)
       fold_1.safetensors ...
+      fold_0.onnx ...        optional files added later (`register_files`), such as the
+                             fold models exported for the ONNX runtimes; their sha256 in
+                             metadata.json "files"
 
 A PyTorch pickle (`.pt`/`.pth`) can run code when loaded, so it is refused; convert it
 explicitly once with `convert_torch_weights` (which loads tensors only).
@@ -22,13 +25,10 @@ import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Literal, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
-import torch
-from safetensors import SafetensorError
-from safetensors.torch import load_file, save
 
 from RadioGenomicsLib import __version__
 from RadioGenomicsLib.atomic import atomic_path
@@ -37,7 +37,12 @@ from RadioGenomicsLib.card import (FORMAT_VERSION, GENE_COLUMNS, GENES_FILE, MET
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.hashing import sha256_of
 from RadioGenomicsLib.integrity import Integrity, verify_bundle, write_manifest
-from RadioGenomicsLib.model import GenePredictor, ModelConfig
+from RadioGenomicsLib.model.config import ModelConfig
+
+if TYPE_CHECKING:  # torch is imported where weights are read: the ONNX runtimes need none
+    import torch
+
+    from RadioGenomicsLib.model import GenePredictor
 
 NUMERIC_GENE_COLUMNS = GENE_COLUMNS[2:]
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".ckpt")
@@ -62,6 +67,9 @@ def convert_torch_weights(source: str | os.PathLike, destination: str | os.PathL
     Loads with `torch.load(weights_only=True)` (tensors and plain containers only, no
     code); accepts a state dict or a dict holding one under "state_dict" or "model".
     """
+    import torch
+    from safetensors.torch import save
+
     source, destination = Path(source), Path(destination)
     try:
         loaded = torch.load(source, map_location="cpu", weights_only=True)
@@ -150,6 +158,8 @@ def write_bundle(path: str | os.PathLike, fold_state_dicts: Sequence[Mapping[str
         n_outputs = state["head.conv.bias"].shape[0]
         if n_outputs != len(genes):
             raise ValueError(f"fold {fold} predicts {n_outputs} genes, the gene table has {len(genes)}")
+    from safetensors.torch import save
+
     with atomic_path(path) as tmp:
         tmp.mkdir()
         checksums = {}
@@ -187,6 +197,7 @@ class Bundle:
     library_version: str
     created: str
     card: BundleCard
+    files: dict[str, str] = field(default_factory=dict)  # registered extra file -> sha256
     _verified: set[str] = field(default_factory=set, repr=False)
     _fingerprint: str = field(default="", repr=False)
     integrity: Integrity | None = None  # manifest and signature checks (integrity.py)
@@ -249,7 +260,24 @@ class Bundle:
     def weight_path(self, fold: int) -> Path:
         return self.path / fold_file(fold)
 
+    def checked_file(self, name: str) -> Path:
+        """A registered extra file (see `register_files`), its sha256 checked once."""
+        if name not in self.files:
+            raise InputError(self.path / name, "is not registered in the bundle's metadata.json")
+        file = self.path / name
+        if name not in self._verified:
+            if not file.is_file():
+                raise InputError(file, "missing (listed in the bundle's metadata.json)")
+            if sha256_of(file) != self.files[name]:
+                raise InputError(file, "checksum mismatch: the file was changed or damaged "
+                                       "after it was added to the bundle")
+            self._verified.add(name)
+        return file
+
     def state_dict(self, fold: int) -> dict[str, torch.Tensor]:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
         self.verify(fold)
         file = self.weight_path(fold)
         try:
@@ -259,6 +287,8 @@ class Bundle:
 
     def build_model(self) -> GenePredictor:
         """An untrained model of the bundle's shape."""
+        from RadioGenomicsLib.model import GenePredictor
+
         return GenePredictor(self.config, len(self.channels), len(self.genes))
 
     def model(self, fold: int, device: str | torch.device = "cpu") -> GenePredictor:
@@ -302,6 +332,40 @@ def _weight_checksums(path: Path, document: dict[str, Any]) -> dict[str, str]:
     return {name: str(weights[name]) for name in expected}
 
 
+def _extra_files(path: Path, document: dict[str, Any]) -> dict[str, str]:
+    files = document.get("files", {})
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise InputError(path / METADATA_FILE, "files must map file names to sha256 strings")
+    for name in files:
+        if Path(name).name != name or name in (METADATA_FILE, GENES_FILE):
+            raise InputError(path / METADATA_FILE, f"files: {name!r} is not a plain file name")
+    return dict(files)
+
+
+def register_files(path: str | os.PathLike, names: Sequence[str]) -> None:
+    """Add files already written into a bundle folder to its metadata.json (sha256 each),
+    so that a later change to them is refused; the weight files' entries are unchanged.
+    The manifest, where there is one, is written again; a signed bundle is refused (the
+    signature covers the manifest: add the files before signing)."""
+    from RadioGenomicsLib.integrity import MANIFEST_FILE, SIGNATURE_FILE
+
+    path = Path(path)
+    if (path / SIGNATURE_FILE).exists():
+        raise InputError(path, "is signed: files can be added only before signing (add them "
+                               "to an unsigned copy, then `radiogenomics sign` it)")
+    document = read_metadata(path)
+    files = dict(_extra_files(path, document))
+    for name in names:
+        if Path(name).name != name or not (path / name).is_file():
+            raise InputError(path / name, "is not a file in the bundle folder")
+        files[name] = sha256_of(path / name)
+    document["files"] = dict(sorted(files.items()))
+    with atomic_path(path / METADATA_FILE) as tmp:
+        tmp.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n", encoding="utf-8")
+    if (path / MANIFEST_FILE).exists():
+        write_manifest(path, {**document["weights"], **files})
+
+
 def _read_genes(path: Path) -> pd.DataFrame:
     genes_path = path / GENES_FILE
     if not genes_path.is_file():
@@ -342,9 +406,11 @@ def load_bundle(path: str | os.PathLike, verify_checksums: bool = True,
         library_version=str(document.get("library_version", "unknown")),
         created=str(document.get("created", "unknown")),
         card=card_from(path, document, genes.to_dict("records")),
+        files=_extra_files(path, document),
     )
+    # the registered files, as the weights, are hashed when read (`checked_file`)
     bundle.integrity = verify_bundle(path, [METADATA_FILE, GENES_FILE, *bundle.checksums],
-                                     bundle.checksums, check_signature)
+                                     {**bundle.checksums, **bundle.files}, check_signature)
     if verify_checksums:
         bundle.verify()
     return bundle
@@ -363,6 +429,10 @@ def make_untrained_bundle(path: str | os.PathLike, config: ModelConfig, channels
                             ("validation_r", math.nan), ("validation_p_adj", math.nan)):
         if column not in genes.columns:
             genes[column] = default
+    import torch
+
+    from RadioGenomicsLib.model import GenePredictor
+
     genes = _check_genes(genes, None)
     states = []
     for fold in range(folds):

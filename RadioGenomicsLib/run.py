@@ -118,6 +118,18 @@ def torch_runners(bundle: "Bundle", device, folds: str = "all") -> Iterator[Torc
         yield TorchFoldRunner(bundle, fold, device)
 
 
+def settled_runners(bundle: "Bundle", run: "PredictionRun", device: str = "auto") -> list:
+    """All fold runners at once, on the runtime and precision that `run` settled: for the
+    studies of a cohort after its first."""
+    from RadioGenomicsLib.predict import choose_device
+    from RadioGenomicsLib.runtime import fold_runners
+
+    settings = run.info["settings"]
+    if settings["runtime"] == "torch":
+        return list(torch_runners(bundle, choose_device(device), settings["folds"]))
+    return list(fold_runners(bundle, settings["runtime"], settings["precision"], settings["folds"]))
+
+
 # ---------------------------------------------------------------- a run on disk
 
 
@@ -184,12 +196,19 @@ def _check_run_folder(path: Path) -> None:
 
 def predict_study(bundle: "Bundle", inputs: StudyInputs, run_dir: str | os.PathLike,
                   device: str = "auto", folds: str = "all",
-                  runners: Sequence[FoldRunner] | None = None) -> PredictionRun:
+                  runners: Sequence[FoldRunner] | None = None, runtime: str = "auto",
+                  precision: str = "auto") -> PredictionRun:
     """Read and preprocess the study, run every fold model once, write the run folder.
 
+    `runtime` (torch, onnxruntime, openvino or auto) and `precision` (float32, bf16 or
+    auto) as `runtime.pick_runtime` and `runtime.pick_precision` settle them (the study's
+    slices serve the precision check when the bundle keeps no reference slices).
     `runners` (one per fold of `folds`, in order) lets a caller keep the fold models
-    loaded across studies (a cohort); by default they are loaded one at a time.
+    loaded across studies (a cohort), made for the runtime and precision it passes here
+    (settled ones: see `settled_runners`); by default they are loaded one at a time.
     """
+    from RadioGenomicsLib.runtime import fold_runners, pick_precision, pick_runtime
+
     from RadioGenomicsLib.predict import (check_bundle_fits, choose_device, gene_table,
                                           write_table)
     from RadioGenomicsLib.preprocess import PreprocessSettings, preprocess
@@ -205,13 +224,26 @@ def predict_study(bundle: "Bundle", inputs: StudyInputs, run_dir: str | os.PathL
         timings[name] = round(now - since, 3)
         return now
 
+    if runners is None:  # before the work: a runtime that cannot run fails at once
+        runtime = pick_runtime(bundle, runtime, device, folds)
+    elif runtime == "auto" or precision == "auto":
+        raise ValueError("with runners, give the runtime and precision they were made for")
     study = inputs.load(bundle.channels)
     mark = lap("read_s", started)
     slices = preprocess(study, PreprocessSettings.from_dict(bundle.metadata.preprocessing))
     check_bundle_fits(bundle, slices)
     mark = lap("preprocess_s", mark)
-    torch_device = choose_device(device) if runners is None else None
-    chosen = runners if runners is not None else torch_runners(bundle, torch_device, folds)
+    torch_device = None
+    if runners is None:
+        precision = pick_precision(bundle, runtime, precision, folds, slices.images)
+        if runtime == "torch":
+            torch_device = choose_device(device)
+            runners = torch_runners(bundle, torch_device, folds)
+            if torch_device.type == "cuda":  # TorchFoldRunner's encoder autocast
+                precision = "bf16-autocast"
+        else:
+            runners = fold_runners(bundle, runtime, precision, folds)
+    chosen = runners
     tokens, values = {}, []
     for fold, runner in zip(fold_indices, progress(chosen, "fold models", total=len(fold_indices),
                                                    disable=len(fold_indices) == 1)):
@@ -231,7 +263,8 @@ def predict_study(bundle: "Bundle", inputs: StudyInputs, run_dir: str | os.PathL
                    "fingerprint": bundle.fingerprint, "format_version": bundle.format_version,
                    "library_version": bundle.library_version, "weights": _weights_stat(bundle)},
         "channels": list(bundle.channels), "units": bundle.units, "markers": list(bundle.markers),
-        "settings": {"device": str(torch_device or device), "folds": folds,
+        "settings": {"device": str(torch_device or ("cpu" if runtime != "torch" else device)),
+                     "runtime": runtime, "precision": precision, "folds": folds,
                      "fold_indices": fold_indices, "preprocessing": slices.settings,
                      "token_dtype": "float16"},
         "slices": int(len(slices.images)), "grid": int(bundle.config.grid_size),

@@ -17,7 +17,7 @@ from RadioGenomicsLib.errors import InputError
 
 # in the order `radiogenomics --help` lists them
 SUBCOMMANDS = ("preprocess", "expression", "manifest", "synth", "train", "baseline", "evaluate",
-               "compare", "predict", "map", "export_dicom", "info", "viewer", "sign")
+               "compare", "predict", "map", "export", "export_dicom", "info", "viewer", "sign")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -64,6 +64,15 @@ def register(subparsers) -> None:
                         help="where the fold models run (auto: the GPU when there is one)")
     parser.add_argument("--folds", choices=("all", "first"), default="all",
                         help="the ensemble of fold models, or the first alone (faster)")
+    parser.add_argument("--runtime", choices=("auto", "torch", "onnxruntime", "openvino"),
+                        default="auto",
+                        help="torch, or the bundle's exported fold models (`radiogenomics "
+                             "export`) on ONNX Runtime or OpenVINO, without PyTorch; auto: the "
+                             "fastest installed and exported (torch on a CUDA machine)")
+    parser.add_argument("--precision", choices=("auto", "float32", "bf16"), default="auto",
+                        help="bf16 (OpenVINO on a CPU with AVX-512 BF16 or AMX): the transformer "
+                             "and the head, once it passed a check against float32 on this "
+                             "machine; auto: bf16 where it passed, else float32")
     dicom = parser.add_argument_group(
         "DICOM and PACS", "results as DICOM objects in the source study, and a PACS over "
         "DICOMweb; credentials from RADIOGENOMICS_PACS_USER and RADIOGENOMICS_PACS_PASSWORD "
@@ -163,14 +172,14 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from RadioGenomicsLib.bundle import load_bundle
-    from RadioGenomicsLib.predict import choose_device, map_gene_indices, table_separator
+    from RadioGenomicsLib.predict import map_gene_indices, table_separator
 
     _check_arguments(args)
     _check_outputs(args)
     bundle = load_bundle(args.model)
     print(f"model {bundle.path}: {bundle.integrity.provenance}")
     if args.manifest:
-        return _predict_cohort(args, bundle, choose_device(args.device))
+        return _predict_cohort(args, bundle)
     table_separator(args.out)
     map_gene_indices(bundle, args.map_gene)  # a misspelt gene fails before the work
     _check_dicom_source(args, bundle)
@@ -197,15 +206,17 @@ def _predict_study(args, bundle) -> int:
             args.segmentation = str(study_segmentation(study))
             print(f"tumour: the study's DICOM SEG {args.segmentation}")
     result = predict_study(bundle, study_inputs(args, images), run_folder, args.device,
-                           args.folds)
+                           args.folds, runtime=args.runtime, precision=args.precision)
     write_table(result.table, args.out)
     written, maps = [], {}
     if args.map_gene:
         maps = run_maps(result, bundle, args.map_gene, args.map_margin)
     if args.maps:
         written = write_maps(maps, args.maps, "." + args.map_format)
+    settings = result.info["settings"]
     print(f"{len(result.table)} genes from {len(result.folds)} fold model(s) on "
-          f"{result.info['slices']} tumour slices -> {args.out}")
+          f"{result.info['slices']} tumour slices ({settings['runtime']}, "
+          f"{settings['precision']}) -> {args.out}")
     print(f"prediction run -> {run_folder} (any gene's map: radiogenomics map --run "
           f"{run_folder} --gene SYMBOL --out DIR)")
     print_top(result.table)
@@ -241,7 +252,7 @@ def print_top(table, count: int = 10) -> None:
               f"{row.predicted:.3f} [{row.lower:.3f}, {row.upper:.3f}]  {flag}")
 
 
-def _predict_cohort(args, bundle, device) -> int:
+def _predict_cohort(args, bundle) -> int:
     import shutil
     import tempfile
 
@@ -252,11 +263,11 @@ def _predict_cohort(args, bundle, device) -> int:
     from RadioGenomicsLib.expression import write_values
     from RadioGenomicsLib.predict import ensure_writable_folder, write_table
     from RadioGenomicsLib.progress import progress
-    from RadioGenomicsLib.run import StudyInputs, TorchFoldRunner, predict_study
+    from RadioGenomicsLib.run import StudyInputs, predict_study, settled_runners
 
     cohort = validate_cohort(args.manifest)
     channels = channel_columns(cohort.reset_index())
-    runners = [TorchFoldRunner(bundle, fold, device) for fold in bundle.fold_indices(args.folds)]
+    runners, runtime, precision = None, args.runtime, args.precision  # settled by the first
     out = ensure_writable_folder(args.out)
     runs = ensure_writable_folder(args.runs) if args.runs else Path(tempfile.mkdtemp(
         prefix=".runs-", dir=out))
@@ -267,12 +278,15 @@ def _predict_cohort(args, bundle, device) -> int:
             inputs = StudyInputs({c: row[c] for c in channels}, row["segmentation"],
                                  label=None if pd.isna(label) else int(label))
             try:
-                result = predict_study(bundle, inputs, runs / str(patient), str(device),
-                                       args.folds, runners)
+                result = predict_study(bundle, inputs, runs / str(patient), args.device,
+                                       args.folds, runners, runtime, precision)
             except InputError as error:
                 failures.append((patient, str(error)))
                 print(f"radiogenomics predict: {patient}: skipped: {error}", file=sys.stderr)
                 continue
+            if runners is None:  # the fold models kept loaded for the other patients
+                runners = settled_runners(bundle, result, args.device)
+                runtime, precision = (result.info["settings"][k] for k in ("runtime", "precision"))
             write_table(result.table, out / f"{patient}.csv")
             predicted[patient] = result.table.set_index("gene_id")["predicted"]
     finally:

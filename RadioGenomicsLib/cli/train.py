@@ -23,6 +23,9 @@ def register(subparsers) -> None:
                         help="continue from the checkpoints in BUNDLE.work after a crash or kill")
     parser.add_argument("--cache", metavar="DIR", type=Path,
                         help="where preprocessed slices are cached (~/.cache/radiogenomics/slices)")
+    parser.add_argument("--export", action="store_true",
+                        help="also write the fold models as ONNX (as `radiogenomics export`), "
+                             "for predicting without PyTorch")
     parser.set_defaults(run=run)
 
 
@@ -38,6 +41,11 @@ def run(args: argparse.Namespace) -> int:
     runtime = start_runtime(choose_device(args.device))
     train(args.manifest, args.expression, args.sample_sheet, Path(args.out), recipe, runtime,
           resume=args.resume, cache_dir=args.cache)
+    if runtime.main and args.export:
+        from RadioGenomicsLib.runtime.export import export_bundle
+
+        export_bundle(args.out)
     if runtime.main:
-        print(f"bundle -> {args.out} (report in {Path(args.out) / 'report'})")
+        print(f"bundle -> {args.out} (report in {Path(args.out) / 'report'})"
+              + (", fold models exported as ONNX" if args.export else ""))
     return 0

@@ -1,0 +1,241 @@
+"""Exported fold models on ONNX Runtime and OpenVINO against torch; the precision check;
+prediction without PyTorch imported. `small` model, real CT (pyradiomics' lung1)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import SimpleITK as sitk
+import torch
+
+pytest.importorskip("onnxruntime")
+pytest.importorskip("openvino")
+
+from RadioGenomicsLib import runtime  # noqa: E402
+from RadioGenomicsLib.bundle import load_bundle, make_untrained_bundle, sha256_of  # noqa: E402
+from RadioGenomicsLib.errors import InputError  # noqa: E402
+from RadioGenomicsLib.imaging import load_study  # noqa: E402
+from RadioGenomicsLib.model import ModelConfig, top_k_mean  # noqa: E402
+from RadioGenomicsLib.preprocess import PreprocessSettings, preprocess  # noqa: E402
+from RadioGenomicsLib.runtime import precision as check  # noqa: E402
+from RadioGenomicsLib.runtime import runners  # noqa: E402
+from RadioGenomicsLib.runtime.head import numpy_top_values, top_k_means  # noqa: E402
+
+GENES = 300
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Compiled models and precision verdicts in a folder of the test's own."""
+    monkeypatch.setenv("RADIOGENOMICS_CACHE", str(tmp_path / "cache"))
+
+
+def _genes() -> pd.DataFrame:
+    genes = pd.DataFrame({"gene_id": [f"ENSG{i:011d}" for i in range(GENES)],
+                          "gene_name": [f"GENE{i}" for i in range(GENES)]})
+    genes.loc[:1, "gene_name"] = ["EGFR", "TP53"]
+    genes["train_mean"] = np.linspace(0.5, 2.5, GENES)
+    genes["train_std"] = 0.4
+    return genes
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A one-fold `small` CT bundle exported by `radiogenomics export`, and its output."""
+    from RadioGenomicsLib.cli import main
+
+    path = tmp_path_factory.mktemp("bundle") / "ct_small"
+    make_untrained_bundle(path, ModelConfig.preset("small"), ["ct"], _genes(),
+                          PreprocessSettings(max_slices=4).to_dict(), seed=5, folds=1)
+    weights_before = json.loads((path / "metadata.json").read_text())["weights"]
+    assert main(["export", str(path)]) == 0
+    return load_bundle(path), weights_before
+
+
+@pytest.fixture(scope="module")
+def lung(testdata):
+    data = testdata / "pyradiomics"
+    return data / "lung1_image.nrrd", data / "lung1_label.nrrd"
+
+
+@pytest.fixture(scope="module")
+def images(lung_study):
+    return preprocess(lung_study, PreprocessSettings(max_slices=4)).images
+
+
+@pytest.fixture(scope="module")
+def torch_reference(exported, images):
+    """Fold 0 in torch: tokens (S, T, hidden) and gene values."""
+    model = exported[0].model(0)
+    x, mask = torch.from_numpy(images)[None], torch.ones(1, len(images), dtype=torch.bool)
+    with torch.no_grad():
+        tokens = model.encode(x, mask)
+        return tokens.numpy()[0], model.predict_genes(tokens, mask).numpy()[0]
+
+
+def test_export_writes_checksummed_onnx_files(exported):
+    bundle, weights_before = exported
+    assert set(bundle.files) == {"fold_0.onnx"}
+    assert bundle.files["fold_0.onnx"] == sha256_of(bundle.path / "fold_0.onnx")
+    assert bundle.checksums == weights_before  # the weight files' entries unchanged
+    assert runtime.has_exports(bundle)
+
+
+def test_a_changed_onnx_file_is_refused(exported, tmp_path, run_cli, lung):
+    copy = tmp_path / "changed"
+    shutil.copytree(exported[0].path, copy)
+    with open(copy / "fold_0.onnx", "r+b") as file:  # one byte of a weight
+        file.seek(-100, os.SEEK_END)
+        byte = file.read(1)
+        file.seek(-100, os.SEEK_END)
+        file.write(bytes([byte[0] ^ 1]))
+    bundle = load_bundle(copy)  # the safetensors files are intact
+    with pytest.raises(InputError, match="fold_0.onnx: checksum mismatch"):
+        next(runtime.fold_runners(bundle, "onnxruntime"))
+    image, label = lung
+    code, _, err = run_cli("predict", "--model", copy, "--image", f"ct={image}",
+                           "--segmentation", label, "--out", tmp_path / "genes.csv",
+                           "--runtime", "onnxruntime")
+    assert code == 2 and "checksum mismatch" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("name", ["onnxruntime", "openvino"])
+def test_exported_tokens_and_genes_equal_torch(exported, images, torch_reference, name):
+    tokens, values = torch_reference
+    runner = next(runtime.fold_runners(exported[0], name, "float32"))
+    ours, our_values = runner.run(images)
+    assert ours.shape == tokens.shape and ours.dtype == np.float32
+    assert np.linalg.norm(ours - tokens) / np.linalg.norm(tokens) < 1e-4
+    np.testing.assert_allclose(our_values, values, rtol=1e-4, atol=1e-4)
+
+
+def test_numpy_top_k_matches_torch_when_k_exceeds_the_tokens():
+    rng = np.random.default_rng(0)
+    weight, tokens = rng.standard_normal((20, 8), dtype=np.float32), rng.standard_normal((30, 8), dtype=np.float32)
+    ks = (1, 5, 30, 100)  # 100 > 30 tokens: capped
+    products = torch.from_numpy(weight @ tokens.T)[None]
+    expected = top_k_mean(products, torch.tensor([30]), ks).numpy()[0]
+    ours = top_k_means(numpy_top_values(weight, tokens, 30), ks)
+    np.testing.assert_allclose(ours, expected, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.skipif(not runtime.cpu_has_bf16(), reason="this CPU has no AVX-512 BF16 or AMX: "
+                                                       "bf16 would be emulated, not checked")
+def test_bf16_keeps_the_top_50_genes(exported, images, torch_reference):
+    _, values = torch_reference
+    runner = next(runtime.fold_runners(exported[0], "openvino", "bf16"))
+    reduced = runner.run(images)[1]
+    assert np.corrcoef(reduced, values)[0, 1] >= 0.999
+    assert check.precision_problem(values, reduced, exported[0].genes) is None
+    assert runtime.pick_precision(exported[0], "openvino", "auto", "all", images) == "bf16"
+
+
+def test_precision_check_refuses_a_broken_model(exported, images, monkeypatch):
+    """bf16 whose encoder is broken (tokens off by noise): refused with one line, and
+    `auto` falls back to float32; the verdict is kept, not recomputed."""
+    original = runners.openvino_encoder
+
+    def broken(path, precision, cache_dir):
+        encoder = original(path, precision, cache_dir)
+        if precision == "float32":
+            return encoder
+        noise = np.random.default_rng(1)
+        return lambda slices: encoder(slices) + noise.standard_normal((1, 196, 192)).astype(np.float32)
+
+    monkeypatch.setattr(runners, "openvino_encoder", broken)
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
+    with pytest.raises(InputError, match="--precision bf16 refused: reference study 1: ") as error:
+        runtime.pick_precision(exported[0], "openvino", "bf16", "all", images)
+    assert "\n" not in str(error.value)
+    monkeypatch.setattr(check, "ensemble_values", lambda *a: pytest.fail("verdict not reused"))
+    assert runtime.pick_precision(exported[0], "openvino", "auto", "all", images) == "float32"
+
+
+def test_precision_problem_names_the_failure():
+    genes = pd.DataFrame({"train_mean": np.zeros(100), "train_std": np.ones(100)})
+    full = np.linspace(0, 1, 100)[None]
+    assert check.precision_problem(full, full + 1e-6, genes) is None
+    swapped = full.copy()
+    swapped[0, [49, 50]] = swapped[0, [50, 49]]  # the 50th and 51st trade places, r ~ 1
+    assert "1 of the top-50 genes differ" in check.precision_problem(full, swapped, genes)
+    noisy = full + np.random.default_rng(0).normal(0, 0.05, full.shape)
+    assert "r = 0.9" in check.precision_problem(full, noisy, genes)
+
+
+def test_runtime_without_exports_is_refused(tmp_path):
+    bundle = make_untrained_bundle(tmp_path / "b", ModelConfig.preset("small"), ["ct"],
+                                   _genes().head(5), {}, folds=1)
+    with pytest.raises(InputError, match="no exported fold models .*radiogenomics export"):
+        runtime.pick_runtime(bundle, "onnxruntime", "cpu")
+    assert runtime.pick_runtime(bundle, "auto", "cpu") == "torch"
+
+
+def test_predict_without_torch(exported, lung, tmp_path, run_cli):
+    """`predict --runtime onnxruntime` (table, run, a map) in a fresh process imports
+    neither torch nor MONAI; its table and map equal the torch runtime's."""
+    image, label = lung
+    probe = ("import sys; from RadioGenomicsLib.cli import main; code = main(sys.argv[1:]); "
+             "print('IMPORTED', [m for m in ('torch', 'monai') if m in sys.modules]); sys.exit(code)")
+    args = ["predict", "--model", str(exported[0].path), "--image", f"ct={image}",
+            "--segmentation", str(label), "--map-gene", "EGFR"]
+    light, heavy = tmp_path / "light", tmp_path / "torch"
+    result = subprocess.run([sys.executable, "-c", probe, *args, "--out", str(light / "genes.csv"),
+                             "--maps", str(light), "--runtime", "onnxruntime"], cwd=REPO,
+                            capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert result.returncode == 0, result.stderr
+    assert "IMPORTED []" in result.stdout and "(onnxruntime, float32)" in result.stdout
+    settings = json.loads((light / "genes.run" / "run.json").read_text())["settings"]
+    assert (settings["runtime"], settings["precision"], settings["device"]) == ("onnxruntime", "float32", "cpu")
+    code, _, _ = run_cli(*args, "--out", heavy / "genes.csv", "--maps", heavy, "--runtime", "torch")
+    assert code == 0
+    ours = pd.read_csv(light / "genes.csv").set_index("gene_id")
+    theirs = pd.read_csv(heavy / "genes.csv").set_index("gene_id")
+    np.testing.assert_allclose(ours.loc[theirs.index, "predicted"], theirs["predicted"],
+                               rtol=1e-4, atol=1e-4)
+    maps = [sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "EGFR.nrrd"))) for folder in (light, heavy)]
+    np.testing.assert_allclose(maps[0], maps[1], atol=2e-3)  # from float16 tokens
+
+
+def test_cohort_keeps_the_precision_settled_by_its_first_study(exported, testdata, tmp_path, run_cli):
+    """A cohort on OpenVINO: the first patient that predicts settles the precision (bf16
+    where the CPU has it and the check passes), the others run on the same kept models
+    and get what one study alone gets."""
+    data = testdata / "pyradiomics"
+    pd.DataFrame({
+        "patient_id": ["TCGA-AA-0001", "TCGA-AA-0002", "TCGA-AA-0003"],
+        "ct": [data / "lung1_image.nrrd", data / "lung2_image.nrrd", data / "lung1_image.nrrd"],
+        "segmentation": [data / "lung1_label.nrrd", data / "lung2_label.nrrd",
+                         data / "lung1_label.nrrd"],
+        "label": ["9", "", ""],  # the first fails: the second settles
+    }).to_csv(tmp_path / "cohort.csv", index=False)
+    code, stdout, _ = run_cli("predict", "--model", exported[0].path, "--manifest",
+                              tmp_path / "cohort.csv", "--out", tmp_path / "out", "--runs",
+                              tmp_path / "runs", "--runtime", "openvino")
+    assert code == 0 and "2 of 3 patients predicted" in stdout
+    settings = [json.loads((tmp_path / "runs" / p / "run.json").read_text())["settings"]
+                for p in ("TCGA-AA-0002", "TCGA-AA-0003")]
+    expected = "bf16" if runtime.cpu_has_bf16() else "float32"
+    assert [(s["runtime"], s["precision"]) for s in settings] == [("openvino", expected)] * 2
+    images = preprocess(load_study({"ct": data / "lung1_image.nrrd"}, data / "lung1_label.nrrd"),
+                        PreprocessSettings(max_slices=4)).images
+    alone = next(runtime.fold_runners(exported[0], "openvino", expected)).run(images)[1]
+    matrix = pd.read_csv(tmp_path / "out" / "predictions.tsv", sep="\t", index_col=0)
+    np.testing.assert_allclose(matrix.loc["TCGA-AA-0003"], alone, rtol=1e-5, atol=1e-6)
+
+
+def test_other_poolings_stay_on_torch(tmp_path):
+    config = ModelConfig.from_dict({**ModelConfig.preset("small").to_dict(), "pooling": "mean"})
+    bundle = make_untrained_bundle(tmp_path / "b", config, ["ct"], _genes().head(5), {}, folds=1)
+    with pytest.raises(InputError, match="mean pooling\\) runs on torch only"):
+        runtime.pick_runtime(bundle, "openvino", "cpu")
+    assert runtime.pick_runtime(bundle, "auto", "cpu") == "torch"
