@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -42,7 +43,32 @@ def cli_predict_s(work: Path, folds: str) -> float:
     return time.perf_counter() - started
 
 
+def paper_sample(work: Path, folds: int) -> None:
+    """The sample study with an untrained `paper` bundle of `folds` fold models (over the
+    sample's genes: the encoder, not the gene count, is what a paper fold costs)."""
+    from RadioGenomicsLib.bundle import load_bundle, make_untrained_bundle
+    from RadioGenomicsLib.model import ModelConfig
+    from RadioGenomicsLib.preprocess import PreprocessSettings
+
+    out = work / "sample"
+    subprocess.run([sys.executable, "-m", "RadioGenomicsLib.demo", "--sample", "--out", str(out)],
+                   cwd=ROOT, check=True, capture_output=True)
+    sample = json.loads((out / "sample.json").read_text())
+    genes = load_bundle(sample["bundle"]).genes[["gene_id", "gene_name"]]
+    path = out / f"untrained-paper-{folds}"
+    make_untrained_bundle(path, ModelConfig.preset("paper"), list(sample["images"]), genes,
+                          PreprocessSettings().to_dict(), folds=folds)
+    sample.update(bundle=str(path), label=f"untrained paper model, {folds} folds (benchmark)")
+    (out / "sample.json").write_text(json.dumps(sample))
+
+
 def main() -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--paper-folds", type=int, default=0, metavar="N",
+                        help="measure an untrained paper bundle of N folds instead of the sample's")
+    args = parser.parse_args(sys.argv[1:] if __name__ == "__main__" else [])
     if importlib.util.find_spec("trame_slicer") is None:
         print("bench_viewer: needs the viewer environment (.venv-slicer); skipped")
         return
@@ -52,6 +78,8 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as folder, sync_playwright() as driver:
         work = Path(folder)
+        if args.paper_folds:
+            paper_sample(work, args.paper_folds)
         browser = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_FLAGS)
         page = browser.new_page(viewport={"width": 1400, "height": 900})
         started = time.perf_counter()
@@ -88,6 +116,8 @@ def main() -> None:
         browser.close()
         viewer.stop()
 
+    model = f"untrained paper, {args.paper_folds} folds" if args.paper_folds else "the sample's"
+    print(f"model: {model}; load {os.getloadavg()[0]:.1f}")
     print(f"start-up: listening {listening:.1f} s, first frame in the page {first_frame:.1f} s")
     for folds in ("first", "all"):
         print(f"Predict round trip ({folds} fold{'' if folds == 'first' else 's'}): page {results[folds]:.1f} s, CLI alone "
