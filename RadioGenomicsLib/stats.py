@@ -54,24 +54,25 @@ def pearson_columns(x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarra
     return r, p
 
 
-def holm_sidak(p_values: np.ndarray) -> np.ndarray:
-    """Holm-Sidak adjusted p-values; NaN p-values are left out of the family and stay NaN."""
+def _adjusted(p_values: np.ndarray, method: str) -> np.ndarray:
+    """statsmodels' multiple-testing adjustment; NaN p-values are left out of the family
+    and stay NaN."""
     p_values = np.asarray(p_values, dtype=np.float64)
     adjusted = np.full(p_values.shape, np.nan)
     defined = ~np.isnan(p_values)
     if defined.any():
-        adjusted[defined] = multipletests(p_values[defined], method="holm-sidak")[1]
+        adjusted[defined] = multipletests(p_values[defined], method=method)[1]
     return adjusted
+
+
+def holm_sidak(p_values: np.ndarray) -> np.ndarray:
+    """Holm-Sidak adjusted p-values (family-wise error)."""
+    return _adjusted(p_values, "holm-sidak")
 
 
 def benjamini_hochberg(p_values: np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg q-values (false discovery rate); NaN p-values stay NaN."""
-    p_values = np.asarray(p_values, dtype=np.float64)
-    adjusted = np.full(p_values.shape, np.nan)
-    defined = ~np.isnan(p_values)
-    if defined.any():
-        adjusted[defined] = multipletests(p_values[defined], method="fdr_bh")[1]
-    return adjusted
+    """Benjamini-Hochberg q-values (false discovery rate)."""
+    return _adjusted(p_values, "fdr_bh")
 
 
 def steiger_test(r_a: np.ndarray, r_b: np.ndarray, r_ab: np.ndarray, n: int
