@@ -115,6 +115,12 @@ def shot(page, name: str) -> None:
     page.screenshot(path=str(ARTEFACTS / f"{name}.png"))
 
 
+# pixels outside the map that may differ between two frames: the view is streamed as JPEG
+# (re-encoded, sometimes at interactive quality), which moves a few hundred pixels of a
+# 380,000-pixel frame past the threshold; the map itself changes thousands
+STRAY_PIXELS = 400
+
+
 def axial_frame(page, settle: float = 30) -> np.ndarray:
     """The axial view's frame as RGB, once two frames a moment apart are the same."""
     view = page.locator("img.image-display-area").first
@@ -204,19 +210,20 @@ def test_sample_predict_map_and_export(browser, viewer, tmp_path):
     tumour_centre = (int(rows.mean()), int(columns.mean()))
     assert dilate(support, 3)[tumour_centre], "the map does not cover the tumour"
     near_support = dilate(support | outline, 3)
-    assert not (changed(study, egfr) & ~near_support).any(), "pixels changed outside the map"
+    assert (changed(study, egfr) & ~near_support).sum() < STRAY_PIXELS, \
+        "pixels changed outside the map"
 
     # another gene: other colours, in the same place only
     page.click('[data-gene="MGMT"]')
     wait_for_status(page, "Showing the map of MGMT")
     mgmt = axial_frame(page)
     assert changed(egfr, mgmt).sum() > 100
-    assert not (changed(egfr, mgmt) & ~near_support).any()
+    assert (changed(egfr, mgmt) & ~near_support).sum() < STRAY_PIXELS
     # half opacity: the study shows through the map
     set_opacity(page, "ArrowLeft", 10)
     half = axial_frame(page)
     assert changed(mgmt, half)[support].mean() > 0.5
-    assert not (changed(mgmt, half) & ~near_support).any()
+    assert (changed(mgmt, half) & ~near_support).sum() < STRAY_PIXELS
     saturation = lambda frame: (frame.max(axis=2) - frame.min(axis=2))[support].mean()  # noqa: E731
     assert saturation(half) < saturation(mgmt)
     shot(page, "05-mgmt-half-opacity")
