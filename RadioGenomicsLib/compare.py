@@ -20,7 +20,7 @@ import pandas as pd
 
 from RadioGenomicsLib.atomic import atomic_path
 from RadioGenomicsLib.outputs import mark_complete
-from RadioGenomicsLib.errors import InputError
+from RadioGenomicsLib.errors import InputError, read_json_object
 
 TABLE_FILE = "compare.tsv"
 SUMMARY_FILE = "compare.md"
@@ -40,8 +40,6 @@ def read_report(folder: str | os.PathLike) -> tuple[dict, pd.DataFrame, pd.DataF
         hint = (" (reports written before measured.tsv existed: evaluate them again)"
                 if missing == [MEASURED_FILE] else "")
         raise InputError(folder, f"not an evaluation report: no {', '.join(missing)}{hint}")
-    from RadioGenomicsLib.errors import read_json_object
-
     summary = read_json_object(folder / REPORT_SUMMARY)
     stats = pd.read_csv(folder / GENE_STATS_FILE, sep="\t", keep_default_na=False,
                         na_values={c: [""] for c in ("pearson_r", "p_value", "p_adj", "q_bh")})

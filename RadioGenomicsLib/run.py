@@ -181,8 +181,8 @@ class PredictionRun:
 
 def _weights_stat(bundle: "Bundle") -> dict[str, list[int]]:
     """Size and modification time of each weight file, as verified when the run was made."""
-    return {name: [(bundle.path / name).stat().st_size, (bundle.path / name).stat().st_mtime_ns]
-            for name in bundle.checksums}
+    stats = {name: (bundle.path / name).stat() for name in bundle.checksums}
+    return {name: [stat.st_size, stat.st_mtime_ns] for name, stat in stats.items()}
 
 
 def _check_run_folder(path: Path) -> None:

@@ -29,13 +29,25 @@ def slicerio_data() -> Path:
     return Path(slicerio.__file__).parent / "data"
 
 
+def lung_files(testdata: Path) -> tuple[Path, Path]:
+    """The PyRadiomics lung CT and its tumour labelmap."""
+    data = testdata / "pyradiomics"
+    return data / "lung1_image.nrrd", data / "lung1_label.nrrd"
+
+
+@pytest.fixture(scope="session")
+def lung(testdata):
+    """The lung study as files (test files that want other lung fixtures define their own)."""
+    return lung_files(testdata)
+
+
 @pytest.fixture(scope="session")
 def lung_study(testdata):
     """The PyRadiomics lung CT and its tumour, read once for the whole session."""
     from RadioGenomicsLib.imaging import load_study
 
-    data = testdata / "pyradiomics"
-    return load_study({"ct": data / "lung1_image.nrrd"}, data / "lung1_label.nrrd")
+    image, label = lung_files(testdata)
+    return load_study({"ct": image}, label)
 
 
 @pytest.fixture

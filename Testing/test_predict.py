@@ -42,12 +42,6 @@ def bundle(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def lung(testdata):
-    data = testdata / "pyradiomics"
-    return data / "lung1_image.nrrd", data / "lung1_label.nrrd"
-
-
-@pytest.fixture(scope="module")
 def slices(lung_study):
     return preprocess(lung_study, PreprocessSettings(max_slices=4))
 

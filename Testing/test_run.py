@@ -38,12 +38,6 @@ def bundle(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def lung(testdata):
-    data = testdata / "pyradiomics"
-    return data / "lung1_image.nrrd", data / "lung1_label.nrrd"
-
-
-@pytest.fixture(scope="module")
 def predicted(tmp_path_factory, bundle, lung):
     """`radiogenomics predict` of one study with two maps, its run beside the table."""
     from RadioGenomicsLib.cli import main

@@ -62,12 +62,6 @@ def exported(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def lung(testdata):
-    data = testdata / "pyradiomics"
-    return data / "lung1_image.nrrd", data / "lung1_label.nrrd"
-
-
-@pytest.fixture(scope="module")
 def images(lung_study):
     return preprocess(lung_study, PreprocessSettings(max_slices=4)).images
 
