@@ -41,6 +41,9 @@ class Study:
     tumour: sitk.Image  # uint8 0/1
     brain_mask: sitk.Image | None = None  # uint8 0/1, when the user gave one
     sources: dict[str, str] = field(default_factory=dict)  # name -> path, for messages
+    # the segmentation's own label values inside the tumour (sub-regions such as BraTS'
+    # 1/2/4), when asked for (load_study's keep_labels) and the format has them
+    labels: sitk.Image | None = None
 
     @property
     def reference(self) -> sitk.Image:
@@ -379,8 +382,11 @@ def load_study(images: dict[str, str | os.PathLike], segmentation: str | os.Path
                brain_mask: str | os.PathLike | None = None,
                channels: tuple[str, ...] | None = None,
                series: dict[str, str] | None = None,
-               regularize_dicom: bool | None = None) -> Study:
+               regularize_dicom: bool | None = None, keep_labels: bool = False) -> Study:
     """Read every channel and the tumour, resampled onto the first channel's grid.
+
+    keep_labels: also keep the segmentation's label values inside the tumour (a labelmap's
+    values, a DICOM SEG's segment numbers) for sub-region input channels.
 
     regularize_dicom: resample DICOM series with uneven slice positions onto a uniform
     grid (reported on stderr) instead of refusing them; default REGULARIZE_ENV."""
@@ -401,4 +407,25 @@ def load_study(images: dict[str, str | os.PathLike], segmentation: str | os.Path
         brain = resample_onto(brain, reference, sitk.sitkNearestNeighbor, brain_mask)
     sources = {name: os.fspath(images[name]) for name in order}
     sources["segmentation"] = os.fspath(segmentation)
-    return Study(volumes, tumour, brain, sources)
+    labels = read_labels(segmentation, reference, tumour) if keep_labels else None
+    return Study(volumes, tumour, brain, sources, labels)
+
+
+def read_labels(path: str | os.PathLike, reference: sitk.Image, tumour: sitk.Image) -> sitk.Image:
+    """The segmentation's label values (a DICOM SEG's segment numbers) on `reference`'s grid,
+    zero outside `tumour`; a Slicer .seg.nrrd is refused (its segments are not numbered)."""
+    path = Path(path)
+    if path.name.lower().endswith(".seg.nrrd"):
+        raise InputError(path, "sub-region channels need a labelmap or a DICOM SEG, not a "
+                               ".seg.nrrd (export its segments as a labelmap)")
+    if is_dicom_seg(path):
+        import highdicom as hd
+
+        volume = hd.seg.segread(path).get_volume(combine_segments=True, relabel=True,
+                                                 skip_overlap_checks=True)
+        labels = volume.to_simpleitk()
+    else:
+        labels = read_image(path)
+    labels = resample_onto(sitk.Cast(labels, sitk.sitkUInt16), reference,
+                           sitk.sitkNearestNeighbor, path)
+    return sitk.Mask(labels, tumour)

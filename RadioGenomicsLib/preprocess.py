@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import asdict, dataclass, field, fields
+from typing import Sequence
 
 import numpy as np
 import SimpleITK as sitk
@@ -46,8 +47,13 @@ class PreprocessSettings:
     margin_mm: float = 10.0  # around the tumour's box, on every side
     min_crop_mm: float = 40.0  # small tumours are not blown up beyond this field of view
     size: int = 224
+    # more input channels after the images: the tumour mask (1 inside), and one mask per
+    # listed segmentation label (sub-regions such as BraTS' 1 necrosis, 2 oedema, 4 enhancing)
+    tumour_channel: bool = False
+    region_labels: tuple[int, ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "region_labels", tuple(int(x) for x in self.region_labels))
         if self.region not in REGIONS:
             raise InputError(None, f"region {self.region!r}: choose one of {', '.join(REGIONS)}")
         if self.slice_choice not in SLICE_CHOICES:
@@ -76,11 +82,23 @@ class PreprocessSettings:
         return cls(**values)
 
 
+def mask_channel_names(settings: dict) -> list[str]:
+    """The input channels that preprocessing adds after the images (settings as a dict, as
+    a bundle keeps them)."""
+    return ((["tumour"] if settings.get("tumour_channel") else [])
+            + [f"label {label}" for label in settings.get("region_labels", ())])
+
+
+def model_channels(channels: Sequence[str], settings: dict) -> int:
+    """How many channels the model reads: the images and the masks added to them."""
+    return len(channels) + len(mask_channel_names(settings))
+
+
 @dataclass
 class Slices:
     """Model-ready tumour slices of one study and where each pixel lies."""
 
-    images: np.ndarray  # (S, C, H, W) float32
+    images: np.ndarray  # (S, C, H, W) float32: `channels`, then mask_channel_names(settings)
     tumour: np.ndarray  # (S, H, W) uint8
     pixel_to_lps: np.ndarray  # (S, 4, 4): (column, row, 0, 1) -> LPS mm
     tumour_area_mm2: np.ndarray  # (S,)
@@ -254,6 +272,20 @@ def _sample(volume: sitk.Image, grid: sitk.Image, interpolator: int) -> np.ndarr
     return sitk.GetArrayFromImage(sampled)[0]
 
 
+def _mask_channels(study: Study, settings: PreprocessSettings) -> list[sitk.Image]:
+    """The extra input channels (float32 0/1 volumes at the model's spacing)."""
+    nearest = sitk.sitkNearestNeighbor
+    masks = [study.tumour] if settings.tumour_channel else []
+    if settings.region_labels:
+        if study.labels is None:
+            raise InputError(study.sources.get("segmentation"),
+                             "the model reads sub-region channels; load the study with its "
+                             "labels (keep_labels)")
+        masks += [study.labels == label for label in settings.region_labels]
+    return [sitk.Cast(resample_isotropic(mask, settings.spacing_mm, nearest), sitk.sitkFloat32)
+            for mask in masks]
+
+
 def preprocess(study: Study, settings: PreprocessSettings | None = None) -> Slices:
     settings = settings or PreprocessSettings()
     linear, nearest = sitk.sitkLinear, sitk.sitkNearestNeighbor
@@ -274,13 +306,15 @@ def preprocess(study: Study, settings: PreprocessSettings | None = None) -> Slic
     plane = [a for a in range(3) if a != axis]
     chosen = choose_slices(tumour_zyx, 2 - axis, float(np.prod(spacing[plane])), settings)
 
+    masks = _mask_channels(study, settings)
     images, tumours, affines, areas = [], [], [], []
     for index in chosen:
         in_plane = np.take(tumour_zyx, index, axis=2 - axis)  # 2-D, (plane[1], plane[0])
         rows, cols = np.nonzero(in_plane)
         box = (np.array([cols.min(), rows.min()], float), np.array([cols.max(), rows.max()], float))
         grid = slice_grid(tumour, axis, index, box, settings)
-        images.append(np.stack([_sample(image, grid, linear) for image in channels.values()]))
+        images.append(np.stack([_sample(image, grid, linear) for image in channels.values()]
+                               + [_sample(mask, grid, nearest) for mask in masks]))
         tumours.append(_sample(tumour, grid, nearest))
         affines.append(pixel_to_lps(grid))
         areas.append(in_plane.sum() * float(np.prod(spacing[plane])))

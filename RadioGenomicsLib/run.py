@@ -63,12 +63,13 @@ class StudyInputs:
     brain_mask: str | os.PathLike | None = None
     series: Mapping[str, str] = field(default_factory=dict)  # channel -> DICOM series
 
-    def load(self, channels: Sequence[str]):
+    def load(self, channels: Sequence[str], keep_labels: bool = False):
         from RadioGenomicsLib.imaging import load_study
 
         return load_study(dict(self.images), self.segmentation, label=self.label,
                           segment=self.segment, brain_mask=self.brain_mask,
-                          channels=tuple(channels), series=dict(self.series))
+                          channels=tuple(channels), series=dict(self.series),
+                          keep_labels=keep_labels)
 
     def describe(self) -> dict[str, Any]:
         """Absolute paths and content sha256 of every input, for run.json."""
@@ -228,9 +229,10 @@ def predict_study(bundle: "Bundle", inputs: StudyInputs, run_dir: str | os.PathL
         runtime = pick_runtime(bundle, runtime, device, folds)
     elif runtime == "auto" or precision == "auto":
         raise ValueError("with runners, give the runtime and precision they were made for")
-    study = inputs.load(bundle.channels)
+    settings = PreprocessSettings.from_dict(bundle.metadata.preprocessing)
+    study = inputs.load(bundle.channels, keep_labels=bool(settings.region_labels))
     mark = lap("read_s", started)
-    slices = preprocess(study, PreprocessSettings.from_dict(bundle.metadata.preprocessing))
+    slices = preprocess(study, settings)
     check_bundle_fits(bundle, slices)
     mark = lap("preprocess_s", mark)
     torch_device = None

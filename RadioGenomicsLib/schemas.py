@@ -74,6 +74,9 @@ PREPROCESSING = {
         "min_crop_mm": _number(0, 10_000),
         "size": _int(16, 1024),
         "slice_choice": {"enum": ["largest", "spread"]},
+        "tumour_channel": {"type": "boolean"},
+        "region_labels": {"type": "array", "items": _int(1, 65535), "uniqueItems": True,
+                          "maxItems": 16},
     },
 }
 
@@ -101,6 +104,7 @@ TRAINING = {
         "head_learning_rate": {"type": "number", "exclusiveMinimum": 0, "maximum": 10},
         "refit": {"type": "boolean"},
         "head_solver": {"enum": ["adamw", "ridge"]},
+        "fusion": {"type": "boolean"},
     },
 }
 

@@ -219,3 +219,39 @@ def test_preview_names_the_channel_and_each_slices_position(tmp_path, testdata, 
     assert [t.split("\n")[0] for t in titles] == expected
     assert len(set(expected)) == 3
     assert "mm along the slice normal" in figure._suptitle.get_text()
+
+
+def test_mask_and_sub_region_channels_follow_the_images(testdata, tmp_path):
+    """The tumour mask and one mask per listed label are input channels after the images,
+    cropped with them: the tumour channel is the slice's tumour, the sub-regions split it."""
+    data = testdata / "pyradiomics"
+    labels = sitk.ReadImage(str(data / "brain1_label.nrrd")) > 0
+    array = sitk.GetArrayFromImage(labels).astype(np.uint8)
+    zs, ys, xs = np.nonzero(array)
+    array[array > 0] = np.where(xs < np.median(xs), 1, 4)  # two sub-regions, left and right
+    split = sitk.GetImageFromArray(array)
+    split.CopyInformation(labels)
+    sitk.WriteImage(split, str(tmp_path / "regions.nrrd"))
+    image = data / "brain1_image.nrrd"
+    study = load_study({"t1gd": image}, tmp_path / "regions.nrrd", keep_labels=True)
+    assert set(np.unique(sitk.GetArrayViewFromImage(study.labels))) == {0, 1, 4}
+    settings = PreprocessSettings(max_slices=6, tumour_channel=True, region_labels=(1, 4, 2))
+    slices = preprocess(study, settings)
+    assert slices.images.shape[1] == 1 + 4 and slices.channels == ("t1gd",)
+    tumour = slices.images[:, 1]
+    np.testing.assert_array_equal(tumour, slices.tumour.astype(np.float32))
+    np.testing.assert_array_equal(slices.images[:, 2] + slices.images[:, 3], tumour)
+    assert slices.images[:, 2].any() and slices.images[:, 3].any()
+    assert not slices.images[:, 4].any()  # label 2 is not in this segmentation
+    plain = preprocess(study, PreprocessSettings(max_slices=6))
+    np.testing.assert_array_equal(plain.images[:, 0], slices.images[:, 0])
+
+    unlabelled = load_study({"t1gd": image}, tmp_path / "regions.nrrd")
+    with pytest.raises(InputError, match="sub-region channels"):
+        preprocess(unlabelled, settings)
+
+
+def test_sub_regions_of_a_slicer_segmentation_are_refused(slicerio_data):
+    image, segmentation = slicerio_data / "CTChest4.nrrd", slicerio_data / "Segmentation.seg.nrrd"
+    with pytest.raises(InputError, match=r"\.seg\.nrrd.*labelmap"):
+        load_study({"ct": image}, segmentation, keep_labels=True)

@@ -454,3 +454,66 @@ def test_the_ridge_head_is_the_ridge_written_into_the_model():
     assert np.corrcoef(predicted[:, 0], targets[50:, 0])[0, 1] > 0.8  # from the tokens
     assert np.corrcoef(predicted[:, 1], targets[50:, 1])[0, 1] > 0.9  # from the geometry
     assert state.history[0]["patients"] == 50  # training and validation patients both
+
+
+def test_mask_channels_and_fusion_train_predict_and_report(tmp_path, cohort, workspace, run_cli):
+    """A frozen ridge model reading the tumour and BraTS sub-region masks as channels:
+    its bundle takes 4 + 4 channels and predicts a study from the files; the fusion
+    method's report lies beside the model's, on the same patients and genes."""
+    recipe = dict(RECIPE, model={**RECIPE["model"], "pooling": "mean", "geometry": True},
+                  preprocessing={**RECIPE["preprocessing"], "tumour_channel": True,
+                                 "region_labels": [1, 2, 4]},
+                  training={**RECIPE["training"], "encoder": "frozen", "head_solver": "ridge",
+                            "fusion": True})
+    (tmp_path / "masks.json").write_text(json.dumps(recipe))
+    out = tmp_path / "masks"
+    code, _, stderr = run_cli(*train_args(cohort, dict(workspace, recipe=tmp_path / "masks.json"),
+                                          out))
+    assert code == 0, stderr[-800:]
+    assert load_file(out / "fold_0.safetensors")["encoder.cnn.conv1.weight"].shape[1] == 8
+    model = pd.read_csv(out / "report" / "oof_predictions.tsv", sep="\t", index_col=0)
+    fusion = pd.read_csv(out / "fusion-report" / "oof_predictions.tsv", sep="\t", index_col=0)
+    assert list(fusion.index) == list(model.index) and list(fusion.columns) == list(model.columns)
+    assert not np.allclose(fusion.to_numpy(), model.to_numpy())
+
+    row = pd.read_csv(cohort / "manifest.csv").iloc[0]
+    images = [f"--image={c}={cohort / row[c]}" for c in ("t1", "t1gd", "t2", "flair")]
+    code, _, stderr = run_cli("predict", "--model", str(out), *images, "--segmentation",
+                              str(cohort / row["segmentation"]), "--out", str(tmp_path / "g.csv"),
+                              "--device", "cpu")
+    assert code == 0, stderr[-800:]
+    assert len(pd.read_csv(tmp_path / "g.csv")) == len(model.columns)
+
+
+def test_fusion_stacks_the_embedding_and_the_radiomics_inside_the_folds(monkeypatch):
+    """One gene carried by the embedding, one by a radiomic feature: the fused ridge
+    predicts both out of fold; the model alone (embedding) only the first."""
+    from RadioGenomicsLib.training import baseline
+    from RadioGenomicsLib.training.crossval import TrainingInputs, fusion_oof
+    from RadioGenomicsLib.training.frozen import FrozenTokens
+    from RadioGenomicsLib.training.recipe import load_recipe
+
+    rng = np.random.default_rng(4)
+    patients = [f"P{i}" for i in range(60)]
+    a, b = rng.normal(size=60), rng.normal(size=60)
+    tokens = {p: (rng.normal(size=(2, 4, 8)) + np.r_[a[i], np.zeros(7)]).astype(np.float16)
+              for i, p in enumerate(patients)}
+    frozen = FrozenTokens(None, tokens, {p: np.zeros(4, np.float32) for p in patients})
+    radiomics = pd.DataFrame({"shape_x": b + rng.normal(0, 0.1, 60),
+                              "noise": rng.normal(size=60)}, index=patients)
+    monkeypatch.setattr(baseline, "cohort_features", lambda *args, **kwargs: radiomics)
+    targets = pd.DataFrame({"GA": a + rng.normal(0, 0.3, 60), "GB": b + rng.normal(0, 0.3, 60)},
+                           index=patients)
+    folds = pd.Series(np.arange(60) % 3, index=patients)
+    inputs = TrainingInputs(pd.DataFrame(index=patients), ["t1"], targets, pd.Series(dtype=str),
+                            folds, [["GA", "GB"]] * 3, [])
+    oof = fusion_oof(inputs, load_recipe("frozen-ridge"), frozen, "manifest.csv")
+    assert list(oof.index) == patients and list(oof.columns) == ["GA", "GB"]
+    for gene in ("GA", "GB"):
+        assert np.corrcoef(oof[gene], targets[gene])[0, 1] > 0.8
+    # out of fold: a held-out patient's own target never enters its prediction
+    changed = targets.copy()
+    changed.loc["P0", "GA"] += 100
+    again = fusion_oof(dataclass_replace(inputs, targets=changed), load_recipe("frozen-ridge"),
+                       frozen, "manifest.csv")
+    assert again.loc["P0", "GA"] == pytest.approx(oof.loc["P0", "GA"])

@@ -22,7 +22,9 @@ def register(subparsers) -> None:
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoints in BUNDLE.work after a crash or kill")
     parser.add_argument("--cache", metavar="DIR", type=Path,
-                        help="where preprocessed slices are cached (~/.cache/radiogenomics/slices)")
+                        help="where preprocessed slices are cached (~/.cache/radiogenomics/slices)"
+                             "; with the fusion setting, radiomic features too (DIR/radiomics; "
+                             "else the baseline's ~/.cache/radiogenomics/radiomics)")
     parser.add_argument("--export", action="store_true",
                         help="also write the fold models as ONNX (as `radiogenomics export`), "
                              "for predicting without PyTorch")

@@ -107,7 +107,8 @@ def intensity_images(study: Study, settings: PreprocessSettings) -> dict[str, si
 def extract_features(study: Study, settings: PreprocessSettings) -> dict[str, float]:
     """`shape_<name>` once, `<channel>_<class>_<name>` for every channel."""
     features: dict[str, float] = {}
-    for index, (channel, image) in enumerate(intensity_images(study, settings).items()):
+    intensities = intensity_images(study, settings)
+    for index, (channel, image) in enumerate(intensities.items()):
         result = _extractor(study.modality, shape=index == 0).execute(image, study.tumour)
         for key, value in result.items():
             name = key.removeprefix("original_")
@@ -115,6 +116,27 @@ def extract_features(study: Study, settings: PreprocessSettings) -> dict[str, fl
                 features[name] = float(value)
             elif not key.startswith("diagnostics_"):
                 features[f"{channel}_{name}"] = float(value)
+    return features
+
+
+def region_features(study: Study, intensities: dict[str, sitk.Image],
+                    region_labels: Sequence[int]) -> dict[str, float]:
+    """What the model's sub-region channels show, for the baseline: each listed label's
+    volume (mL), its share of the tumour, and each channel's mean and SD inside it (0 where
+    the label is absent, so that no patient's row is lost)."""
+    labels = sitk.GetArrayViewFromImage(study.labels)
+    voxel_ml = float(np.prod(study.reference.GetSpacing())) / 1000.0
+    tumour_voxels = max(int((labels > 0).sum()), 1)
+    features = {}
+    for label in region_labels:
+        inside = labels == label
+        count = int(inside.sum())
+        features[f"region{label}_volume_ml"] = count * voxel_ml
+        features[f"region{label}_share"] = count / tumour_voxels
+        for channel, image in intensities.items():
+            values = sitk.GetArrayViewFromImage(image)[inside]
+            features[f"region{label}_{channel}_mean"] = float(values.mean()) if count else 0.0
+            features[f"region{label}_{channel}_sd"] = float(values.std()) if count else 0.0
     return features
 
 
@@ -143,7 +165,8 @@ class PatientTask:
 
     def load(self) -> Study:
         return load_study(self.images, self.segmentation, label=self.label,
-                          channels=tuple(self.images))
+                          channels=tuple(self.images),
+                          keep_labels=bool(self.settings.region_labels))
 
 
 def _tasks(cohort: pd.DataFrame, channels: list[str],
@@ -167,6 +190,14 @@ def feature_key(task: PatientTask) -> str:
                 "bin_width_sd": BIN_WIDTH_SD, "region": task.settings.region,
                 "skull_strip": task.settings.skull_strip, "label": task.label}
     return content_key(settings, [*task.images.items(), ("segmentation", task.segmentation)])
+
+
+def region_key(task: PatientTask) -> str:
+    """The sub-region features' own key: adding them re-extracts no PyRadiomics feature."""
+    settings = {"region_labels": list(task.settings.region_labels), "label": task.label,
+                "region": task.settings.region, "skull_strip": task.settings.skull_strip}
+    return "regions-" + content_key(settings, [*task.images.items(),
+                                               ("segmentation", task.segmentation)])
 
 
 @dataclass
@@ -199,6 +230,15 @@ def _extract_task(task: PatientTask) -> tuple[dict[str, float] | None, str | Non
         return extract_features(task.load(), task.settings), None
     except (InputError, ValueError) as error:  # PyRadiomics raises ValueError on a bad mask
         return None, f"feature extraction failed: {task.patient} {error}"
+
+
+def _region_task(task: PatientTask) -> tuple[dict[str, float] | None, str | None]:
+    try:
+        study = task.load()
+        return region_features(study, intensity_images(study, task.settings),
+                               task.settings.region_labels), None
+    except InputError as error:
+        return None, f"{task.patient}: {error}"
 
 
 def _single_threaded_itk() -> None:
@@ -239,9 +279,28 @@ def cohort_features(cohort: pd.DataFrame, channels: list[str], settings: Preproc
     if problems:
         raise CohortError(manifest, problems)
     rows = {patient: cache.load(key) for patient, key in keys.items()}
+    if settings.region_labels:
+        _add_region_features(tasks, rows, cache, manifest, jobs)
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "patient_id"
     return table
+
+
+def _add_region_features(tasks: list[PatientTask], rows: dict[str, dict[str, float]],
+                         cache: FeatureCache, manifest: str | os.PathLike, jobs: int) -> None:
+    keys = {task.patient: region_key(task) for task in tasks}
+    todo = [task for task in tasks if not cache.path(keys[task.patient]).exists()]
+    problems = []
+    for task, (features, problem) in zip(todo, _each(_region_task, todo, "sub-region features",
+                                                     jobs)):
+        if problem:
+            problems.append(problem)
+        else:
+            cache.store(keys[task.patient], features)
+    if problems:
+        raise CohortError(manifest, problems)
+    for patient, key in keys.items():
+        rows[patient].update(cache.load(key))
 
 
 # ---------------------------------------------------------------- ridge on the folds

@@ -92,7 +92,8 @@ def preprocess_cohort(cohort: pd.DataFrame, channels: list[str], settings: Prepr
             try:
                 study = load_study({c: row[c] for c in channels}, row["segmentation"],
                                    label=None if label is None or pd.isna(label) else int(label),
-                                   channels=tuple(channels))
+                                   channels=tuple(channels),
+                                   keep_labels=bool(settings.region_labels))
                 slices = preprocess(study, settings)
                 cache.store(key, slices.images, slices.geometry())
             except InputError as error:

@@ -28,6 +28,7 @@ from RadioGenomicsLib.cohort import channel_columns, validate_cohort
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.expression import ExpressionMatrix, build_matrix, read_matrix
 from RadioGenomicsLib.model import GenePredictor
+from RadioGenomicsLib.preprocess import model_channels
 from RadioGenomicsLib.pretrained import load_transunet_weights
 from RadioGenomicsLib.report import print_summary, write_model_card, write_report
 from RadioGenomicsLib.stats import MIN_PATIENTS, gene_statistics
@@ -38,6 +39,7 @@ from RadioGenomicsLib.training.folds import assign_folds, inner_validation_split
 from RadioGenomicsLib.training.loop import Runtime, fit_fold, predict_patients
 from RadioGenomicsLib.training.recipe import Recipe
 
+FUSION_REPORT = "fusion-report"  # the fusion method's report, beside the model's
 HEAD_KEYS = ("head.conv.weight", "head.conv.bias", "head.geometry.weight")  # a row per gene
 
 
@@ -131,8 +133,9 @@ def _restrict_head(state: dict[str, torch.Tensor], fold_genes: list[str],
 
 def run_folds(inputs: TrainingInputs, recipe: Recipe, runtime: Runtime, cache: SliceCache,
               keys: dict[str, str], work: Path, resume: bool
-              ) -> tuple[list[dict[str, torch.Tensor]], pd.DataFrame, list[dict]]:
-    """Train every fold (or take it from a finished checkpoint): states, OOF predictions."""
+              ) -> tuple[list[dict[str, torch.Tensor]], pd.DataFrame, list[dict], object]:
+    """Train every fold (or take it from a finished checkpoint): states, OOF predictions,
+    histories and the frozen tokens (None when the encoder was trained)."""
     settings = recipe.training
     fingerprint = _fingerprint(recipe, inputs)
     frozen = _frozen_tokens(inputs, recipe, runtime, cache, keys) \
@@ -165,12 +168,42 @@ def run_folds(inputs: TrainingInputs, recipe: Recipe, runtime: Runtime, cache: S
                  else {"best_validation_r": state.best_score})
         histories.append({"fold": fold, "best_epoch": state.best_epoch, **score,
                           "epochs": state.epoch, "history": state.history})
-    common = [g for g in inputs.targets.columns
-              if all(g in set(genes) for genes in inputs.fold_genes)]
+    common = common_genes(inputs)
     states = [_restrict_head(s, genes, common) for s, genes in zip(states, inputs.fold_genes)]
     oof = pd.concat([part[common] for part in oof_parts]).loc[inputs.targets.index]
     oof.index.name = "patient_id"
-    return states, oof, histories
+    return states, oof, histories, frozen
+
+
+def common_genes(inputs: TrainingInputs) -> list[str]:
+    """The genes that every training fold's median-zero filter kept, in the targets' order."""
+    kept = set.intersection(*(set(genes) for genes in inputs.fold_genes))
+    return [g for g in inputs.targets.columns if g in kept]
+
+
+def fusion_oof(inputs: TrainingInputs, recipe: Recipe, frozen, manifest: str,
+               cache_dir: Path | None = None) -> pd.DataFrame:
+    """The fusion method's out-of-fold predictions: the frozen encoder's patient embedding
+    (mean token [and geometry]) beside the radiomics baseline's features (its cache), one
+    ridge per gene fitted on each training fold, exactly as the baseline fits its own.
+    cache_dir: the radiomic features' cache (the baseline's default when None)."""
+    from RadioGenomicsLib.training.baseline import (DEFAULT_ALPHAS, FeatureCache, cohort_features,
+                                                    cross_validate, default_cache_dir,
+                                                    usable_features)
+    from RadioGenomicsLib.training.frozen import patient_features
+
+    patients = list(inputs.folds.index)
+    radiomics = cohort_features(inputs.cohort, inputs.channels, recipe.preprocessing,
+                                FeatureCache(cache_dir or default_cache_dir()),
+                                manifest).loc[patients]
+    radiomics, _ = usable_features(radiomics)
+    embedding = patient_features(frozen, patients, recipe.model.geometry)
+    features = pd.concat([pd.DataFrame(embedding, index=patients,
+                                       columns=[f"embedding_{i}" for i in range(embedding.shape[1])]),
+                          radiomics], axis=1)
+    oof, _ = cross_validate(features, inputs.targets[common_genes(inputs)], inputs.folds,
+                            DEFAULT_ALPHAS)
+    return oof
 
 
 def _frozen_tokens(inputs: TrainingInputs, recipe: Recipe, runtime: Runtime, cache: SliceCache,
@@ -219,8 +252,10 @@ def _fingerprint(recipe: Recipe, inputs: TrainingInputs) -> str:
 
 def write_trained_bundle(out: Path, recipe: Recipe, inputs: TrainingInputs,
                          states: list[dict[str, torch.Tensor]], oof: pd.DataFrame,
-                         histories: list[dict], manifest: str) -> dict:
-    """The bundle folder with its report inside, appearing whole or not at all."""
+                         histories: list[dict], manifest: str,
+                         fusion: pd.DataFrame | None = None) -> dict:
+    """The bundle folder with its report inside (and the fusion method's report beside
+    it), appearing whole or not at all."""
     truth = inputs.targets[oof.columns]
     stats = gene_statistics(oof, truth)
     genes = pd.DataFrame({
@@ -248,6 +283,11 @@ def write_trained_bundle(out: Path, recipe: Recipe, inputs: TrainingInputs,
             staging / "report" / "training_history.tsv", sep="\t", index=False)
         write_model_card(staging / "report", f"{recipe.name}: {len(truth)} patients, "
                                              f"{recipe.training.folds} folds, out-of-fold r")
+        if fusion is not None:
+            write_report(staging / FUSION_REPORT, fusion, truth,
+                         dict(zip(genes["gene_id"], genes["gene_name"])),
+                         folds=inputs.folds.loc[fusion.index], markers=recipe.markers,
+                         command=None)
         write_manifest(staging, read_manifest(staging))  # the report too (weights not re-hashed)
         mark_complete(staging, "train")
     return summary
@@ -263,7 +303,8 @@ def train(manifest: str, expression: str, sample_sheet: str | None, out: Path, r
                   [manifest, expression, sample_sheet, recipe.training.pretrained or None])
     inputs = check_inputs(manifest, expression, sample_sheet, recipe)
     if recipe.training.pretrained:  # a checkpoint that does not fit fails now, not in fold 1
-        load_transunet_weights(GenePredictor(recipe.model, len(inputs.channels), 1),
+        load_transunet_weights(GenePredictor(recipe.model, model_channels(
+                                   inputs.channels, recipe.preprocessing.to_dict()), 1),
                                recipe.training.pretrained)
     if runtime.main:
         for note in inputs.notes:
@@ -280,11 +321,17 @@ def train(manifest: str, expression: str, sample_sheet: str | None, out: Path, r
         work.mkdir(parents=True, exist_ok=True)
         mark_complete(work, "train")  # here: the folder is train's own (checkpoints to resume)
     runtime.barrier()
-    states, oof, histories = run_folds(inputs, recipe, runtime, cache, keys, work, resume)
+    states, oof, histories, frozen = run_folds(inputs, recipe, runtime, cache, keys, work, resume)
     summary = {}
     if runtime.main:
-        summary = write_trained_bundle(out, recipe, inputs, states, oof, histories, manifest)
+        fusion = (fusion_oof(inputs, recipe, frozen, manifest,
+                             cache_dir / "radiomics" if cache_dir else None)
+                  if recipe.training.fusion else None)
+        summary = write_trained_bundle(out, recipe, inputs, states, oof, histories, manifest,
+                                       fusion)
         shutil.rmtree(work, ignore_errors=True)
+        if fusion is not None:
+            print(f"fusion (embedding + radiomics, ridge): {out / FUSION_REPORT}", file=sys.stderr)
         print_summary(summary)
     runtime.barrier()
     return summary

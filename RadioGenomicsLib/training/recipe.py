@@ -75,6 +75,10 @@ class TrainSettings:
     # the mean token and the geometry: RidgeCV, a penalty per gene chosen by leave-one-out
     # on the whole training fold, the radiomics baseline's estimator)
     head_solver: str = "adamw"
+    # "frozen": also cross-validate the fusion of the patient embedding (mean token [and
+    # geometry]) with the radiomics baseline's features, one ridge per gene fitted inside
+    # the same training folds, reported as its own method (<bundle>/fusion-report)
+    fusion: bool = False
 
     def problems(self) -> list[str]:
         found = []
@@ -84,6 +88,8 @@ class TrainSettings:
             found.append("head_epochs and head_patience must be >= 1, head_learning_rate > 0")
         if self.head_solver not in HEAD_SOLVERS:
             found.append(f"head_solver {self.head_solver!r}: choose {' or '.join(HEAD_SOLVERS)}")
+        if self.fusion and self.encoder != "frozen":
+            found.append("fusion needs encoder \"frozen\" (a trained encoder saw every fold)")
         if self.group_by not in GROUPINGS:
             found.append(f"group_by {self.group_by!r}: choose {' or '.join(GROUPINGS)}")
         if self.folds < 2:
