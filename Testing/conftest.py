@@ -64,3 +64,21 @@ def run_cli(capsys):
         return code, captured.out, captured.err
 
     return run
+
+
+def coloured_outside_outline(png, boxes) -> tuple[int, int]:
+    """(coloured map pixels, those outside the filled red outline) over the panels."""
+    from PIL import Image
+    from scipy.ndimage import binary_dilation, binary_fill_holes
+
+    rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)
+    total = outside = 0
+    for left, top, right, bottom in boxes:
+        part = rgb[top:bottom, left:right]
+        red, green, blue = part[..., 0], part[..., 1], part[..., 2]
+        outline = (red > 150) & (red - np.maximum(green, blue) > 60)
+        coloured = (part.max(axis=-1) - part.min(axis=-1) > 40) & ~outline
+        inside = binary_dilation(binary_fill_holes(outline), iterations=2)
+        total += int(coloured.sum())
+        outside += int((coloured & ~inside).sum())
+    return total, outside

@@ -13,6 +13,7 @@ import pytest
 import SimpleITK as sitk
 import torch
 
+from Testing.conftest import coloured_outside_outline
 from RadioGenomicsLib.integrity import write_manifest
 from RadioGenomicsLib.outputs import COMPLETE_MARKER
 from RadioGenomicsLib.bundle import load_bundle, make_untrained_bundle
@@ -270,24 +271,6 @@ def test_map_margin_extends_the_map_by_that_many_mm(predicted, tmp_path, run_cli
     assert code == 2 and "--map-margin -1.0" in err
 
 
-def _coloured_outside_outline(png, boxes) -> tuple[int, int]:
-    """(coloured map pixels, those outside the filled red outline) over the panels."""
-    from PIL import Image
-    from scipy.ndimage import binary_dilation, binary_fill_holes
-
-    rgb = np.asarray(Image.open(png).convert("RGB")).astype(int)
-    total = outside = 0
-    for left, top, right, bottom in boxes:
-        part = rgb[top:bottom, left:right]
-        red, green, blue = part[..., 0], part[..., 1], part[..., 2]
-        outline = (red > 150) & (red - np.maximum(green, blue) > 60)
-        coloured = (part.max(axis=-1) - part.min(axis=-1) > 40) & ~outline
-        inside = binary_dilation(binary_fill_holes(outline), iterations=2)
-        total += int(coloured.sum())
-        outside += int((coloured & ~inside).sum())
-    return total, outside
-
-
 def test_the_map_picture_colours_only_the_tumour(predicted, tmp_path, bundle):
     from RadioGenomicsLib.run import save_run_picture
 
@@ -300,10 +283,10 @@ def test_the_map_picture_colours_only_the_tumour(predicted, tmp_path, bundle):
     assert [p["gene"] for p in panels] == ["EGFR"] * 3 + ["G7"] * 3
     assert [p["position_mm"] for p in panels[:3]] == pytest.approx([-617.5, -612.5, -607.5])
     assert [p["axes"].get_title() for p in panels[:1]] == ["EGFR  -617.5 mm"]
-    total, outside = _coloured_outside_outline(png, [p["box"] for p in panels])
+    total, outside = coloured_outside_outline(png, [p["box"] for p in panels])
     assert total > 2000 and outside < 0.002 * total
     # the check can fail: with a 10 mm margin the colours spill over the outline
     wide = run_maps(run, bundle, ["EGFR"], margin_mm=10)
     panels = save_run_picture(run, wide, tmp_path / "wide.png")
-    total, outside = _coloured_outside_outline(tmp_path / "wide.png", [p["box"] for p in panels])
+    total, outside = coloured_outside_outline(tmp_path / "wide.png", [p["box"] for p in panels])
     assert outside > 0.2 * total

@@ -1,0 +1,173 @@
+"""The honest protocol of the model-vs-baseline benchmark, on untouched synthetic cohorts.
+
+    python -m benchmarks.protocol --cohort DIR [--cohort DIR ...] --work DIR
+        [--config frozen-ridge] [--variant NAME=RECIPE ...] [--seeds 0 1 2]
+
+For every cohort (made by `radiogenomics synth` with a seed never used for tuning) and
+every training seed: the radiomics baseline (its features cached once in WORK/cache, so
+each seed costs a ridge) and each `--baseline-variant`, the model of `--config` with the fusion setting on (the model alone in
+BUNDLE/report, embedding + radiomics in BUNDLE/fusion-report) and each `--variant` (an
+ablation recipe). Training never reads truth.json; only the scoring below does.
+
+Writes WORK/protocol.json (every run's score, wall and CPU time) and prints Markdown:
+per cohort and method, the linked genes found (mean ± SD over the seeds), the null genes
+called significant, the share of the baseline's count per latent factor, marker r, the
+model / baseline ratio and the time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from RadioGenomicsLib.genetable import MARKER_GENES
+from RadioGenomicsLib.synth import score_against_truth
+
+BASELINE, MODEL, FUSION = "baseline", "model", "fusion"
+
+
+def _cpu_children() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _run(command: list[str], log: Path) -> tuple[float, float]:
+    """Run a radiogenomics command (its output to `log`): (wall s, CPU s)."""
+    started, cpu = time.perf_counter(), _cpu_children()
+    with open(log, "w") as handle:
+        done = subprocess.run([sys.executable, "-m", "RadioGenomicsLib", *command],
+                              stdout=handle, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise SystemExit(f"{' '.join(command)} failed: see {log}")
+    return time.perf_counter() - started, _cpu_children() - cpu
+
+
+def _cohort_args(cohort: Path) -> list[str]:
+    return ["--manifest", str(cohort / "manifest.csv"), "--expression", str(cohort / "expression"),
+            "--sample-sheet", str(cohort / "gdc_sample_sheet.tsv")]
+
+
+def _markers(report: Path) -> dict[str, float]:
+    stats = pd.read_csv(report / "gene_stats.tsv", sep="\t")
+    stats = stats[stats["gene_name"].isin(MARKER_GENES)]
+    return {str(name): round(float(r), 3) for name, r in zip(stats["gene_name"], stats["pearson_r"])}
+
+
+def _score(cohort: Path, report: Path, wall: float, cpu: float) -> dict:
+    return {**score_against_truth(cohort / "truth.json", report), "markers": _markers(report),
+            "wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}
+
+
+def _fusion_recipe(config: str, work: Path, name: str) -> Path:
+    """`config` with the fusion setting on, as a recipe file."""
+    path = work / f"{name}.recipe.json"
+    path.write_text(json.dumps({"name": name, "base": config, "training": {"fusion": True}})
+                    if not Path(config).is_file() else
+                    json.dumps({**json.loads(Path(config).read_text()), "name": name,
+                                "training": {**json.loads(Path(config).read_text()).get(
+                                    "training", {}), "fusion": True}}))
+    return path
+
+
+def run_cohort(cohort: Path, work: Path, config: str, variants: dict[str, str],
+               baselines: dict[str, str], seeds: list[int]) -> list[dict]:
+    rows = []
+    work.mkdir(parents=True, exist_ok=True)
+    recipe = _fusion_recipe(config, work, "model")
+    cache = work.parent / "cache"
+    for seed in seeds:
+        for name, path in {BASELINE: config, **baselines}.items():
+            out = work / f"{name}_s{seed}"
+            if not (out / "report").exists():
+                wall, cpu = _run(["baseline", *_cohort_args(cohort), "--config", path, "--seed",
+                                  str(seed), "--out", str(out), "--jobs", "2",
+                                  "--cache", str(cache / "radiomics")], work / f"{out.name}.log")
+                (out / "time.json").write_text(json.dumps({"wall_s": wall, "cpu_s": cpu}))
+            spent = json.loads((out / "time.json").read_text())
+            rows.append({"cohort": cohort.name, "method": name, "seed": seed,
+                         **_score(cohort, out / "report", spent["wall_s"], spent["cpu_s"])})
+        for name, path in {MODEL: str(recipe), **variants}.items():
+            out = work / f"{name}_s{seed}"
+            if not (out / "report").exists():
+                wall, cpu = _run(["train", *_cohort_args(cohort), "--config", path, "--seed",
+                                  str(seed), "--out", str(out), "--device", "cpu",
+                                  "--cache", str(cache)], work / f"{out.name}.log")
+                (out / "time.json").write_text(json.dumps({"wall_s": wall, "cpu_s": cpu}))
+            spent = json.loads((out / "time.json").read_text())
+            rows.append({"cohort": cohort.name, "method": name, "seed": seed,
+                         **_score(cohort, out / "report", spent["wall_s"], spent["cpu_s"])})
+            if (out / "fusion-report").exists():
+                rows.append({"cohort": cohort.name, "method": f"{name} + radiomics (fusion)",
+                             "seed": seed, **_score(cohort, out / "fusion-report", 0.0, 0.0)})
+    return rows
+
+
+def _mean_sd(values) -> str:
+    values = np.asarray(list(values), float)
+    return f"{values.mean():.1f} ± {values.std(ddof=1):.1f}" if len(values) > 1 else f"{values[0]:.0f}"
+
+
+def markdown(rows: list[dict]) -> str:
+    table = pd.DataFrame(rows)
+    lines = []
+    for cohort, part in table.groupby("cohort", sort=False):
+        base = part[part["method"] == BASELINE]
+        base_found = base["significant_linked"].mean()
+        factors = sorted(base.iloc[0]["per_factor"])
+        lines += [f"**{cohort}** ({int(part.iloc[0]['linked'])} linked of "
+                  f"{int(part.iloc[0]['genes'])} genes; seeds "
+                  f"{', '.join(map(str, sorted(part['seed'].unique())))})", "",
+                  "| method | linked found | null significant | / baseline | "
+                  + " | ".join(f"{f} (found / baseline's)" for f in factors)
+                  + " | markers r (mean) | wall per run |",
+                  "|---|---|---|---|" + "---|" * len(factors) + "---|---|"]
+        for method, runs in part.groupby("method", sort=False):
+            per_factor = []
+            for factor in factors:
+                found = np.mean([r[factor]["found"] for r in runs["per_factor"]])
+                theirs = np.mean([r[factor]["found"] for r in base["per_factor"]])
+                per_factor.append(f"{found:.1f} / {theirs:.1f}")
+            markers = pd.DataFrame(list(runs["markers"])).mean().round(2)
+            lines.append(
+                f"| {method} | {_mean_sd(runs['significant_linked'])} | "
+                f"{_mean_sd(runs['null_significant'])} | "
+                f"{runs['significant_linked'].mean() / max(base_found, 1e-9):.2f} | "
+                + " | ".join(per_factor) + " | "
+                + ", ".join(f"{k} {v:.2f}" for k, v in markers.items()) + " | "
+                + (f"{runs['wall_s'].mean() / 60:.1f} min" if runs["wall_s"].mean() else "(in model's)")
+                + " |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--cohort", type=Path, action="append", required=True)
+    parser.add_argument("--work", type=Path, required=True)
+    parser.add_argument("--config", default="frozen-ridge")
+    parser.add_argument("--variant", action="append", default=[], metavar="NAME=RECIPE")
+    parser.add_argument("--baseline-variant", action="append", default=[], metavar="NAME=RECIPE",
+                        help="another baseline (e.g. a recipe with region_labels: sub-region "
+                             "features)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    args = parser.parse_args()
+    variants = dict(item.split("=", 1) for item in args.variant)
+    baselines = dict(item.split("=", 1) for item in args.baseline_variant)
+    rows = []
+    for cohort in args.cohort:
+        rows += run_cohort(cohort, args.work / cohort.name, args.config, variants, baselines,
+                           args.seeds)
+        (args.work / "protocol.json").write_text(json.dumps(rows, indent=1))
+    print(markdown(rows))
+
+
+if __name__ == "__main__":
+    main()
