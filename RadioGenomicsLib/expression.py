@@ -24,11 +24,10 @@ import pandas as pd
 
 from RadioGenomicsLib import gdc
 from RadioGenomicsLib.atomic import atomic_path
+from RadioGenomicsLib.choices import TRANSFORMS, VALUES
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.progress import progress
 
-VALUES = {"fpkm_uq": "fpkm_uq_unstranded", "tpm": "tpm_unstranded", "counts": "unstranded"}
-TRANSFORMS = ("log10p1", "log2p1", "none")
 GENE_COLUMNS = ("gene_id", "gene_name", "gene_type")
 PATIENT_COLUMN = "patient_id"
 XENA_FIRST_HEADERS = ("sample", "Ensembl_ID")

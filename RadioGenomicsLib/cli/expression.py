@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from RadioGenomicsLib.choices import TRANSFORMS, VALUES
 from RadioGenomicsLib.errors import InputError
-from RadioGenomicsLib.outputs import Output, check_outputs
-from RadioGenomicsLib.expression import (TRANSFORMS, VALUES, build_matrix, genes_path,
-                                         write_matrix)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -49,6 +47,9 @@ def _sample_types(text: str) -> tuple[str, ...] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from RadioGenomicsLib.expression import build_matrix, genes_path, write_matrix
+    from RadioGenomicsLib.outputs import Output, check_outputs
+
     check_outputs("expression", [Output(args.out, "file"),
                                  Output(genes_path(args.out), "file", "--out (its .genes.tsv)")],
                   [*args.expression, args.sample_sheet])

@@ -6,9 +6,7 @@ import argparse
 import sys
 
 from RadioGenomicsLib.cli.common import parse_named_paths
-from RadioGenomicsLib.outputs import Output, check_outputs
-from RadioGenomicsLib.cohort import (TCIA_PATTERNS, CohortError, read_brats, read_tcia,
-                                     validate_cohort, write_manifest)
+from RadioGenomicsLib.choices import TCIA_PATTERNS
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -47,6 +45,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from RadioGenomicsLib.cohort import (CohortError, read_brats, read_tcia, validate_cohort,
+                                         write_manifest)
+    from RadioGenomicsLib.outputs import Output, check_outputs
+
     if args.layout == "check":
         try:
             table = validate_cohort(args.manifest, args.expression,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from RadioGenomicsLib.choices import REGIONS
 from RadioGenomicsLib.cli.common import add_segmentation_arguments, parse_named_paths
 
 
@@ -51,7 +52,7 @@ def register(subparsers) -> None:
     parser.add_argument("--max-slices", type=int, default=32)
     parser.add_argument("--min-area", type=float, default=20.0, metavar="MM2",
                         help="least tumour area for a slice to be used (mm²)")
-    parser.add_argument("--region", choices=("auto", "brain", "body", "none"), default="auto",
+    parser.add_argument("--region", choices=REGIONS, default="auto",
                         help="where intensities are z-scored (auto: brain for MRI, body for CT)")
     parser.set_defaults(run=run)
 
