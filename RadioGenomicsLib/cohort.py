@@ -46,6 +46,7 @@ FILE_NAME_PATTERNS = {
     "ct": _SEPARATED.format(r"ct"),
 }
 TCIA_COLUMNS = ("Subject ID", "Series Description", "Modality", "File Location")
+EXTRA_EXPRESSION = "expression without images"  # a problem unless allowed
 SEGMENTATION_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
@@ -174,7 +175,7 @@ def validate_cohort(manifest: str | os.PathLike,
         with_images = set(table[PATIENT_COLUMN])
         problems += [f"no expression: {p}" for p in sorted(with_images - with_expression) if p]
         if not allow_extra_expression:
-            problems += [f"expression without images: {p}"
+            problems += [f"{EXTRA_EXPRESSION}: {p}"
                          for p in sorted(with_expression - with_images)]
     if problems:
         raise CohortError(path, problems)

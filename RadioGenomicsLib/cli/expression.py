@@ -20,7 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "samples × genes CSV/TSV")
     parser.add_argument("--sample-sheet", metavar="PATH",
                         help="the GDC sample sheet of the STAR - Counts files")
-    parser.add_argument("--out", required=True, metavar="matrix.tsv")
+    parser.add_argument("--out", required=True, metavar="matrix.tsv",
+                        help="the patients × genes table to write (TSV; gene symbols in "
+                             "<stem>.genes.tsv beside it)")
     parser.add_argument("--value", choices=tuple(VALUES), default="fpkm_uq",
                         help="which quantity (default fpkm_uq)")
     parser.add_argument("--transform", choices=TRANSFORMS, default="log10p1",
