@@ -127,11 +127,11 @@ def shared_tables(predictions: pd.DataFrame, truth: pd.DataFrame, names: tuple[s
             raise InputError(error.path, f"{error.problem}; --shared-only evaluates the "
                                          f"{len(patients)} patients and {len(genes)} genes "
                                          "both hold") from None
-    lost = [f"{(~table.index.isin(patients)).sum()} patients and "
-            f"{(~table.columns.isin(genes)).sum()} genes of {name}"
+    lost = [f"{(~table.index.isin(patients)).sum()} patient(s) and "
+            f"{(~table.columns.isin(genes)).sum()} gene(s) from {name}"
             for table, name in zip((predictions, truth), names)]
     print(f"--shared-only: {len(patients)} patients and {len(genes)} genes in both tables; "
-          f"dropped {lost[0]}, {lost[1]}")
+          f"dropped {lost[0]}; {lost[1]}")
     return tuple(table.loc[table.index.isin(patients), table.columns.isin(genes)]
                  for table in (predictions, truth))
 
