@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from RadioGenomicsLib.errors import InputError
@@ -113,10 +112,8 @@ def shared_tables(predictions: pd.DataFrame, truth: pd.DataFrame, names: tuple[s
 
     patients = predictions.index.intersection(truth.index)
     genes = predictions.columns.intersection(truth.columns)
-    differ = any(len(axis) != len(shared) for axis, shared in (
-        (predictions.index.unique(), patients), (truth.index.unique(), patients),
-        (predictions.columns.unique(), genes), (truth.columns.unique(), genes)))
-    if not differ:
+    if (set(predictions.index) == set(truth.index)
+            and set(predictions.columns) == set(truth.columns)):
         return predictions, truth
     if not shared_only:
         try:

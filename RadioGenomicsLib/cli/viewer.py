@@ -29,7 +29,8 @@ def register(subparsers) -> None:
                         help="a folder of model bundles (or one bundle); repeat")
     parser.add_argument("--study", metavar="PATH", action="append", default=[],
                         help="a study folder (or file) the page may open; repeat")
-    parser.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080; 0: any free port)")
+    parser.add_argument("--port", type=int, default=8080,
+                        help="port to listen on (default 8080; 0: any free port)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1, this machine only)")
     parser.add_argument("--token", default=None,
