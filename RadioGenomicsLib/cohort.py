@@ -18,6 +18,7 @@ import pandas as pd
 
 from RadioGenomicsLib import gdc
 from RadioGenomicsLib.atomic import atomic_path
+from RadioGenomicsLib.choices import TCIA_PATTERNS
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.imaging import CT_CHANNELS, KNOWN_CHANNELS, MRI_CHANNELS
 
@@ -34,13 +35,6 @@ BRATS_SEGMENTATIONS = ("glistrboost_manuallycorrected", "glistrboost")
 BRATS_LABELS = {1: "necrosis", 2: "oedema", 4: "enhancing"}
 _BRATS_NAME = re.compile(r"^(TCGA-[A-Z0-9]{2}-[A-Z0-9]{4})_([^_]+)_(.+)\.nii(\.gz)?$")
 
-# TCIA series descriptions -> channels, tried in this order (first match wins)
-TCIA_PATTERNS = {
-    "flair": r"flair",
-    "t1gd": r"t1.*(post|gd|gad|contrast|\+ ?c\b|\bc\+)|(post|gd|gad).*t1|mprage",
-    "t1": r"t1",
-    "t2": r"t2",
-}
 # a file's name -> its channel, when the name makes it obvious (the viewer's study
 # folders): separators around the token, so that "t1" never matches inside "t12" or a date
 _SEPARATED = r"(?:^|[^a-z0-9])(?:{})(?:[^a-z0-9]|$)"
@@ -52,6 +46,7 @@ FILE_NAME_PATTERNS = {
     "ct": _SEPARATED.format(r"ct"),
 }
 TCIA_COLUMNS = ("Subject ID", "Series Description", "Modality", "File Location")
+EXTRA_EXPRESSION = "expression without images"  # a problem unless allowed
 SEGMENTATION_SUFFIXES = (".seg.nrrd", ".nii.gz", ".nii", ".nrrd", ".nhdr", ".mha", ".mhd")
 
 
@@ -180,7 +175,7 @@ def validate_cohort(manifest: str | os.PathLike,
         with_images = set(table[PATIENT_COLUMN])
         problems += [f"no expression: {p}" for p in sorted(with_images - with_expression) if p]
         if not allow_extra_expression:
-            problems += [f"expression without images: {p}"
+            problems += [f"{EXTRA_EXPRESSION}: {p}"
                          for p in sorted(with_expression - with_images)]
     if problems:
         raise CohortError(path, problems)

@@ -24,15 +24,15 @@ import pandas as pd
 
 from RadioGenomicsLib import gdc
 from RadioGenomicsLib.atomic import atomic_path
+from RadioGenomicsLib.choices import TRANSFORMS, VALUES
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.progress import progress
 
-VALUES = {"fpkm_uq": "fpkm_uq_unstranded", "tpm": "tpm_unstranded", "counts": "unstranded"}
-TRANSFORMS = ("log10p1", "log2p1", "none")
 GENE_COLUMNS = ("gene_id", "gene_name", "gene_type")
 PATIENT_COLUMN = "patient_id"
 XENA_FIRST_HEADERS = ("sample", "Ensembl_ID")
 EXPRESSION_DATA_TYPE = "Gene Expression Quantification"
+NO_SAMPLE_LEFT = "no sample left"  # every sample of another type than asked for
 
 # the unit a Xena file name announces (TCGA-GBM.star_fpkm-uq.tsv.gz, ...star_tpm...)
 _XENA_UNITS = (("fpkm_uq", re.compile(r"fpkm[-_]?uq", re.I)),
@@ -123,7 +123,7 @@ def _select_and_average(samples: _Samples, sample_types: Sequence[str] | None,
             keep.append(index)
     summary.samples_kept = [samples.sample_ids[i] for i in keep]
     if not keep:
-        raise InputError(source, f"no sample left: every one of the {len(samples.sample_ids)} "
+        raise InputError(source, f"{NO_SAMPLE_LEFT}: every one of the {len(samples.sample_ids)} "
                                f"samples has a sample type other than {','.join(sample_types or [])}")
     frame = pd.DataFrame(samples.values[keep], columns=samples.genes["gene_id"].to_numpy())
     patients = pd.Series([samples.patient_ids[i] for i in keep])
@@ -188,7 +188,7 @@ def _read_star_samples(expression: Sequence[Path], sheet_path: Path, value: str,
             summary.samples_dropped[sample] = f"sample type {kind} not in {','.join(sample_types)}"
         sheet = sheet[~other_type]
         if sheet.empty:
-            raise InputError(sheet_path, f"no sample left: every sample of the sheet has a "
+            raise InputError(sheet_path, f"{NO_SAMPLE_LEFT}: every sample of the sheet has a "
                                          f"sample type other than {','.join(sample_types)}")
     available, is_folder = _star_files(expression, set(sheet["file_name"]))
     listed = set(sheet["file_name"])

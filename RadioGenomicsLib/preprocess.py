@@ -19,10 +19,10 @@ import SimpleITK as sitk
 
 from RadioGenomicsLib import masks
 from RadioGenomicsLib.atomic import atomic_path
+from RadioGenomicsLib.choices import REGIONS
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.imaging import Study, resample_isotropic
 
-REGIONS = ("auto", "brain", "body", "none")
 SLICE_CHOICES = ("largest", "spread")
 # what the mask says of a tumour's size and extent, for a model with `geometry` on:
 # log mm per crop pixel (the crops are rescaled to the tumour, so their scale is lost

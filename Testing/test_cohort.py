@@ -229,12 +229,20 @@ def test_every_problem_listed_at_once(tmp_path, cohort, run_cli):
     assert stderr.strip().splitlines()[-1].startswith("radiogenomics manifest: error: ")
 
 
-def test_extra_expression_can_be_allowed(tmp_path, cohort):
+def test_extra_expression_can_be_allowed(tmp_path, cohort, run_cli):
     matrix = _matrix(tmp_path, ["TCGA-02-0006", "TCGA-06-0122", "TCGA-08-0509",
                                 "TCGA-14-0736"])
     with pytest.raises(CohortError, match="expression without images"):
         validate_cohort(cohort, matrix)
     assert len(validate_cohort(cohort, matrix, allow_extra_expression=True)) == 3
+    # the command line's refusal names the option that allows it
+    code, _, stderr = run_cli("manifest", "check", cohort, "--expression", matrix)
+    assert code == 2
+    assert stderr.strip().splitlines()[-1].endswith(
+        "; --allow-extra-expression accepts the 1 patient(s) with expression but no images")
+    code, stdout, stderr = run_cli("manifest", "check", cohort, "--expression", matrix,
+                                   "--allow-extra-expression")
+    assert code == 0 and "3 patients" in stdout, stderr
 
 
 def test_mixed_modalities_and_missing_columns(tmp_path):

@@ -215,7 +215,12 @@ def test_xena_recurrent_samples_are_not_primary(tmp_path, run_cli, gbm_fpkm_uq):
     out = tmp_path / "matrix.tsv"
     code, stdout, stderr = run_cli("expression", "--expression", xena, "--out", out)
     assert code == 2 and "no sample left" in stderr and "01" in stderr
+    assert "--sample-types names the types to keep" in stderr  # the option that fixes it
     assert not out.exists() and not genes_path(out).exists()
+    code, _, stderr = run_cli("expression", "--expression", xena, "--out", out,
+                              "--sample-types", "all")
+    assert code == 0, stderr
+    assert len(read_matrix(out).values) == len({c[:12] for c in gbm_fpkm_uq.columns})
 
 
 def test_xena_unit_must_match(tmp_path, run_cli, gbm_fpkm_uq):

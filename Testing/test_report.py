@@ -228,8 +228,10 @@ def test_evaluate_gene_names_from_sidecar_or_option(files, run_cli, tmp_path):
 
 
 @pytest.mark.parametrize("change, message", [
-    (lambda p: p.iloc[:, :-3], r"different genes: 3 only in \S*truth.csv"),
-    (lambda p: p.iloc[2:], r"different patients: 2 only in \S*truth.csv \(TCGA-06-0000, TCGA-06-0001\)"),
+    (lambda p: p.iloc[:, :-3], r"different genes: 3 only in \S*truth.csv \(.*\); --shared-only "
+                               r"evaluates the 30 patients and 37 genes both hold"),
+    (lambda p: p.iloc[2:], r"different patients: 2 only in \S*truth.csv \(TCGA-06-0000, TCGA-06-0001\); "
+                           r"--shared-only evaluates the 28 patients"),
     (lambda p: pd.concat([p, p.iloc[[4]]]), r"pred.tsv: patient TCGA-06-0004 appears twice"),
     (lambda p: p.iloc[:, [0, *range(40)]], r"pred.tsv: gene ENSG00000138413.14 appears twice"),
     (lambda p: _with_text(p, 3, 5, "n/a"),
@@ -245,6 +247,27 @@ def test_evaluate_bad_tables(cohort, files, run_cli, tmp_path, change, message):
     assert len(stderr.strip().splitlines()) == 1
     assert re.search(message, stderr), stderr
     assert not out.exists() and stdout == ""
+
+
+def test_evaluate_shared_only_keeps_what_both_tables_hold(cohort, files, run_cli, tmp_path):
+    predictions, truth, _ = cohort
+    _write(predictions.iloc[2:, :-3], files["predictions"])  # 2 patients, 3 genes fewer
+    _write(truth.drop(index=truth.index[10]), files["truth"])  # another patient fewer
+    out = tmp_path / "out"
+    code, stdout, stderr = run_cli("evaluate", "--predictions", files["predictions"], "--truth",
+                                   files["truth"], "--out", out, "--folds", files["folds"],
+                                   "--shared-only")
+    assert code == 0, stderr
+    assert re.search(r"--shared-only: 27 patients and 37 genes in both tables; dropped 1 "
+                     r"patient\(s\) and 0 gene\(s\) from \S*pred.tsv; 2 patient\(s\) and 3 "
+                     r"gene\(s\) from \S*truth.csv", stdout), stdout
+    summary = json.loads((out / report.SUMMARY_FILE).read_text())
+    assert (summary["patients"], summary["genes"], summary["folds"]) == (27, 37, 3)
+    shared = predictions.index[2:].drop(truth.index[10])
+    gene_stats = pd.read_csv(out / report.GENE_STATS_FILE, sep="\t").set_index("gene_id")
+    assert gene_stats.index.tolist() == predictions.columns[:-3].tolist()
+    expected = np.corrcoef(predictions.loc[shared, IDH1], truth.loc[shared, IDH1])[0, 1]
+    assert gene_stats.loc[IDH1, "pearson_r"] == pytest.approx(expected, abs=1e-6)
 
 
 def test_evaluate_bad_arguments(cohort, files, run_cli, tmp_path):

@@ -5,12 +5,11 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from RadioGenomicsLib.choices import REGIONS
 from RadioGenomicsLib.cli.common import add_cohort_arguments
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    from RadioGenomicsLib.preprocess import REGIONS
-
     parser = subparsers.add_parser(
         "baseline", help="PyRadiomics features + ridge on the same folds, same report",
         description="The classic radiogenomics baseline beside the deep model: PyRadiomics "

@@ -11,7 +11,8 @@ def register(subparsers) -> None:
         description="Export each fold model's encoder to ONNX inside the bundle, checked against "
                     "torch, so that `predict --runtime onnxruntime|openvino` runs without PyTorch.")
     parser.add_argument("bundle", metavar="BUNDLE", help="a model bundle folder")
-    parser.add_argument("--folds", choices=("all", "first"), default="all")
+    parser.add_argument("--folds", choices=("all", "first"), default="all",
+                        help="export every fold model (default) or the first alone")
     parser.set_defaults(run=run)
 
 

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from RadioGenomicsLib.choices import TRANSFORMS, VALUES
 from RadioGenomicsLib.errors import InputError
-from RadioGenomicsLib.outputs import Output, check_outputs
-from RadioGenomicsLib.expression import (TRANSFORMS, VALUES, build_matrix, genes_path,
-                                         write_matrix)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +20,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                              "samples × genes CSV/TSV")
     parser.add_argument("--sample-sheet", metavar="PATH",
                         help="the GDC sample sheet of the STAR - Counts files")
-    parser.add_argument("--out", required=True, metavar="matrix.tsv")
+    parser.add_argument("--out", required=True, metavar="matrix.tsv",
+                        help="the patients × genes table to write (TSV; gene symbols in "
+                             "<stem>.genes.tsv beside it)")
     parser.add_argument("--value", choices=tuple(VALUES), default="fpkm_uq",
                         help="which quantity (default fpkm_uq)")
     parser.add_argument("--transform", choices=TRANSFORMS, default="log10p1",
@@ -49,15 +49,25 @@ def _sample_types(text: str) -> tuple[str, ...] | None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from RadioGenomicsLib.expression import (NO_SAMPLE_LEFT, build_matrix, genes_path,
+                                             write_matrix)
+    from RadioGenomicsLib.outputs import Output, check_outputs
+
     check_outputs("expression", [Output(args.out, "file"),
                                  Output(genes_path(args.out), "file", "--out (its .genes.tsv)")],
                   [*args.expression, args.sample_sheet])
     expression = args.expression[0] if len(args.expression) == 1 else args.expression
-    matrix, summary = build_matrix(
-        expression, args.sample_sheet, value=args.value, transform=args.transform,
-        sample_types=_sample_types(args.sample_types),
-        drop_median_zero_genes=not args.keep_all_genes,
-        xena_pseudocount=args.xena_pseudocount)
+    try:
+        matrix, summary = build_matrix(
+            expression, args.sample_sheet, value=args.value, transform=args.transform,
+            sample_types=_sample_types(args.sample_types),
+            drop_median_zero_genes=not args.keep_all_genes,
+            xena_pseudocount=args.xena_pseudocount)
+    except InputError as error:
+        if not error.problem.startswith(NO_SAMPLE_LEFT):
+            raise
+        raise InputError(error.path, f"{error.problem}; --sample-types names the types to keep "
+                                     "(e.g. 01,02; 'all' keeps every one)") from None
     write_matrix(args.out, matrix)
     print(summary)
     print(f"wrote {args.out} ({matrix.values.shape[0]} patients × {matrix.values.shape[1]} "

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from RadioGenomicsLib.choices import REGIONS
 from RadioGenomicsLib.cli.common import add_segmentation_arguments, parse_named_paths
 
 
@@ -46,12 +47,15 @@ def register(subparsers) -> None:
         description="Resample to 1 mm, skull-strip / find the body, z-score, choose the axial "
                     "tumour slices, crop and resize them to 224 x 224.")
     add_study_arguments(parser)
-    parser.add_argument("--out", required=True, metavar="slices.npz")
+    parser.add_argument("--out", required=True, metavar="slices.npz",
+                        help="file to write: the 224 x 224 crops of every channel, the tumour "
+                             "masks and their geometry (NumPy .npz)")
     parser.add_argument("--preview", metavar="PNG", help="montage of the chosen slices")
-    parser.add_argument("--max-slices", type=int, default=32)
+    parser.add_argument("--max-slices", type=int, default=32, metavar="N",
+                        help="most tumour slices kept, the largest first (default 32)")
     parser.add_argument("--min-area", type=float, default=20.0, metavar="MM2",
                         help="least tumour area for a slice to be used (mm²)")
-    parser.add_argument("--region", choices=("auto", "brain", "body", "none"), default="auto",
+    parser.add_argument("--region", choices=REGIONS, default="auto",
                         help="where intensities are z-scored (auto: brain for MRI, body for CT)")
     parser.set_defaults(run=run)
 

@@ -6,8 +6,6 @@ import argparse
 import json
 import time
 
-from RadioGenomicsLib.synth import MODALITIES, synthesize_cohort
-
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
@@ -19,18 +17,23 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "files byte for byte.")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="a new or empty folder (an earlier synthetic cohort is replaced)")
-    parser.add_argument("--patients", required=True, type=int, metavar="N")
-    parser.add_argument("--genes", required=True, type=int, metavar="G")
+    parser.add_argument("--patients", required=True, type=int, metavar="N",
+                        help="patients to draw (2 to 9999)")
+    parser.add_argument("--genes", required=True, type=int, metavar="G",
+                        help="genes in the expression files, taken from GENCODE v36")
     # checked by the library, so that a wrong value gets the one-line error of bad input
-    parser.add_argument("--modality", default="mri", metavar="|".join(MODALITIES),
+    parser.add_argument("--modality", default="mri", metavar="mri|ct",
                         help="mri (T1, T1Gd, T2, FLAIR; BraTS labels) or ct (default mri)")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0,
+                        help="random seed (default 0): the same seed, the same files")
     parser.add_argument("--jobs", type=int, default=None, metavar="J",
                         help="worker processes for the images (default: one per CPU)")
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from RadioGenomicsLib.synth import synthesize_cohort
+
     started = time.perf_counter()
     out = synthesize_cohort(args.out, args.patients, args.genes, args.modality.lower(),
                             args.seed, args.jobs)

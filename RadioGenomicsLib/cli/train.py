@@ -15,10 +15,11 @@ def register(subparsers) -> None:
                     "fold models are the bundle, their out-of-fold predictions the report "
                     "(BUNDLE/report). Several processes or GPUs: start it with torchrun.")
     add_cohort_arguments(parser, "the bundle folder to write")
-    parser.add_argument("--epochs", type=int, help="most epochs per fold")
+    parser.add_argument("--epochs", type=int, help="most epochs per fold (default: the recipe's)")
     parser.add_argument("--pretrained", metavar="NPZ",
                         help="start the encoder from TransUNet's ImageNet-21k R50+ViT-B_16.npz")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where training runs (default auto: the GPU when there is one)")
     parser.add_argument("--resume", action="store_true",
                         help="continue from the checkpoints in BUNDLE.work after a crash or kill")
     parser.add_argument("--cache", metavar="DIR", type=Path,

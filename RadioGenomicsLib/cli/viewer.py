@@ -29,7 +29,8 @@ def register(subparsers) -> None:
                         help="a folder of model bundles (or one bundle); repeat")
     parser.add_argument("--study", metavar="PATH", action="append", default=[],
                         help="a study folder (or file) the page may open; repeat")
-    parser.add_argument("--port", type=int, default=8080, help="0: any free port")
+    parser.add_argument("--port", type=int, default=8080,
+                        help="port to listen on (default 8080; 0: any free port)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address to listen on (default 127.0.0.1, this machine only)")
     parser.add_argument("--token", default=None,
@@ -37,7 +38,8 @@ def register(subparsers) -> None:
     parser.add_argument("--work", metavar="DIR", default=None,
                         help="the session's folder for uploads and runs (default: a new "
                              "temporary folder, removed on exit)")
-    parser.add_argument("--upload-limit-mb", type=int, default=2048, metavar="MB")
+    parser.add_argument("--upload-limit-mb", type=int, default=2048, metavar="MB",
+                        help="largest file the page accepts, in MB (default 2048)")
     parser.add_argument("--demo", metavar="DIR", default="demo-out",
                         help="`make demo` output for \"Load sample\" (default demo-out); "
                              "without it the sample's model is untrained")
