@@ -60,3 +60,9 @@ slicer-test: $(SLICER_STAMP)
 # the web viewer on http://127.0.0.1:8080/ (`make demo` first gives it a model and studies)
 viewer: $(SLICER_STAMP)
 	$(SLICER_VENV)/bin/radiogenomics viewer $(VIEWER_ARGS)
+
+# the Slicer module as a zip to add in Slicer's Additional module paths (no Slicer build
+# needed; the standard library builds it): dist/RadioGenomics-slicer-<version>.zip
+.PHONY: slicer-package
+slicer-package:
+	$(PYTHON) RadioGenomics/Packaging/slicer_package.py --out dist

@@ -28,10 +28,17 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from RadioGenomicsLogic import mrml
-from RadioGenomicsLogic.jobs import JobRecord, OutputReader, error_message
-from RadioGenomicsLogic.requirements import (KEPT_AS_INSTALLED, MINIMUM_SLICER, missing_requirements,
-                                             requirements_file)
+from RadioGenomicsLogic.library import child_environment, ensure_library
+
+# before anything imports RadioGenomicsLib: the module folder alone may be on the path
+LIBRARY_FOLDER = ensure_library(Path(__file__).resolve().parent)
+
+from RadioGenomicsLogic import mrml  # noqa: E402  (imports RadioGenomicsLib)
+from RadioGenomicsLogic.jobs import (JobRecord, OutputReader, error_message,  # noqa: E402
+                                     predict_arguments)
+from RadioGenomicsLogic.requirements import (  # noqa: E402
+    MINIMUM_SLICER, WHEELS_VARIABLE, constraints_text, missing_requirements, pip_arguments,
+    requirements_file, runtime_text, torch_problem)
 
 MODELS_FOLDER_SETTING = "RadioGenomics/ModelsFolder"
 MAP_COLOR_NODE_ID = "vtkMRMLColorTableNodeFileViridis.txt"
@@ -111,13 +118,6 @@ def pythonSlicer() -> str:
     return executable
 
 
-def libraryFolder() -> str:
-    """The folder that holds the bundled RadioGenomicsLib package."""
-    import RadioGenomicsLib
-
-    return str(Path(RadioGenomicsLib.__file__).resolve().parent.parent)
-
-
 class BackgroundJob:
     """One `radiogenomics` command in a PythonSlicer process, with the record of what it
     was started for. A thread reads its output (RadioGenomicsLogic.jobs); a QTimer hands
@@ -133,8 +133,7 @@ class BackgroundJob:
         self.output: list[str] = []
         self.cancelled = False
         self.returnCode: Optional[int] = None
-        environment = {"PYTHONPATH": os.pathsep.join(filter(None, (libraryFolder(),
-                                                                   os.environ.get("PYTHONPATH")))),
+        environment = {**child_environment(LIBRARY_FOLDER),  # the same library as here
                        "RADIOGENOMICS_PROGRESS": "lines", "PYTHONUNBUFFERED": "1",
                        "PYTHONIOENCODING": "utf-8"}
         command = [pythonSlicer(), "-m", "RadioGenomicsLib", *arguments]
@@ -322,7 +321,8 @@ class RadioGenomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.modelInfoText.plainText = str(error)
             else:
                 channels = list(card.channels)
-                self.ui.modelInfoText.plainText = self.logic.cardText(card)
+                runtime = runtime_text(self.logic.torchProblem(Path(bundle), self._parameterNode.folds))
+                self.ui.modelInfoText.plainText = self.logic.cardText(card) + "\n\n" + runtime
         self.rebuildChannelSelectors(channels)
         self.updateGUI()
 
@@ -403,17 +403,19 @@ class RadioGenomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._job:
             self._job.cancel()
             return
+        parameters = self._parameterNode
         self.ui.statusLabel.text = _("Checking the Python packages...")
         slicer.app.processEvents()
+        torchReason = None
         try:
             with slicer.util.tryWithErrorDisplay(_("Could not install the Python packages."),
                                                  waitCursor=True):
-                self.logic.installDependencies()
+                torchReason = self.logic.torchProblem(Path(parameters.model), parameters.folds)
+                self.logic.installDependencies(torchReason=torchReason)
         finally:
             self.ui.statusLabel.text = ""
-        if not self.logic.dependenciesInstalled():
+        if not self.logic.dependenciesInstalled(withTorch=torchReason is not None):
             return
-        parameters = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Could not start the prediction."), waitCursor=True):
             self._job = self.logic.startPredict(
                 Path(parameters.model), dict(parameters.channelVolumes), parameters.tumour,
@@ -585,32 +587,55 @@ class RadioGenomicsLogic(ScriptedLoadableModuleLogic):
 
     # ------------------------------------------------------------ dependencies
 
-    def dependenciesInstalled(self) -> bool:
+    def torchProblem(self, bundle: Path, folds: str = "all") -> Optional[str]:
+        """Why this bundle needs PyTorch, or None: its exported fold models predict on
+        ONNX Runtime (`--runtime auto`), and PyTorch is needed only to train."""
+        from RadioGenomicsLib.card import read_metadata
+        from RadioGenomicsLib.errors import InputError
+
+        try:
+            return torch_problem(read_metadata(bundle), folds)
+        except InputError as error:
+            raise ValueError(str(error)) from None
+
+    @staticmethod
+    def torchInstalled() -> bool:
+        """PyTorch and what the library's torch path needs beside it (MONAI, ...)."""
         import importlib.util
 
-        return not missing_requirements() and importlib.util.find_spec("torch") is not None
+        return (importlib.util.find_spec("torch") is not None
+                and not missing_requirements(requirements_file(torch=True)))
 
-    def installDependencies(self, askConfirmation: bool = True) -> None:
-        """PyTorch through the PyTorch extension, the rest from requirements.txt, never
-        replacing what Slicer ships (numpy, SimpleITK) or torch: those are held at their
-        installed versions by a constraints file."""
-        import importlib.metadata
+    def dependenciesInstalled(self, withTorch: bool = True) -> bool:
+        return not missing_requirements() and (not withTorch or self.torchInstalled())
 
+    def installDependencies(self, askConfirmation: bool = True,
+                            torchReason: Optional[str] = None) -> None:
+        """The packages of requirements.txt and, when `torchReason` says why PyTorch is
+        needed, PyTorch through the PyTorch extension and requirements-torch.txt; never
+        replacing what Slicer ships (numpy, SimpleITK) or an installed torch: those are
+        held at their installed versions by a constraints file. With RADIOGENOMICS_WHEELS
+        set, from that folder of wheels only (an offline workstation)."""
         from RadioGenomicsLogic.requirements import MINIMUM_TORCH
 
-        if self.dependenciesInstalled():
+        withTorch = torchReason is not None
+        if self.dependenciesInstalled(withTorch):
             return
-        try:
-            import PyTorchUtils
-        except ModuleNotFoundError:
-            raise RuntimeError(_("RadioGenomics needs the PyTorch extension: install it from the "
-                                 "Extensions Manager, restart Slicer, then Predict again")) from None
-        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-        if not torchLogic.torchInstalled():
-            if torchLogic.installTorch(askConfirmation=askConfirmation,
-                                       torchVersionRequirement=f">={MINIMUM_TORCH}") is None:
-                raise RuntimeError(_("PyTorch was not installed"))
-        missing = missing_requirements()
+        files = [requirements_file()]
+        if withTorch:
+            files.append(requirements_file(torch=True))
+            try:
+                import PyTorchUtils
+            except ModuleNotFoundError:
+                raise RuntimeError(_("This model needs PyTorch ({reason}): install the PyTorch "
+                                     "extension from the Extensions Manager, restart Slicer, "
+                                     "then Predict again").format(reason=torchReason)) from None
+            torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+            if not torchLogic.torchInstalled():
+                if torchLogic.installTorch(askConfirmation=askConfirmation,
+                                           torchVersionRequirement=f">={MINIMUM_TORCH}") is None:
+                    raise RuntimeError(_("PyTorch was not installed"))
+        missing = [r for path in files for r in missing_requirements(path)]
         if not missing:
             return
         if askConfirmation and not slicer.util.confirmOkCancelDisplay(
@@ -619,15 +644,14 @@ class RadioGenomicsLogic(ScriptedLoadableModuleLogic):
             raise RuntimeError(_("the Python packages were not installed"))
         with tempfile.TemporaryDirectory() as folder:
             constraints = Path(folder) / "constraints.txt"
-            constraints.write_text("".join(f"{name}=={importlib.metadata.version(name)}\n"
-                                           for name in KEPT_AS_INSTALLED))
-            offline = os.environ.get("RADIOGENOMICS_WHEELS")  # a folder of wheels: no internet
-            if hasattr(slicer, "pydeps") and not offline:  # Slicer 5.11 and later
-                slicer.pydeps.pip_ensure(slicer.pydeps.load_requirements(str(requirements_file())),
-                                         constraints=str(constraints), requester="RadioGenomics")
+            constraints.write_text(constraints_text())
+            wheels = os.environ.get(WHEELS_VARIABLE)
+            if hasattr(slicer, "pydeps") and not wheels:  # Slicer 5.11 and later
+                for path in files:
+                    slicer.pydeps.pip_ensure(slicer.pydeps.load_requirements(str(path)),
+                                             constraints=str(constraints), requester="RadioGenomics")
             else:
-                source = ["--no-index", "--find-links", offline] if offline else []
-                slicer.util.pip_install([*source, *missing, "-c", str(constraints)])
+                slicer.util.pip_install(pip_arguments(missing, constraints, wheels))
 
     # ------------------------------------------------------------ predict
 
@@ -701,8 +725,8 @@ class RadioGenomicsLogic(ScriptedLoadableModuleLogic):
         nodeIDs["tumour"] = tumour.GetID()
         record = JobRecord("predict", str(run), str(model), nodeIDs, card.units,
                            tuple(card.markers))
-        arguments = ["predict", "--model", str(model), *inputs, "--out", str(run.parent / "genes.csv"),
-                     "--run", str(run), "--device", device, "--folds", folds]
+        arguments = predict_arguments(str(model), inputs, str(run), device, folds,
+                                      self.torchInstalled())
         return BackgroundJob(arguments, record, onProgress, onDone)
 
     def importResults(self, record: JobRecord,
@@ -822,7 +846,8 @@ class RadioGenomicsTest(ScriptedLoadableModuleTest):
 
         logic = RadioGenomicsLogic()
         self.delayDisplay("Installing the Python packages if needed")
-        logic.installDependencies(askConfirmation=False)
+        logic.installDependencies(askConfirmation=False,
+                                  torchReason="the self-test makes an untrained bundle")
         models = Path(tempfile.mkdtemp(prefix="RadioGenomicsTest-"))
         previousFolder = logic.modelsFolder()
         logic.setModelsFolder(models / "models")
