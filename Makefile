@@ -38,7 +38,8 @@ clean:
 
 # Slicer's own libraries, in one environment: the Slicer module's MRML glue against the
 # real MRML classes of the slicer-core wheel (which pins its own vtk), and the web viewer
-# (trame-slicer 2.0, which needs slicer-core 5.11.x) with the library and torch beside it.
+# (trame-slicer 2.0, which needs slicer-core 5.11.x) with the library and torch beside it,
+# and the light runtimes (the viewer predicts exported bundles on them).
 SLICER_VENV := .venv-slicer
 SLICER_PY := $(SLICER_VENV)/bin/python
 SLICER_STAMP := $(SLICER_VENV)/.installed
@@ -51,7 +52,7 @@ slicer-venv: $(SLICER_STAMP)
 $(SLICER_STAMP): pyproject.toml
 	$(PYTHON) -m venv --clear $(SLICER_VENV)
 	$(SLICER_PY) -m pip install -q "$(TORCH)"
-	$(SLICER_PY) -m pip install -q -e ".[viewer,viewer-test,test,synth]"
+	$(SLICER_PY) -m pip install -q -e ".[viewer,viewer-test,test,synth,runtime]"
 	touch $(SLICER_STAMP)
 
 slicer-test: $(SLICER_STAMP)

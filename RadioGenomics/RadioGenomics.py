@@ -36,6 +36,8 @@ LIBRARY_FOLDER = ensure_library(Path(__file__).resolve().parent)
 from RadioGenomicsLogic import mrml  # noqa: E402  (imports RadioGenomicsLib)
 from RadioGenomicsLogic.jobs import (JobRecord, OutputReader, error_message,  # noqa: E402
                                      predict_arguments)
+from RadioGenomicsLogic.sample import (default_models_folder, demo_folder,  # noqa: E402
+                                        help_text, read_sample, sample_arguments)
 from RadioGenomicsLogic.requirements import (  # noqa: E402
     MINIMUM_SLICER, WHEELS_VARIABLE, constraints_text, missing_requirements, pip_arguments,
     requirements_file, runtime_text, torch_problem)
@@ -127,7 +129,7 @@ class BackgroundJob:
 
     def __init__(self, arguments: list[str], record: Optional[JobRecord],
                  onProgress: Callable[[int, int, str], None],
-                 onDone: Callable[["BackgroundJob"], None]):
+                 onDone: Callable[["BackgroundJob"], None], module: str = "RadioGenomicsLib"):
         self.arguments, self.record = arguments, record
         self.onProgress, self.onDone = onProgress, onDone
         self.output: list[str] = []
@@ -136,7 +138,7 @@ class BackgroundJob:
         environment = {**child_environment(LIBRARY_FOLDER),  # the same library as here
                        "RADIOGENOMICS_PROGRESS": "lines", "PYTHONUNBUFFERED": "1",
                        "PYTHONIOENCODING": "utf-8"}
-        command = [pythonSlicer(), "-m", "RadioGenomicsLib", *arguments]
+        command = [pythonSlicer(), "-m", module, *arguments]
         logging.info("RadioGenomics: running %s", " ".join(command))
         self.process = slicer.util.launchConsoleProcess(command, updateEnvironment=environment)
         self._reader = OutputReader(self.process)
@@ -199,6 +201,7 @@ class RadioGenomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._channelSelectors: dict[str, slicer.qMRMLNodeComboBox] = {}
         self._job: Optional[BackgroundJob] = None  # the one prediction that may run
         self._exportJob: Optional[BackgroundJob] = None  # a DICOM export, beside it
+        self._sampleJob: Optional[BackgroundJob] = None  # making the sample
         self._shownView: tuple = ()  # (results node, reliable only, search) on show
 
     def setup(self) -> None:
@@ -211,10 +214,12 @@ class RadioGenomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.ui.modelsFolderPathLineEdit.currentPath = str(self.logic.modelsFolder())
         self.ui.progressBar.hide()
+        self.ui.sampleHelpLabel.text = help_text(self.logic.demoFolder())
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
+        self.ui.loadSampleButton.connect("clicked(bool)", self.onLoadSample)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.addModelFolderButton.connect("clicked(bool)", self.onAddModelFolder)
         self.ui.addModelZipButton.connect("clicked(bool)", self.onAddModelZip)
@@ -272,6 +277,36 @@ class RadioGenomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self._parameterNodeGuiTag = self._parameterNode.connectGui(self.ui)
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUI)
             self.updateGUI()
+
+    # ------------------------------------------------------------ sample
+
+    def onLoadSample(self) -> None:
+        """The sample (a synthetic study and a bundle) made by the library in the
+        background, then loaded and selected."""
+        folder = Path(slicer.app.temporaryPath) / "RadioGenomics-sample"
+        if (folder / "sample.json").is_file():
+            return self.showSample(folder)
+
+        def done(job: BackgroundJob) -> None:
+            self._sampleJob = None
+            self.ui.loadSampleButton.enabled = True
+            if job.succeeded:
+                self.showSample(folder)
+            else:
+                self.ui.statusLabel.text = job.errorMessage()
+
+        with slicer.util.tryWithErrorDisplay(_("Could not make the sample."), waitCursor=True):
+            self._sampleJob = BackgroundJob(sample_arguments(folder, self.logic.demoFolder()), None,
+                                            lambda *progress: None, done, module="RadioGenomicsLib.demo")
+            self.ui.loadSampleButton.enabled = False
+            self.ui.statusLabel.text = _("Making the sample (seconds)...")
+
+    def showSample(self, folder: Path) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Could not load the sample."), waitCursor=True):
+            sample = self.logic.loadSample(folder, self._parameterNode)
+            self.refreshModels(select=Path(self._parameterNode.model))
+            self.onTumourChanged(self._parameterNode.tumour)
+            self.ui.statusLabel.text = sample["label"]
 
     # ------------------------------------------------------------ model
 
@@ -529,9 +564,31 @@ class RadioGenomicsLogic(ScriptedLoadableModuleLogic):
 
     # ------------------------------------------------------------ models folder
 
+    @staticmethod
+    def demoFolder() -> Optional[Path]:
+        """The output of `make demo` in the checkout the module runs from, if any."""
+        return demo_folder(LIBRARY_FOLDER)
+
     def modelsFolder(self) -> Path:
-        default = Path.home() / ".radiogenomics" / "models"
+        default = default_models_folder(self.demoFolder(), Path.home())
         return Path(slicer.util.settingsValue(MODELS_FOLDER_SETTING, str(default)))
+
+    def loadSample(self, folder: Path, parameters: RadioGenomicsParameterNode) -> dict:
+        """Load the sample the library wrote in `folder` (sample.json) into the scene and
+        choose it in `parameters`: its volumes, its tumour labelmap, its bundle (added to
+        the models folder unless it is there already)."""
+        sample = read_sample(folder)
+        volumes = {channel: slicer.util.loadVolume(path, {"name": f"sample {channel}"})
+                   for channel, path in sample["images"].items()}
+        tumour = slicer.util.loadLabelVolume(sample["segmentation"], {"name": "sample tumour"})
+        bundle = Path(sample["bundle"])
+        if bundle.parent != self.modelsFolder():
+            installed = self.modelsFolder() / bundle.name
+            bundle = installed if (installed / "metadata.json").is_file() else self.addBundle(bundle)
+        parameters.channelVolumes, parameters.tumour, parameters.label = volumes, tumour, 0
+        parameters.model = str(bundle)
+        slicer.util.setSliceViewerLayers(background=next(iter(volumes.values())), fit=True)
+        return sample
 
     def setModelsFolder(self, folder: Path) -> None:
         qt.QSettings().setValue(MODELS_FOLDER_SETTING, str(folder))
