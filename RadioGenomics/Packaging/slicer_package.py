@@ -23,7 +23,7 @@ INSTALL_FILE = "INSTALL.txt"
 ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
 INSTALL = """RadioGenomics {version} for 3D Slicer (Slicer 5.10 or later): install without building
-==========================================================================================
+=====================================================================================
 
 1. Unzip this archive anywhere you keep programs, e.g. C:\\Slicer-modules or ~/slicer-modules.
 2. In Slicer: Edit > Application Settings > Modules > Additional module paths: click
@@ -34,18 +34,22 @@ The module finds its library (RadioGenomicsLib, inside this folder) by itself. T
 packages it needs are installed into Slicer's Python on the first Predict, after a
 confirmation: RadioGenomics/Resources/requirements.txt (enough for a model bundle with
 exported ONNX fold models: no PyTorch) and, only for a bundle without them,
-Resources/requirements-torch.txt beside PyTorch (the PyTorch extension installs it).
+Resources/requirements-torch.txt beside PyTorch (install the PyTorch extension from the
+Extensions Manager: it installs torch).
 
-Offline (a workstation without internet): on a machine with internet and the same
-operating system, download the wheels for Slicer's Python (3.12 in Slicer 5.10 and 5.11):
+Offline (a workstation without internet): on any machine with internet and pip,
+download the wheels for Slicer's Python (3.12 in Slicer 5.10 and 5.11) and the
+workstation's system (here Linux; pip takes only wheels of exactly the platforms named):
 
     pip download -r RadioGenomics/Resources/requirements.txt -d wheels \\
-        --python-version 3.12 --only-binary=:all: --platform manylinux2014_x86_64
+        --python-version 3.12 --only-binary=:all: \\
+        --platform manylinux_2_28_x86_64 --platform manylinux2014_x86_64
 
-(--platform win_amd64 for Windows, macosx_11_0_arm64 for an Apple Silicon Mac; add
-requirements-torch.txt for bundles that need PyTorch.) Copy the wheels folder over and
-start Slicer with the environment variable RADIOGENOMICS_WHEELS set to that folder: the
-packages are then installed from it only.
+(Windows: --platform win_amd64; an Apple Silicon Mac: --platform macosx_14_0_arm64. Add
+-r RadioGenomics/Resources/requirements-torch.txt for bundles that need PyTorch, which
+also needs the PyTorch extension.) Copy the wheels folder over and start Slicer with the
+environment variable RADIOGENOMICS_WHEELS set to that folder: the packages are then
+installed from it only.
 """
 
 

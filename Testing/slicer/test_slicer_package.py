@@ -76,7 +76,7 @@ def test_package_holds_the_module_with_its_library_inside(package):
     assert [n for n in names if n.count("/") == 1 and n.endswith(".py")] == ["RadioGenomics/RadioGenomics.py"]
     assert not [n for n in names if "/Web/" in n or "/Testing/" in n or "/Packaging/" in n]
     assert "Additional module paths" in install and "RADIOGENOMICS_WHEELS" in install
-    assert "--python-version 3.12" in install
+    assert "--python-version 3.12" in install and "--platform manylinux_2_28_x86_64" in install
 
 
 def test_package_is_the_same_for_the_same_sources(package, tmp_path):
