@@ -69,6 +69,25 @@ class RadioGenomics(ScriptedLoadableModule):
             "Method after Farooq, Mishra and Chaudhury, \"Translating Imaging to Genomics: "
             "Leveraging Transformers for Predictive Modeling\"; background-process pattern after "
             "SlicerMONAIAuto3DSeg and SlicerTotalSegmentator.")
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData() -> None:
+    """The module's sample in Slicer's Sample Data module too: its button opens this
+    module and loads the sample there (the library makes it: nothing is downloaded)."""
+    try:
+        import SampleData
+    except ImportError:  # a Slicer without the Sample Data module
+        return
+
+    def load(source) -> None:
+        slicer.util.selectModule("RadioGenomics")
+        slicer.modules.radiogenomics.widgetRepresentation().self().onLoadSample()
+
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category="RadioGenomics", sampleName=_("RadioGenomics synthetic study"), uris=[],
+        fileNames=[], nodeNames=[], customDownloader=load,
+        thumbnailFileName=str(Path(__file__).resolve().parent / "Resources" / "Icons" / "RadioGenomics.png"))
 
 
 def slicerTooOld() -> Optional[str]:
@@ -283,9 +302,16 @@ class RadioGenomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
     def onLoadSample(self) -> None:
         """The sample (a synthetic study and a bundle) made by the library in the
         background, then loaded and selected."""
-        folder = Path(slicer.app.temporaryPath) / "RadioGenomics-sample"
+        demo = self.logic.demoFolder()
+        folder = Path(slicer.app.temporaryPath) / ("RadioGenomics-sample" + ("-demo" if demo else ""))
         if (folder / "sample.json").is_file():
             return self.showSample(folder)
+        torchReason = None if demo else _("the untrained sample bundle is made with PyTorch")
+        with slicer.util.tryWithErrorDisplay(_("Could not install the Python packages."),
+                                             waitCursor=True):
+            self.logic.installDependencies(torchReason=torchReason)
+        if not self.logic.dependenciesInstalled(withTorch=torchReason is not None):
+            return
 
         def done(job: BackgroundJob) -> None:
             self._sampleJob = None
@@ -296,7 +322,7 @@ class RadioGenomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.statusLabel.text = job.errorMessage()
 
         with slicer.util.tryWithErrorDisplay(_("Could not make the sample."), waitCursor=True):
-            self._sampleJob = BackgroundJob(sample_arguments(folder, self.logic.demoFolder()), None,
+            self._sampleJob = BackgroundJob(sample_arguments(folder, demo), None,
                                             lambda *progress: None, done, module="RadioGenomicsLib.demo")
             self.ui.loadSampleButton.enabled = False
             self.ui.statusLabel.text = _("Making the sample (seconds)...")
