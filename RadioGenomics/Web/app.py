@@ -464,7 +464,9 @@ class Viewer(TrameApp):
                 return
             self.run_folder = run
             self._show_table(run / "genes.csv")
-            self.state.status = f"Predicted {self.state.row_count} genes."
+            settings = json.loads((run / "run" / "run.json").read_text())["settings"]
+            self.state.status = (f"Predicted {self.state.row_count} genes ({settings['runtime']}, "
+                                 f"{settings['precision']}).")
         # the maps are drawn from the run (numpy, no torch): import that now, not on the first click
         await asyncio.to_thread(importlib.import_module, "RadioGenomicsLib.run")
         await asyncio.to_thread(importlib.import_module, "RadioGenomicsLib.bundle")

@@ -193,6 +193,8 @@ def test_sample_predict_map_and_export(browser, viewer, tmp_path):
     page.wait_for_selector("[data-gene]", timeout=240_000)
     genes = page.locator("[data-gene]").evaluate_all("nodes => nodes.map(n => n.dataset.gene)")
     assert genes[:3] == ["IDH1", "EGFR", "MGMT"]  # markers pinned in their order
+    # `--runtime auto`: the untrained sample has no exported fold models, so torch
+    wait_for_status(page, "Predicted 60 genes (torch, float32).")
     shot(page, "03-gene-table")
 
     # the overlay: EGFR's map, seen at opacity 0 (the study alone), then 1
