@@ -38,7 +38,8 @@ clean:
 
 # Slicer's own libraries, in one environment: the Slicer module's MRML glue against the
 # real MRML classes of the slicer-core wheel (which pins its own vtk), and the web viewer
-# (trame-slicer 2.0, which needs slicer-core 5.11.x) with the library and torch beside it.
+# (trame-slicer 2.0, which needs slicer-core 5.11.x) with the library and torch beside it,
+# and the light runtimes (the viewer predicts exported bundles on them).
 SLICER_VENV := .venv-slicer
 SLICER_PY := $(SLICER_VENV)/bin/python
 SLICER_STAMP := $(SLICER_VENV)/.installed
@@ -51,7 +52,7 @@ slicer-venv: $(SLICER_STAMP)
 $(SLICER_STAMP): pyproject.toml
 	$(PYTHON) -m venv --clear $(SLICER_VENV)
 	$(SLICER_PY) -m pip install -q "$(TORCH)"
-	$(SLICER_PY) -m pip install -q -e ".[viewer,viewer-test,test,synth]"
+	$(SLICER_PY) -m pip install -q -e ".[viewer,viewer-test,test,synth,runtime]"
 	touch $(SLICER_STAMP)
 
 slicer-test: $(SLICER_STAMP)
@@ -60,3 +61,9 @@ slicer-test: $(SLICER_STAMP)
 # the web viewer on http://127.0.0.1:8080/ (`make demo` first gives it a model and studies)
 viewer: $(SLICER_STAMP)
 	$(SLICER_VENV)/bin/radiogenomics viewer $(VIEWER_ARGS)
+
+# the Slicer module as a zip to add in Slicer's Additional module paths (no Slicer build
+# needed; the standard library builds it): dist/RadioGenomics-slicer-<version>.zip
+.PHONY: slicer-package
+slicer-package:
+	$(PYTHON) RadioGenomics/Packaging/slicer_package.py --out dist

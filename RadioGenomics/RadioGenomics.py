@@ -28,10 +28,19 @@ from slicer.ScriptedLoadableModule import (ScriptedLoadableModule, ScriptedLoada
                                            ScriptedLoadableModuleWidget)
 from slicer.util import VTKObservationMixin
 
-from RadioGenomicsLogic import mrml
-from RadioGenomicsLogic.jobs import JobRecord, OutputReader, error_message
-from RadioGenomicsLogic.requirements import (KEPT_AS_INSTALLED, MINIMUM_SLICER, missing_requirements,
-                                             requirements_file)
+from RadioGenomicsLogic.library import child_environment, ensure_library
+
+# before anything imports RadioGenomicsLib: the module folder alone may be on the path
+LIBRARY_FOLDER = ensure_library(Path(__file__).resolve().parent)
+
+from RadioGenomicsLogic import mrml  # noqa: E402  (imports RadioGenomicsLib)
+from RadioGenomicsLogic.jobs import (JobRecord, OutputReader, error_message,  # noqa: E402
+                                     predict_arguments)
+from RadioGenomicsLogic.sample import (default_models_folder, demo_folder,  # noqa: E402
+                                        help_text, read_sample, sample_arguments)
+from RadioGenomicsLogic.requirements import (  # noqa: E402
+    MINIMUM_SLICER, WHEELS_VARIABLE, constraints_text, missing_requirements, pip_arguments,
+    requirements_file, runtime_text, torch_problem)
 
 MODELS_FOLDER_SETTING = "RadioGenomics/ModelsFolder"
 MAP_COLOR_NODE_ID = "vtkMRMLColorTableNodeFileViridis.txt"
@@ -60,6 +69,25 @@ class RadioGenomics(ScriptedLoadableModule):
             "Method after Farooq, Mishra and Chaudhury, \"Translating Imaging to Genomics: "
             "Leveraging Transformers for Predictive Modeling\"; background-process pattern after "
             "SlicerMONAIAuto3DSeg and SlicerTotalSegmentator.")
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData() -> None:
+    """The module's sample in Slicer's Sample Data module too: its button opens this
+    module and loads the sample there (the library makes it: nothing is downloaded)."""
+    try:
+        import SampleData
+    except ImportError:  # a Slicer without the Sample Data module
+        return
+
+    def load(source) -> None:
+        slicer.util.selectModule("RadioGenomics")
+        slicer.modules.radiogenomics.widgetRepresentation().self().onLoadSample()
+
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(
+        category="RadioGenomics", sampleName=_("RadioGenomics synthetic study"), uris=[],
+        fileNames=[], nodeNames=[], customDownloader=load,
+        thumbnailFileName=str(Path(__file__).resolve().parent / "Resources" / "Icons" / "RadioGenomics.png"))
 
 
 def slicerTooOld() -> Optional[str]:
@@ -111,13 +139,6 @@ def pythonSlicer() -> str:
     return executable
 
 
-def libraryFolder() -> str:
-    """The folder that holds the bundled RadioGenomicsLib package."""
-    import RadioGenomicsLib
-
-    return str(Path(RadioGenomicsLib.__file__).resolve().parent.parent)
-
-
 class BackgroundJob:
     """One `radiogenomics` command in a PythonSlicer process, with the record of what it
     was started for. A thread reads its output (RadioGenomicsLogic.jobs); a QTimer hands
@@ -127,17 +148,16 @@ class BackgroundJob:
 
     def __init__(self, arguments: list[str], record: Optional[JobRecord],
                  onProgress: Callable[[int, int, str], None],
-                 onDone: Callable[["BackgroundJob"], None]):
+                 onDone: Callable[["BackgroundJob"], None], module: str = "RadioGenomicsLib"):
         self.arguments, self.record = arguments, record
         self.onProgress, self.onDone = onProgress, onDone
         self.output: list[str] = []
         self.cancelled = False
         self.returnCode: Optional[int] = None
-        environment = {"PYTHONPATH": os.pathsep.join(filter(None, (libraryFolder(),
-                                                                   os.environ.get("PYTHONPATH")))),
+        environment = {**child_environment(LIBRARY_FOLDER),  # the same library as here
                        "RADIOGENOMICS_PROGRESS": "lines", "PYTHONUNBUFFERED": "1",
                        "PYTHONIOENCODING": "utf-8"}
-        command = [pythonSlicer(), "-m", "RadioGenomicsLib", *arguments]
+        command = [pythonSlicer(), "-m", module, *arguments]
         logging.info("RadioGenomics: running %s", " ".join(command))
         self.process = slicer.util.launchConsoleProcess(command, updateEnvironment=environment)
         self._reader = OutputReader(self.process)
@@ -200,6 +220,7 @@ class RadioGenomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._channelSelectors: dict[str, slicer.qMRMLNodeComboBox] = {}
         self._job: Optional[BackgroundJob] = None  # the one prediction that may run
         self._exportJob: Optional[BackgroundJob] = None  # a DICOM export, beside it
+        self._sampleJob: Optional[BackgroundJob] = None  # making the sample
         self._shownView: tuple = ()  # (results node, reliable only, search) on show
 
     def setup(self) -> None:
@@ -212,10 +233,12 @@ class RadioGenomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
         self.ui.modelsFolderPathLineEdit.currentPath = str(self.logic.modelsFolder())
         self.ui.progressBar.hide()
+        self.ui.sampleHelpLabel.text = help_text(self.logic.demoFolder())
 
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
 
+        self.ui.loadSampleButton.connect("clicked(bool)", self.onLoadSample)
         self.ui.modelComboBox.connect("currentIndexChanged(int)", self.onModelChanged)
         self.ui.addModelFolderButton.connect("clicked(bool)", self.onAddModelFolder)
         self.ui.addModelZipButton.connect("clicked(bool)", self.onAddModelZip)
@@ -274,6 +297,43 @@ class RadioGenomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self.updateGUI)
             self.updateGUI()
 
+    # ------------------------------------------------------------ sample
+
+    def onLoadSample(self) -> None:
+        """The sample (a synthetic study and a bundle) made by the library in the
+        background, then loaded and selected."""
+        demo = self.logic.demoFolder()
+        folder = Path(slicer.app.temporaryPath) / ("RadioGenomics-sample" + ("-demo" if demo else ""))
+        if (folder / "sample.json").is_file():
+            return self.showSample(folder)
+        torchReason = None if demo else _("the untrained sample bundle is made with PyTorch")
+        with slicer.util.tryWithErrorDisplay(_("Could not install the Python packages."),
+                                             waitCursor=True):
+            self.logic.installDependencies(torchReason=torchReason)
+        if not self.logic.dependenciesInstalled(withTorch=torchReason is not None):
+            return
+
+        def done(job: BackgroundJob) -> None:
+            self._sampleJob = None
+            self.ui.loadSampleButton.enabled = True
+            if job.succeeded:
+                self.showSample(folder)
+            else:
+                self.ui.statusLabel.text = job.errorMessage()
+
+        with slicer.util.tryWithErrorDisplay(_("Could not make the sample."), waitCursor=True):
+            self._sampleJob = BackgroundJob(sample_arguments(folder, demo), None,
+                                            lambda *progress: None, done, module="RadioGenomicsLib.demo")
+            self.ui.loadSampleButton.enabled = False
+            self.ui.statusLabel.text = _("Making the sample (seconds)...")
+
+    def showSample(self, folder: Path) -> None:
+        with slicer.util.tryWithErrorDisplay(_("Could not load the sample."), waitCursor=True):
+            sample = self.logic.loadSample(folder, self._parameterNode)
+            self.refreshModels(select=Path(self._parameterNode.model))
+            self.onTumourChanged(self._parameterNode.tumour)
+            self.ui.statusLabel.text = sample["label"]
+
     # ------------------------------------------------------------ model
 
     def refreshModels(self, select: Optional[Path] = None) -> None:
@@ -322,7 +382,8 @@ class RadioGenomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                 self.ui.modelInfoText.plainText = str(error)
             else:
                 channels = list(card.channels)
-                self.ui.modelInfoText.plainText = self.logic.cardText(card)
+                runtime = runtime_text(self.logic.torchProblem(Path(bundle), self._parameterNode.folds))
+                self.ui.modelInfoText.plainText = self.logic.cardText(card) + "\n\n" + runtime
         self.rebuildChannelSelectors(channels)
         self.updateGUI()
 
@@ -403,17 +464,19 @@ class RadioGenomicsWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._job:
             self._job.cancel()
             return
+        parameters = self._parameterNode
         self.ui.statusLabel.text = _("Checking the Python packages...")
         slicer.app.processEvents()
+        torchReason = None
         try:
             with slicer.util.tryWithErrorDisplay(_("Could not install the Python packages."),
                                                  waitCursor=True):
-                self.logic.installDependencies()
+                torchReason = self.logic.torchProblem(Path(parameters.model), parameters.folds)
+                self.logic.installDependencies(torchReason=torchReason)
         finally:
             self.ui.statusLabel.text = ""
-        if not self.logic.dependenciesInstalled():
+        if not self.logic.dependenciesInstalled(withTorch=torchReason is not None):
             return
-        parameters = self._parameterNode
         with slicer.util.tryWithErrorDisplay(_("Could not start the prediction."), waitCursor=True):
             self._job = self.logic.startPredict(
                 Path(parameters.model), dict(parameters.channelVolumes), parameters.tumour,
@@ -527,9 +590,31 @@ class RadioGenomicsLogic(ScriptedLoadableModuleLogic):
 
     # ------------------------------------------------------------ models folder
 
+    @staticmethod
+    def demoFolder() -> Optional[Path]:
+        """The output of `make demo` in the checkout the module runs from, if any."""
+        return demo_folder(LIBRARY_FOLDER)
+
     def modelsFolder(self) -> Path:
-        default = Path.home() / ".radiogenomics" / "models"
+        default = default_models_folder(self.demoFolder(), Path.home())
         return Path(slicer.util.settingsValue(MODELS_FOLDER_SETTING, str(default)))
+
+    def loadSample(self, folder: Path, parameters: RadioGenomicsParameterNode) -> dict:
+        """Load the sample the library wrote in `folder` (sample.json) into the scene and
+        choose it in `parameters`: its volumes, its tumour labelmap, its bundle (added to
+        the models folder unless it is there already)."""
+        sample = read_sample(folder)
+        volumes = {channel: slicer.util.loadVolume(path, {"name": f"sample {channel}"})
+                   for channel, path in sample["images"].items()}
+        tumour = slicer.util.loadLabelVolume(sample["segmentation"], {"name": "sample tumour"})
+        bundle = Path(sample["bundle"])
+        if bundle.parent != self.modelsFolder():
+            installed = self.modelsFolder() / bundle.name
+            bundle = installed if (installed / "metadata.json").is_file() else self.addBundle(bundle)
+        parameters.channelVolumes, parameters.tumour, parameters.label = volumes, tumour, 0
+        parameters.model = str(bundle)
+        slicer.util.setSliceViewerLayers(background=next(iter(volumes.values())), fit=True)
+        return sample
 
     def setModelsFolder(self, folder: Path) -> None:
         qt.QSettings().setValue(MODELS_FOLDER_SETTING, str(folder))
@@ -585,32 +670,55 @@ class RadioGenomicsLogic(ScriptedLoadableModuleLogic):
 
     # ------------------------------------------------------------ dependencies
 
-    def dependenciesInstalled(self) -> bool:
+    def torchProblem(self, bundle: Path, folds: str = "all") -> Optional[str]:
+        """Why this bundle needs PyTorch, or None: its exported fold models predict on
+        ONNX Runtime (`--runtime auto`), and PyTorch is needed only to train."""
+        from RadioGenomicsLib.card import read_metadata
+        from RadioGenomicsLib.errors import InputError
+
+        try:
+            return torch_problem(read_metadata(bundle), folds)
+        except InputError as error:
+            raise ValueError(str(error)) from None
+
+    @staticmethod
+    def torchInstalled() -> bool:
+        """PyTorch and what the library's torch path needs beside it (MONAI, ...)."""
         import importlib.util
 
-        return not missing_requirements() and importlib.util.find_spec("torch") is not None
+        return (importlib.util.find_spec("torch") is not None
+                and not missing_requirements(requirements_file(torch=True)))
 
-    def installDependencies(self, askConfirmation: bool = True) -> None:
-        """PyTorch through the PyTorch extension, the rest from requirements.txt, never
-        replacing what Slicer ships (numpy, SimpleITK) or torch: those are held at their
-        installed versions by a constraints file."""
-        import importlib.metadata
+    def dependenciesInstalled(self, withTorch: bool = True) -> bool:
+        return not missing_requirements() and (not withTorch or self.torchInstalled())
 
+    def installDependencies(self, askConfirmation: bool = True,
+                            torchReason: Optional[str] = None) -> None:
+        """The packages of requirements.txt and, when `torchReason` says why PyTorch is
+        needed, PyTorch through the PyTorch extension and requirements-torch.txt; never
+        replacing what Slicer ships (numpy, SimpleITK) or an installed torch: those are
+        held at their installed versions by a constraints file. With RADIOGENOMICS_WHEELS
+        set, from that folder of wheels only (an offline workstation)."""
         from RadioGenomicsLogic.requirements import MINIMUM_TORCH
 
-        if self.dependenciesInstalled():
+        withTorch = torchReason is not None
+        if self.dependenciesInstalled(withTorch):
             return
-        try:
-            import PyTorchUtils
-        except ModuleNotFoundError:
-            raise RuntimeError(_("RadioGenomics needs the PyTorch extension: install it from the "
-                                 "Extensions Manager, restart Slicer, then Predict again")) from None
-        torchLogic = PyTorchUtils.PyTorchUtilsLogic()
-        if not torchLogic.torchInstalled():
-            if torchLogic.installTorch(askConfirmation=askConfirmation,
-                                       torchVersionRequirement=f">={MINIMUM_TORCH}") is None:
-                raise RuntimeError(_("PyTorch was not installed"))
-        missing = missing_requirements()
+        files = [requirements_file()]
+        if withTorch:
+            files.append(requirements_file(torch=True))
+            try:
+                import PyTorchUtils
+            except ModuleNotFoundError:
+                raise RuntimeError(_("This model needs PyTorch ({reason}): install the PyTorch "
+                                     "extension from the Extensions Manager, restart Slicer, "
+                                     "then Predict again").format(reason=torchReason)) from None
+            torchLogic = PyTorchUtils.PyTorchUtilsLogic()
+            if not torchLogic.torchInstalled():
+                if torchLogic.installTorch(askConfirmation=askConfirmation,
+                                           torchVersionRequirement=f">={MINIMUM_TORCH}") is None:
+                    raise RuntimeError(_("PyTorch was not installed"))
+        missing = [r for path in files for r in missing_requirements(path)]
         if not missing:
             return
         if askConfirmation and not slicer.util.confirmOkCancelDisplay(
@@ -619,15 +727,14 @@ class RadioGenomicsLogic(ScriptedLoadableModuleLogic):
             raise RuntimeError(_("the Python packages were not installed"))
         with tempfile.TemporaryDirectory() as folder:
             constraints = Path(folder) / "constraints.txt"
-            constraints.write_text("".join(f"{name}=={importlib.metadata.version(name)}\n"
-                                           for name in KEPT_AS_INSTALLED))
-            offline = os.environ.get("RADIOGENOMICS_WHEELS")  # a folder of wheels: no internet
-            if hasattr(slicer, "pydeps") and not offline:  # Slicer 5.11 and later
-                slicer.pydeps.pip_ensure(slicer.pydeps.load_requirements(str(requirements_file())),
-                                         constraints=str(constraints), requester="RadioGenomics")
+            constraints.write_text(constraints_text())
+            wheels = os.environ.get(WHEELS_VARIABLE)
+            if hasattr(slicer, "pydeps") and not wheels:  # Slicer 5.11 and later
+                for path in files:
+                    slicer.pydeps.pip_ensure(slicer.pydeps.load_requirements(str(path)),
+                                             constraints=str(constraints), requester="RadioGenomics")
             else:
-                source = ["--no-index", "--find-links", offline] if offline else []
-                slicer.util.pip_install([*source, *missing, "-c", str(constraints)])
+                slicer.util.pip_install(pip_arguments(missing, constraints, wheels))
 
     # ------------------------------------------------------------ predict
 
@@ -701,8 +808,8 @@ class RadioGenomicsLogic(ScriptedLoadableModuleLogic):
         nodeIDs["tumour"] = tumour.GetID()
         record = JobRecord("predict", str(run), str(model), nodeIDs, card.units,
                            tuple(card.markers))
-        arguments = ["predict", "--model", str(model), *inputs, "--out", str(run.parent / "genes.csv"),
-                     "--run", str(run), "--device", device, "--folds", folds]
+        arguments = predict_arguments(str(model), inputs, str(run), device, folds,
+                                      self.torchInstalled())
         return BackgroundJob(arguments, record, onProgress, onDone)
 
     def importResults(self, record: JobRecord,
@@ -822,7 +929,8 @@ class RadioGenomicsTest(ScriptedLoadableModuleTest):
 
         logic = RadioGenomicsLogic()
         self.delayDisplay("Installing the Python packages if needed")
-        logic.installDependencies(askConfirmation=False)
+        logic.installDependencies(askConfirmation=False,
+                                  torchReason="the self-test makes an untrained bundle")
         models = Path(tempfile.mkdtemp(prefix="RadioGenomicsTest-"))
         previousFolder = logic.modelsFolder()
         logic.setModelsFolder(models / "models")

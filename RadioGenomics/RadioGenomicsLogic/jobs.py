@@ -15,6 +15,7 @@ import re
 import subprocess
 import threading
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import IO, Callable, Optional
 
 PROGRESS_LINE = re.compile(r"^PROGRESS (\d+)/(\d+|\?) (.*)$")  # RadioGenomicsLib/progress.py
@@ -91,3 +92,14 @@ def error_message(output: list[str], returncode: Optional[int]) -> str:
             return ERROR_LINE.sub("", line)
     last = next((line for line in reversed(output) if line.strip()), "no output")
     return f"{last} (exit code {returncode}; the full output is in the application log)"
+
+
+def predict_arguments(model: str, inputs: list[str], run: str, device: str = "auto",
+                      folds: str = "all", torch_installed: bool = True) -> list[str]:
+    """`radiogenomics predict` as the Slicer module runs it: into a prediction run, with
+    `--runtime auto` (a bundle's exported fold models on OpenVINO or ONNX Runtime, without
+    PyTorch; torch otherwise). Without PyTorch's stack the device is the CPU: `auto`
+    would choose torch for a GPU it can see."""
+    device = device if torch_installed else "cpu"
+    return ["predict", "--model", str(model), *inputs, "--out", str(Path(run).parent / "genes.csv"),
+            "--run", str(run), "--device", device, "--folds", folds, "--runtime", "auto"]

@@ -443,7 +443,8 @@ class Viewer(TrameApp):
         self.runs += 1
         run = self.settings.work / "runs" / f"{self.runs:03d}"
         arguments = ["predict", *arguments, "--out", str(run / "genes.csv"), "--run",
-                     str(run / "run"), "--folds", self.state.folds, "--device", "cpu"]
+                     str(run / "run"), "--folds", self.state.folds, "--device", "cpu",
+                     "--runtime", "auto"]  # exported fold models without PyTorch, else torch
         self._clear_results()
         create_task(self._predict(arguments, run))
 
@@ -463,8 +464,10 @@ class Viewer(TrameApp):
                 return
             self.run_folder = run
             self._show_table(run / "genes.csv")
-            self.state.status = f"Predicted {self.state.row_count} genes."
-        # the maps need the library's torch side: import it now, not on the first click
+            settings = json.loads((run / "run" / "run.json").read_text())["settings"]
+            self.state.status = (f"Predicted {self.state.row_count} genes ({settings['runtime']}, "
+                                 f"{settings['precision']}).")
+        # the maps are drawn from the run (numpy, no torch): import that now, not on the first click
         await asyncio.to_thread(importlib.import_module, "RadioGenomicsLib.run")
         await asyncio.to_thread(importlib.import_module, "RadioGenomicsLib.bundle")
 

@@ -85,9 +85,10 @@ def test_every_ui_parameter_binding_names_a_parameter():
 def test_module_files_are_listed_in_its_cmake():
     cmake = MODULE / "CMakeLists.txt"
     scripts = cmake_list(cmake, "MODULE_PYTHON_SCRIPTS")
-    # Web/ is the browser viewer (`radiogenomics viewer`), not part of the Slicer extension
+    # Web/ is the browser viewer (`radiogenomics viewer`) and Packaging/ builds the zip of
+    # `make slicer-package`: neither is part of the Slicer extension
     module_python = sorted(str(p.relative_to(MODULE)) for p in MODULE.rglob("*.py")
-                           if not {"Testing", "Web", "__pycache__"} & set(p.parts))
+                           if not {"Testing", "Web", "Packaging", "__pycache__"} & set(p.parts))
     assert sorted(scripts) == module_python
     for resource in cmake_list(cmake, "MODULE_PYTHON_RESOURCES"):
         assert (MODULE / resource).is_file(), resource
@@ -139,25 +140,34 @@ def test_no_slicer_application_or_qt_import(folder):
 
 
 def test_module_requirements_admit_the_project_pins():
-    """One requirements file for Slicer's Python: ranges (they must resolve beside Slicer
-    and its other extensions) that admit every version pyproject.toml pins."""
+    """Two requirements files for Slicer's Python (the light runtime's, and what PyTorch
+    needs beside it): ranges (they must resolve beside Slicer and its other extensions)
+    that admit every version pyproject.toml pins, onnxruntime's from the runtime extra."""
     import sys
 
     from packaging.requirements import Requirement
 
     sys.path.insert(0, str(MODULE))
-    from RadioGenomicsLogic.requirements import KEPT_AS_INSTALLED, requirements
+    from RadioGenomicsLogic.requirements import KEPT_AS_INSTALLED, requirements, requirements_file
 
-    module = {r.name.lower(): r for r in requirements()}
-    project = [Requirement(d) for d in
-               tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]]
+    light = {r.name.lower(): r for r in requirements()}
+    with_torch = {r.name.lower(): r for r in requirements(requirements_file(torch=True))}
+    assert not set(light) & set(with_torch)
+    module = light | with_torch
+    pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    project = [Requirement(d) for d in [*pyproject["dependencies"],
+                                        *pyproject["optional-dependencies"]["runtime"]]]
     needed = {r.name.lower(): r for r in project if r.name not in KEPT_AS_INSTALLED}
+    needed.pop("openvino")  # faster where installed, but 180 MB: ONNX Runtime suffices
     assert sorted(set(needed) - set(module)) == []
     for name, pinned in needed.items():
         version = next(iter(pinned.specifier)).version
         assert module[name].specifier.contains(version), (name, str(module[name].specifier), version)
         assert not any(spec.operator == "==" for spec in module[name].specifier), name
     assert sorted(set(module) - set(needed)) == ["psutil"]
+    # the light runtime's packages do not pull PyTorch: MONAI (which imports torch) and
+    # einops (its blocks) are needed only beside it
+    assert sorted(with_torch) == ["einops", "monai"] and "onnxruntime" in light
 
 
 def test_minimum_slicer_version_is_declared_alike():
@@ -191,3 +201,25 @@ def test_extension_metadata():
                            ("EXTENSION_DESCRIPTION", r'"')]:
         assert re.search(rf"set\({field} {pattern}", text), field
     assert "add_subdirectory(RadioGenomics)" in text
+
+
+def test_every_screenshot_url_is_a_committed_png():
+    """The Extensions Catalog shows EXTENSION_SCREENSHOTURLS (raw GitHub URLs of this
+    repository, space-separated): each must name a PNG that is in the repository."""
+    import subprocess
+
+    text = (ROOT / "CMakeLists.txt").read_text()
+    urls = re.search(r'set\(EXTENSION_SCREENSHOTURLS "([^"]*)"\)', text).group(1).split()
+    icon = re.search(r'set\(EXTENSION_ICONURL "([^"]*)"\)', text).group(1)
+    assert urls
+    prefix = "https://raw.githubusercontent.com/RadioGenomics/RadioGenomics/main/"
+    listed = subprocess.run(["git", "ls-files", "Resources", "RadioGenomics/Resources"], cwd=ROOT,
+                            capture_output=True, text=True)
+    committed = set(listed.stdout.splitlines()) if listed.returncode == 0 else None  # a tarball
+    for url in [*urls, icon]:
+        assert url.startswith(prefix), url
+        path = url.removeprefix(prefix)
+        assert path in committed if committed is not None else (ROOT / path).is_file(), \
+            f"{path}: not committed"
+        with Image.open(ROOT / path) as image:
+            assert image.format == "PNG" and min(image.size) >= 128, (path, image.size)
