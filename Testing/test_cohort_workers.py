@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 
 from RadioGenomicsLib.bundle import make_untrained_bundle
+from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.cohort_workers import PART_FILE, part_name, share
 from RadioGenomicsLib.model import ModelConfig
 from RadioGenomicsLib.outputs import COMPLETE_MARKER
@@ -215,3 +216,53 @@ def test_bad_cohort_options_exit_2(tmp_path, bundle, cohort, run_cli, args, mess
                               "--out", tmp_path / "out", *args)
     assert code == 2 and message in stderr and len(stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_export_keeps_reference_studies_checksummed(tmp_path, bundle, cohort, run_cli):
+    """`export --reference-manifest --references-only`: the studies' model-ready slices in
+    the bundle, in its checksums and manifest; the precision check then uses them."""
+    from RadioGenomicsLib.bundle import load_bundle
+    from RadioGenomicsLib.imaging import load_study
+    from RadioGenomicsLib.preprocess import preprocess
+    from RadioGenomicsLib.runtime.precision import REFERENCE_FILE, reference_studies
+
+    model = tmp_path / "bundle"
+    shutil.copytree(bundle.path, model)
+    manifest = pd.read_csv(cohort[0]).iloc[[0, 3]]
+    for column in ("ct", "segmentation"):
+        manifest[column] = [str(cohort[0].parent / p) for p in manifest[column]]
+    manifest.to_csv(tmp_path / "references.csv", index=False)
+    code, stdout, stderr = run_cli("export", model, "--reference-manifest",
+                                   tmp_path / "references.csv", "--references-only")
+    assert code == 0, stderr
+    assert "2 reference studies (TCGA-S1-0001, TCGA-S1-0004; 6 slices)" in stdout
+    assert not list(model.glob("*.onnx"))  # the models were not exported
+    kept = load_bundle(model)  # the manifest lists the new file: still verifiable
+    assert REFERENCE_FILE in kept.files
+    assert json.loads((model / "manifest.json").read_text())["files"][REFERENCE_FILE] == \
+        kept.files[REFERENCE_FILE]
+    studies, source = reference_studies(kept, None)
+    assert source.startswith(REFERENCE_FILE)
+    settings = PreprocessSettings.from_dict(kept.metadata.preprocessing)
+    for stored, row in zip(studies, manifest.itertuples()):
+        expected = preprocess(load_study({"ct": row.ct}, row.segmentation, label=row.label),
+                              settings).images
+        np.testing.assert_array_equal(stored, expected)
+    # a changed reference file is refused when the check reads it
+    data = bytearray((model / REFERENCE_FILE).read_bytes())
+    data[100] ^= 0xFF
+    (model / REFERENCE_FILE).write_bytes(bytes(data))
+    with pytest.raises(InputError, match="checksum mismatch"):
+        reference_studies(load_bundle(model), None)
+
+
+def test_export_refuses_an_unreadable_reference_before_writing(tmp_path, bundle, cohort, run_cli):
+    model = tmp_path / "bundle"
+    shutil.copytree(bundle.path, model)
+    before = {p.name: p.read_bytes() for p in model.iterdir()}
+    code, _, stderr = run_cli("export", model, "--reference-manifest", cohort[0])
+    last = stderr.strip().splitlines()[-1]  # after the progress bar
+    assert code == 2 and last.startswith(f"radiogenomics export: error: {cohort[1]}: cannot read")
+    assert {p.name: p.read_bytes() for p in model.iterdir()} == before
+    code, _, stderr = run_cli("export", model, "--references-only")
+    assert code == 2 and "--references-only needs --reference-manifest" in stderr
