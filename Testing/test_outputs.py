@@ -167,7 +167,7 @@ def test_os_errors_are_one_line_naming_the_path(run_cli, tables, monkeypatch):
         raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/data/report/summary.json")
 
     monkeypatch.setattr(report, "write_report", full_disk)
-    monkeypatch.setattr("RadioGenomicsLib.cli.evaluate.write_report", full_disk)
+    monkeypatch.setattr("RadioGenomicsLib.report.write_report", full_disk)
     code, _, err = run_cli("evaluate", "--predictions", tables["pred"], "--truth",
                            tables["truth"], "--out", tables["pred"].parent / "r")
     one_line(code, err, "/data/report/summary.json: No space left on device")

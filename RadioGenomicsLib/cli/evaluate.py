@@ -11,7 +11,6 @@ from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.expression import genes_path, read_matrix
 from RadioGenomicsLib.genetable import MARKER_GENES
 from RadioGenomicsLib.outputs import Output, check_outputs
-from RadioGenomicsLib.report import print_summary, write_report
 
 FOLD_COLUMNS = ("patient_id", "fold")
 
@@ -98,6 +97,8 @@ def gene_names_for(truth_path: Path, truth_genes: pd.DataFrame,
 def run(args: argparse.Namespace) -> int:
     check_outputs("evaluate", [Output(args.out, "folder")],
                   [args.predictions, args.truth, args.folds, args.genes])
+    from RadioGenomicsLib.report import print_summary, write_report  # matplotlib, scipy: slow
+
     predictions_path, truth_path = Path(args.predictions), Path(args.truth)
     if not 0.0 < args.alpha < 1.0:
         raise InputError(None, f"--alpha {args.alpha}: expected a level between 0 and 1")

@@ -6,7 +6,6 @@ import argparse
 import json
 import time
 
-from RadioGenomicsLib.synth import MODALITIES, synthesize_cohort
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -22,7 +21,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--patients", required=True, type=int, metavar="N")
     parser.add_argument("--genes", required=True, type=int, metavar="G")
     # checked by the library, so that a wrong value gets the one-line error of bad input
-    parser.add_argument("--modality", default="mri", metavar="|".join(MODALITIES),
+    parser.add_argument("--modality", default="mri", metavar="mri|ct",
                         help="mri (T1, T1Gd, T2, FLAIR; BraTS labels) or ct (default mri)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=None, metavar="J",
@@ -31,6 +30,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from RadioGenomicsLib.synth import synthesize_cohort  # not at start: every command pays it
+
     started = time.perf_counter()
     out = synthesize_cohort(args.out, args.patients, args.genes, args.modality.lower(),
                             args.seed, args.jobs)
