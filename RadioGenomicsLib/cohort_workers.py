@@ -40,6 +40,8 @@ FAILURES_FILE = "failures.tsv"
 PART_FILE = "part.json"
 PART_FORMAT = "radiogenomics-cohort-part"
 PART_VERSION = 1
+PART_KEYS = ("rank", "world_size", "manifest", "patients", "predicted", "failed", "bundle",
+             "settings")
 # the libraries' own thread pools, read when a worker starts them
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
                     "RADIOGENOMICS_THREADS")
@@ -94,9 +96,19 @@ def cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def threads_per_worker(workers: int) -> int:
-    """The machine's cores split between the workers, so that they do not oversubscribe it."""
-    return max(1, cores() // workers)
+def threads_per_worker(workers: int, ranks_here: int = 1) -> int:
+    """The machine's cores split between the workers (of every rank on this machine), so
+    that they do not oversubscribe it."""
+    return max(1, cores() // (workers * ranks_here))
+
+
+def _limit_threads(threads: int, runtime: str) -> None:
+    """This process's runtimes to `threads` (the fold models are made after this)."""
+    os.environ["RADIOGENOMICS_THREADS"] = str(threads)
+    if runtime == "torch":
+        import torch
+
+        torch.set_num_threads(threads)
 
 
 # ------------------------------------------------------------------ settling the models
@@ -173,10 +185,7 @@ def _start_worker(bundle_path: str, settings: CohortSettings, out: str, runs: st
     """In each worker: its share of the cores, the bundle loaded once (the parent has
     verified it)."""
     global _worker
-    if settings.runtime == "torch":
-        import torch
-
-        torch.set_num_threads(threads)
+    _limit_threads(threads, settings.runtime)
     from RadioGenomicsLib.bundle import load_bundle
 
     _worker = PatientPredictor(load_bundle(bundle_path, verify_checksums=False), settings,
@@ -206,30 +215,35 @@ def _worker_environment(threads: int) -> Iterator[None]:
 
 
 def predict_patients(bundle, studies: Sequence[Study], settings: CohortSettings, out: Path,
-                     runs: Path, workers: int = 1) -> Iterator[Outcome]:
+                     runs: Path, workers: int = 1, ranks_here: int = 1) -> Iterator[Outcome]:
     """Each patient's Outcome as it finishes: in this process (workers 1), else over
-    `workers` processes (spawned: no torch or OpenVINO state is forked)."""
+    `workers` processes (spawned: no torch or OpenVINO state is forked). `ranks_here`:
+    the launcher's processes on this machine (torchrun's LOCAL_WORLD_SIZE), which share
+    its cores too."""
     if workers <= 1 or len(studies) <= 1:
+        if ranks_here > 1:
+            _limit_threads(threads_per_worker(1, ranks_here), settings.runtime)
         predictor = PatientPredictor(bundle, settings, out, runs)
         for patient, inputs in studies:
             yield predictor(patient, inputs)
         return
     workers = min(workers, len(studies))
-    threads = threads_per_worker(workers)
+    threads = threads_per_worker(workers, ranks_here)
     context = multiprocessing.get_context("spawn")
     with _worker_environment(threads):  # the workers start at the first submits
         pool = ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=(
             str(bundle.path), settings, str(out), str(runs), threads))
-        futures = {pool.submit(_predict_in_worker, patient, inputs): patient
-                   for patient, inputs in studies}
+        futures = [pool.submit(_predict_in_worker, patient, inputs) for patient, inputs in studies]
     try:
         for future in as_completed(futures):
             try:
                 yield future.result()
-            except BrokenProcessPool:
+            except BrokenProcessPool:  # every unfinished patient's future says so
+                unfinished = sum(not f.done() or f.cancelled() or f.exception() is not None
+                                 for f in futures)
                 raise InputError(None, f"a worker process ended abruptly (killed, out of "
-                                       f"memory?) while predicting {futures[future]}: nothing "
-                                       f"merged; try fewer --workers") from None
+                                       f"memory?): {unfinished} patients not predicted, no "
+                                       f"{PREDICTIONS_FILE} written; try fewer --workers") from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -281,6 +295,9 @@ def _read_part(folder: Path) -> dict:
     part = read_json_object(folder / PART_FILE)
     if part.get("format") != PART_FORMAT or part.get("format_version") != PART_VERSION:
         raise InputError(folder / PART_FILE, f"not a cohort part of format {PART_VERSION}")
+    missing = [key for key in PART_KEYS if key not in part]
+    if missing:
+        raise InputError(folder / PART_FILE, f"incomplete: no {', '.join(missing)}")
     return part
 
 

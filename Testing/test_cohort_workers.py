@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -266,3 +267,48 @@ def test_export_refuses_an_unreadable_reference_before_writing(tmp_path, bundle,
     assert {p.name: p.read_bytes() for p in model.iterdir()} == before
     code, _, stderr = run_cli("export", model, "--references-only")
     assert code == 2 and "--references-only needs --reference-manifest" in stderr
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="finds the workers in /proc")
+def test_a_worker_that_dies_stops_the_run_without_a_table(tmp_path, bundle, cohort):
+    """A worker killed (as by the kernel's out-of-memory killer): one line, exit 2, no
+    predictions.tsv."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    repo = Path(__file__).resolve().parents[1]
+    command = [sys.executable, "-m", "RadioGenomicsLib", "predict", "--model", str(bundle.path),
+               "--manifest", str(cohort[0]), "--out", str(tmp_path / "out"), "--device", "cpu",
+               "--workers", "2"]
+    process = subprocess.Popen(command, cwd=repo, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True, env={**os.environ, "PYTHONPATH": str(repo),
+                                               "RADIOGENOMICS_PROGRESS": "lines"})
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and process.poll() is None:
+        # the workers: the children that are not multiprocessing's resource tracker
+        workers = [pid for pid in _children(process.pid)
+                   if "--multiprocessing-fork" in Path(f"/proc/{pid}/cmdline").read_text()]
+        if workers:
+            os.kill(workers[0], signal.SIGKILL)
+            break
+        time.sleep(0.05)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 2
+    errors = [line for line in stderr.splitlines() if "error:" in line]
+    assert len(errors) == 1 and "a worker process ended abruptly" in errors[0]
+    assert not (tmp_path / "out" / "predictions.tsv").exists()

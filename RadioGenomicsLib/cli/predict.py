@@ -334,18 +334,20 @@ def _predict_cohort(args, bundle) -> int:
     settings = workers.settle(bundle, studies, workers.CohortSettings(
         args.device, args.folds, args.runtime, args.precision))
     count = min(args.workers, max(len(mine), 1))
+    ranks_here = _ranks_on_this_machine(args)
     print(f"{len(mine)} of {len(studies)} patients" + (
         f" (rank {args.rank} of {args.world_size})" if args.world_size > 1 else "")
         + f": {settings.runtime}, {settings.precision}"
-        + (f", {count} workers of {workers.threads_per_worker(count)} thread(s)" if count > 1
-           else ""))
+        + (f", {count} workers of {workers.threads_per_worker(count, ranks_here)} thread(s)"
+           if count > 1 else ""))
     out = ensure_writable_folder(cohort_out(args, args.out))
     runs = (ensure_writable_folder(cohort_out(args, args.runs)) if args.runs
             else Path(tempfile.mkdtemp(prefix=".runs-", dir=out)))
     finished = {}
     try:
         for outcome in progress(workers.predict_patients(bundle, mine, settings, out, runs,
-                                                         args.workers), "patients", len(mine)):
+                                                         args.workers, ranks_here),
+                                "patients", len(mine)):
             finished[outcome.patient] = outcome
             if outcome.problem is not None:
                 print(f"radiogenomics predict: {outcome.patient}: skipped: {outcome.problem}",
@@ -360,6 +362,12 @@ def _predict_cohort(args, bundle) -> int:
                            manifest=args.manifest, studies=studies, outcomes=outcomes,
                            bundle=bundle, settings=settings)
     return _cohort_summary(outcomes, out, part=args.world_size > 1)
+
+
+def _ranks_on_this_machine(args) -> int:
+    """torchrun's LOCAL_WORLD_SIZE: the ranks that share this machine's cores."""
+    value = os.environ.get("LOCAL_WORLD_SIZE", "1") if args.world_size > 1 else "1"
+    return int(value) if value.isdigit() and int(value) > 0 else 1
 
 
 def _cohort_summary(outcomes, out: Path, part: bool = False) -> int:
