@@ -112,7 +112,7 @@ def register(subparsers) -> None:
 def _check_merge_arguments(args: argparse.Namespace) -> None:
     others = [f"--{name.replace('_', '-')}" for name in (
         "manifest", "image", "segmentation", "pacs", "runs", "maps", "map_gene", "picture",
-        "dicom_out", "rank", "world_size") if getattr(args, name)]
+        "dicom_out", "rank", "world_size") if getattr(args, name) not in (None, [])]
     if args.run_folder or args.workers != 1:
         others.append("--run" if args.run_folder else "--workers")
     if others:
