@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import numpy as np
 import SimpleITK as sitk
-from scipy import ndimage
 
 from RadioGenomicsLib.imaging import resample_isotropic
 
@@ -38,6 +37,8 @@ def _radius(image: sitk.Image, mm: float) -> list[int]:
 
 def _fill_axial_holes(mask: sitk.Image) -> sitk.Image:
     """Fill holes slice by slice (lungs and bowel gas connect to the outside in 3-D)."""
+    from scipy import ndimage  # here: 0.3 s to import, needed by this step only
+
     array = sitk.GetArrayFromImage(mask).astype(bool)
     filled = np.stack([ndimage.binary_fill_holes(plane) for plane in array])
     out = sitk.GetImageFromArray(filled.astype(np.uint8))

@@ -140,6 +140,8 @@ def run(args: argparse.Namespace) -> int:
 
     check_outputs("evaluate", [Output(args.out, "folder")],
                   [args.predictions, args.truth, args.folds, args.genes])
+    from RadioGenomicsLib.report import print_summary, write_report  # matplotlib, scipy: slow
+
     predictions_path, truth_path = Path(args.predictions), Path(args.truth)
     if not 0.0 < args.alpha < 1.0:
         raise InputError(None, f"--alpha {args.alpha}: expected a level between 0 and 1")

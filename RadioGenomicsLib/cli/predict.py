@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -54,6 +55,20 @@ def register(subparsers) -> None:
     parser.add_argument("--runs", metavar="DIR",
                         help="with --manifest: keep each patient's prediction run in DIR/PATIENT "
                              "(default: not kept)")
+    cohort = parser.add_argument_group(
+        "large cohorts", "with --manifest: worker processes on this machine, and ranks across "
+        "machines (torchrun's RANK and WORLD_SIZE are read when set)")
+    cohort.add_argument("--workers", type=int, default=1, metavar="N",
+                        help="predict the patients in N worker processes, each with its share "
+                             "of the cores (default 1: in this process)")
+    cohort.add_argument("--rank", type=int, metavar="R",
+                        help="predict the patients i with i %% W == R into OUT/rank-R-of-W "
+                             "(default: $RANK under torchrun); then `predict --merge`")
+    cohort.add_argument("--world-size", type=int, metavar="W",
+                        help="the number of ranks (default: $WORLD_SIZE under torchrun)")
+    cohort.add_argument("--merge", nargs="+", metavar="PART",
+                        help="assemble the rank-R-of-W folders of every rank into the cohort "
+                             "outputs in --out (with --model, nothing else)")
     parser.add_argument("--maps", metavar="DIR", help="write the maps of --map-gene genes here")
     parser.add_argument("--map-gene", action="append", metavar="SYMBOL", default=[],
                         help="a gene (symbol or Ensembl id) to map; repeat")
@@ -94,7 +109,55 @@ def register(subparsers) -> None:
     parser.set_defaults(run=run)
 
 
+def _check_merge_arguments(args: argparse.Namespace) -> None:
+    others = [f"--{name.replace('_', '-')}" for name in (
+        "manifest", "image", "segmentation", "pacs", "runs", "maps", "map_gene", "picture",
+        "dicom_out", "rank", "world_size") if getattr(args, name) not in (None, [])]
+    if args.run_folder or args.workers != 1:
+        others.append("--run" if args.run_folder else "--workers")
+    if others:
+        raise InputError(None, f"--merge assembles the parts of a cohort: give only --model, "
+                               f"the part folders and --out (not {others[0]})")
+
+
+def _cohort_ranks(args: argparse.Namespace) -> None:
+    """--rank and --world-size, else RANK and WORLD_SIZE as torchrun (and other launchers)
+    set them, else a single rank."""
+    if args.rank is None and args.world_size is None and "RANK" in os.environ \
+            and "WORLD_SIZE" in os.environ:
+        try:
+            args.rank, args.world_size = int(os.environ["RANK"]), int(os.environ["WORLD_SIZE"])
+        except ValueError:
+            raise InputError(None, f"RANK={os.environ['RANK']!r} WORLD_SIZE="
+                                   f"{os.environ['WORLD_SIZE']!r}: not whole numbers") from None
+    if (args.rank is None) != (args.world_size is None):
+        raise InputError(None, "--rank R and --world-size W go together")
+    if args.rank is None:
+        args.rank, args.world_size = 0, 1
+    if not 0 <= args.rank < args.world_size:
+        raise InputError(None, f"rank {args.rank} of world size {args.world_size}: give "
+                               f"0 <= R < W")
+
+
+def cohort_out(args: argparse.Namespace, folder: str | None) -> Path | None:
+    """--out or --runs, or their rank-R-of-W folder for one rank of several."""
+    from RadioGenomicsLib.cohort_workers import part_name
+
+    if folder is None or args.world_size == 1:
+        return None if folder is None else Path(folder)
+    return Path(folder) / part_name(args.rank, args.world_size)
+
+
 def _check_arguments(args: argparse.Namespace) -> None:
+    if args.merge:
+        return _check_merge_arguments(args)
+    if not args.manifest and (args.workers != 1 or args.rank is not None
+                              or args.world_size is not None):
+        raise InputError(None, "--workers, --rank and --world-size are for --manifest")
+    if args.workers < 1:
+        raise InputError(None, f"--workers {args.workers}: give 1 or more")
+    if args.manifest:
+        _cohort_ranks(args)
     if args.manifest and (args.dicom_out or args.pacs or args.send):
         raise InputError(args.manifest, "--dicom-out, --pacs and --send are for one study")
     if bool(args.pacs) != bool(args.study_uid):
@@ -153,8 +216,11 @@ def _check_outputs(args: argparse.Namespace) -> None:
     from RadioGenomicsLib.cli.preprocess import study_paths
     from RadioGenomicsLib.outputs import Output, check_outputs
 
+    if args.merge:
+        return check_outputs("predict", [Output(args.out, "folder")], [args.model, *args.merge])
     if args.manifest:
-        outputs = [Output(args.out, "folder"), Output(args.runs, "folder", "--runs")]
+        outputs = [Output(cohort_out(args, args.out), "folder"),
+                   Output(cohort_out(args, args.runs), "folder", "--runs")]
     else:
         outputs = [Output(args.out, "file"), Output(args.maps, "folder", "--maps"),
                    Output(args.picture, "file", "--picture"),
@@ -176,6 +242,8 @@ def run(args: argparse.Namespace) -> int:
 
     _check_arguments(args)
     _check_outputs(args)
+    if args.merge:
+        return _merge_parts(args)
     bundle = load_bundle(args.model)
     print(f"model {bundle.path}: {bundle.integrity.provenance}")
     if args.manifest:
@@ -256,50 +324,68 @@ def _predict_cohort(args, bundle) -> int:
     import shutil
     import tempfile
 
-    import pandas as pd
-
-    from RadioGenomicsLib.atomic import atomic_path
-    from RadioGenomicsLib.cohort import LABEL_COLUMN, channel_columns, validate_cohort
-    from RadioGenomicsLib.expression import write_values
-    from RadioGenomicsLib.predict import ensure_writable_folder, write_table
+    from RadioGenomicsLib import cohort_workers as workers
+    from RadioGenomicsLib.cohort import validate_cohort
+    from RadioGenomicsLib.predict import ensure_writable_folder
     from RadioGenomicsLib.progress import progress
-    from RadioGenomicsLib.run import StudyInputs, predict_study, settled_runners
 
-    cohort = validate_cohort(args.manifest)
-    channels = channel_columns(cohort.reset_index())
-    runners, runtime, precision = None, args.runtime, args.precision  # settled by the first
-    out = ensure_writable_folder(args.out)
-    runs = ensure_writable_folder(args.runs) if args.runs else Path(tempfile.mkdtemp(
-        prefix=".runs-", dir=out))
-    predicted, failures = {}, []
+    studies = workers.cohort_studies(validate_cohort(args.manifest))
+    mine = workers.share(studies, args.rank, args.world_size)
+    settings = workers.settle(bundle, studies, workers.CohortSettings(
+        args.device, args.folds, args.runtime, args.precision))
+    count = min(args.workers, max(len(mine), 1))
+    ranks_here = _ranks_on_this_machine(args)
+    print(f"{len(mine)} of {len(studies)} patients" + (
+        f" (rank {args.rank} of {args.world_size})" if args.world_size > 1 else "")
+        + f": {settings.runtime}, {settings.precision}"
+        + (f", {count} workers of {workers.threads_per_worker(count, ranks_here)} thread(s)"
+           if count > 1 else ""))
+    out = ensure_writable_folder(cohort_out(args, args.out))
+    runs = (ensure_writable_folder(cohort_out(args, args.runs)) if args.runs
+            else Path(tempfile.mkdtemp(prefix=".runs-", dir=out)))
+    finished = {}
     try:
-        for patient, row in progress(list(cohort.iterrows()), "patients"):
-            label = row.get(LABEL_COLUMN)
-            inputs = StudyInputs({c: row[c] for c in channels}, row["segmentation"],
-                                 label=None if pd.isna(label) else int(label))
-            try:
-                result = predict_study(bundle, inputs, runs / str(patient), args.device,
-                                       args.folds, runners, runtime, precision)
-            except InputError as error:
-                failures.append((patient, str(error)))
-                print(f"radiogenomics predict: {patient}: skipped: {error}", file=sys.stderr)
-                continue
-            if runners is None:  # the fold models kept loaded for the other patients
-                runners = settled_runners(bundle, result, args.device)
-                runtime, precision = (result.info["settings"][k] for k in ("runtime", "precision"))
-            write_table(result.table, out / f"{patient}.csv")
-            predicted[patient] = result.table.set_index("gene_id")["predicted"]
+        for outcome in progress(workers.predict_patients(bundle, mine, settings, out, runs,
+                                                         args.workers, ranks_here),
+                                "patients", len(mine)):
+            finished[outcome.patient] = outcome
+            if outcome.problem is not None:
+                print(f"radiogenomics predict: {outcome.patient}: skipped: {outcome.problem}",
+                      file=sys.stderr)
     finally:
         if not args.runs:
             shutil.rmtree(runs, ignore_errors=True)
-    if predicted:
-        matrix = pd.DataFrame(predicted).T.loc[:, bundle.genes["gene_id"].tolist()]
-        with atomic_path(out / "predictions.tsv") as tmp:
-            write_values(tmp, matrix, digits=6)
-    if failures:
-        with atomic_path(out / "failures.tsv") as tmp:
-            pd.DataFrame(failures, columns=["patient_id", "problem"]).to_csv(tmp, sep="\t",
-                                                                             index=False)
-    print(f"{len(predicted)} of {len(cohort)} patients predicted -> {Path(out)}"
-          + (f"; {len(failures)} skipped (see failures.tsv)" if failures else ""))
-    return 0 if predicted else 2
+    outcomes = [finished[patient] for patient, _ in mine]  # the manifest's order
+    workers.write_cohort_tables(out, bundle.genes["gene_id"].tolist(), outcomes)
+    if args.world_size > 1:
+        workers.write_part(out, rank=args.rank, world_size=args.world_size,
+                           manifest=args.manifest, studies=studies, outcomes=outcomes,
+                           bundle=bundle, settings=settings)
+    return _cohort_summary(outcomes, out, part=args.world_size > 1)
+
+
+def _ranks_on_this_machine(args) -> int:
+    """torchrun's LOCAL_WORLD_SIZE: the ranks that share this machine's cores."""
+    value = os.environ.get("LOCAL_WORLD_SIZE", "1") if args.world_size > 1 else "1"
+    return int(value) if value.isdigit() and int(value) > 0 else 1
+
+
+def _cohort_summary(outcomes, out: Path, part: bool = False) -> int:
+    """Exit 2 when no patient was predicted; a rank's part exits 0 (the merge judges), as a
+    launcher stops every rank when one fails."""
+    predicted = sum(o.values is not None for o in outcomes)
+    failures = len(outcomes) - predicted
+    print(f"{predicted} of {len(outcomes)} patients predicted -> {out}"
+          + (f"; {failures} skipped (see failures.tsv)" if failures else "")
+          + ("; merge the ranks' parts with `radiogenomics predict --merge`" if part else ""))
+    return 0 if predicted or part else 2
+
+
+def _merge_parts(args) -> int:
+    from RadioGenomicsLib.bundle import load_bundle
+    from RadioGenomicsLib.cohort_workers import merge_parts
+
+    bundle = load_bundle(args.model, verify_checksums=False)  # for its genes and fingerprint
+    outcomes = merge_parts(bundle, args.merge, Path(args.out))
+    print(f"{len(args.merge)} parts merged")
+    return _cohort_summary(outcomes, Path(args.out))

@@ -51,7 +51,12 @@ def precision_problem(full: np.ndarray, reduced: np.ndarray, genes) -> str | Non
 def store_reference_slices(bundle_path: str | os.PathLike, studies: Sequence[np.ndarray]) -> Path:
     """Keep model-ready slices (S, C, H, W) of reference studies in the bundle (checksummed)."""
     from RadioGenomicsLib.bundle import register_files
+    from RadioGenomicsLib.errors import InputError
+    from RadioGenomicsLib.integrity import SIGNATURE_FILE
 
+    if (Path(bundle_path) / SIGNATURE_FILE).exists():  # before writing: an unlisted file breaks it
+        raise InputError(bundle_path, "is signed: reference studies can be added only before "
+                                      "signing (add them to an unsigned copy, then sign it)")
     path = Path(bundle_path) / REFERENCE_FILE
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as file:
@@ -59,6 +64,26 @@ def store_reference_slices(bundle_path: str | os.PathLike, studies: Sequence[np.
                                          for i, s in enumerate(studies)})
     register_files(bundle_path, [REFERENCE_FILE])
     return path
+
+
+def manifest_reference_slices(bundle_path: str | os.PathLike, manifest: str | os.PathLike
+                              ) -> list[tuple[str, np.ndarray]]:
+    """(patient, model-ready slices) of every study of a cohort manifest, preprocessed as
+    the bundle says; a study that cannot be read or does not fit the model is refused."""
+    from RadioGenomicsLib.bundle import load_bundle
+    from RadioGenomicsLib.cohort import validate_cohort
+    from RadioGenomicsLib.cohort_workers import cohort_studies
+    from RadioGenomicsLib.predict import check_bundle_fits
+    from RadioGenomicsLib.preprocess import PreprocessSettings, preprocess
+
+    bundle = load_bundle(bundle_path, verify_checksums=False)  # its channels and settings
+    settings = PreprocessSettings.from_dict(bundle.metadata.preprocessing)
+    studies = []
+    for patient, inputs in progress(cohort_studies(validate_cohort(manifest)), "reference studies"):
+        slices = preprocess(inputs.load(bundle.channels), settings)
+        check_bundle_fits(bundle, slices)
+        studies.append((patient, slices.images))
+    return studies
 
 
 def reference_studies(bundle, study_images: np.ndarray | None) -> tuple[list[np.ndarray], str]:

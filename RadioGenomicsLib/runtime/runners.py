@@ -9,6 +9,7 @@ trained bundle to judge), the transformer and the head's matrix product run in b
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -20,6 +21,13 @@ CNN_FEATURES = "cnn_features"  # the tensor between the CNN and the transformer 
 SLICES_PER_PASS = 8  # as the torch path on a CPU: bounds the encoder's activation memory
 
 Encoder = Callable[[np.ndarray], np.ndarray]
+
+
+def thread_limit() -> int | None:
+    """RADIOGENOMICS_THREADS: the threads a runtime may use (set for each worker of a
+    cohort so that the workers share the cores); None: the runtime's default."""
+    value = os.environ.get("RADIOGENOMICS_THREADS", "")
+    return int(value) if value.isdigit() and int(value) > 0 else None
 
 
 class FoldRunner:
@@ -50,6 +58,8 @@ def onnxruntime_encoder(path: Path) -> Encoder:
 
     options = onnxruntime.SessionOptions()
     options.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if thread_limit():
+        options.intra_op_num_threads = thread_limit()
     session = onnxruntime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
     return lambda images: session.run(None, {"slices": images})[0]
 
@@ -58,6 +68,8 @@ def _openvino_core(cache_dir: Path | None):
     import openvino
 
     core = openvino.Core()
+    if thread_limit():
+        core.set_property("CPU", {"INFERENCE_NUM_THREADS": thread_limit()})
     if cache_dir is not None:
         cache_dir.mkdir(parents=True, exist_ok=True)
         core.set_property({"CACHE_DIR": str(cache_dir)})
