@@ -93,8 +93,8 @@ class FoldRunner(Protocol):
 
 
 class TorchFoldRunner:
-    def __init__(self, bundle: "Bundle", fold: int, device):
-        self.model, self.device = bundle.model(fold, device), device
+    def __init__(self, bundle: "Bundle", fold: int, device, precision: str = "float32"):
+        self.model, self.device = bundle.model(fold, device).set_precision(precision), device
 
     def run(self, images: np.ndarray, geometry: np.ndarray | None = None
             ) -> tuple[np.ndarray, np.ndarray]:
@@ -113,10 +113,11 @@ class TorchFoldRunner:
         return tokens[0].float().cpu().numpy(), values[0].float().cpu().numpy()
 
 
-def torch_runners(bundle: "Bundle", device, folds: str = "all") -> Iterator[TorchFoldRunner]:
+def torch_runners(bundle: "Bundle", device, folds: str = "all",
+                  precision: str = "float32") -> Iterator[TorchFoldRunner]:
     """The fold models loaded in turn: a paper model takes ~0.4 GB, five at once 2 GB."""
     for fold in bundle.fold_indices(folds):
-        yield TorchFoldRunner(bundle, fold, device)
+        yield TorchFoldRunner(bundle, fold, device, precision)
 
 
 def settled_runners(bundle: "Bundle", run: "PredictionRun", device: str = "auto") -> list:

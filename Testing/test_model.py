@@ -266,3 +266,28 @@ def test_top_k_without_grad_equals_the_differentiable_path():
     assert torch.allclose(fast, differentiable.detach(), atol=1e-6)
     differentiable.sum().backward()
     assert torch.isfinite(values.grad).all() and (values.grad[1, :, 250:] == 0).all()
+
+
+def test_bf16_inference_changes_the_transformer_and_head_only(model):
+    """set_precision("bf16"): the CNN stays float32 (its features identical), the tokens
+    and gene values move by bf16 rounding only (r > 0.999 with float32), and float32 again
+    restores the float32 values exactly."""
+    torch.manual_seed(1)
+    x = torch.randn(1, 2, model.in_channels, 224, 224)
+    mask = torch.ones(1, 2, dtype=torch.bool)
+    with torch.no_grad():
+        cnn = model.encoder.cnn(x[0])
+        full_tokens = model.encode(x, mask)
+        full = model(x, mask)
+        model.set_precision("bf16")
+        torch.testing.assert_close(model.encoder.cnn(x[0]), cnn, rtol=0, atol=0)
+        half_tokens = model.encode(x, mask)
+        half = model(x, mask)
+        model.set_precision("float32")
+        again = model(x, mask)
+    assert half_tokens.dtype == torch.float32 and half.dtype == torch.float32
+    assert not torch.equal(half_tokens, full_tokens)
+    r = np.corrcoef(half_tokens.flatten().numpy(), full_tokens.flatten().numpy())[0, 1]
+    assert r > 0.999
+    assert np.corrcoef(half.flatten().numpy(), full.flatten().numpy())[0, 1] > 0.999
+    torch.testing.assert_close(again, full, rtol=0, atol=0)

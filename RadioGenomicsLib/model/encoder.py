@@ -102,6 +102,9 @@ class HybridEncoder(nn.Module):
         self.blocks = nn.ModuleList(build_transformer_block(config) for _ in range(config.num_layers))
         self.norm = nn.LayerNorm(config.hidden_size, eps=NORM_EPS)
         self.channels_last = False
+        # inference at reduced precision: the transformer blocks under autocast to this dtype
+        # (bf16 on a CPU with AVX-512 BF16 / AMX), the CNN and the final norm in float32
+        self.transformer_dtype: torch.dtype | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         size = self.config.image_size
@@ -110,7 +113,9 @@ class HybridEncoder(nn.Module):
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         x = self.embedding(self.cnn(images))
-        for block in self.blocks:
-            x = block(x)
-        return self.norm(x)
+        with torch.autocast(device_type=x.device.type, dtype=self.transformer_dtype or torch.bfloat16,
+                            enabled=self.transformer_dtype is not None):
+            for block in self.blocks:
+                x = block(x)
+        return self.norm(x.float())
 

@@ -67,11 +67,17 @@ class GeneHead(nn.Module):
     def n_genes(self) -> int:
         return self.conv.out_channels
 
+    # inference at reduced precision: the token x gene products in this dtype (bf16), the
+    # top-k means and the bias in float32
+    product_dtype: torch.dtype | None = None
+
     def products(self, tokens: torch.Tensor, genes: slice | torch.Tensor) -> torch.Tensor:
         """(B, N, hidden) tokens -> (B, genes, N) values of the chosen genes, less the bias."""
         weight = self.conv.weight[genes, :, 0].expand(tokens.shape[0], -1, -1)
+        if self.product_dtype is not None:
+            weight, tokens = weight.to(self.product_dtype), tokens.to(self.product_dtype)
         # bmm, not matmul: matmul's broadcasting returns a transposed, non-contiguous result
-        return torch.bmm(weight, tokens.transpose(1, 2))
+        return torch.bmm(weight, tokens.transpose(1, 2)).float()
 
     def values(self, tokens: torch.Tensor, genes: slice | torch.Tensor) -> torch.Tensor:
         """(B, N, hidden) tokens -> (B, genes, N) values of the chosen genes."""

@@ -145,6 +145,15 @@ class GenePredictor(nn.Module):
         """Start the head at the training mean of each gene (HE2RNA)."""
         self.head.set_bias(mean)
 
+    def set_precision(self, precision: str) -> "GenePredictor":
+        """`float32`, or `bf16`: the transformer under bf16 autocast and the top-k head's
+        products in bf16, the CNN, pooling, geometry and top-k means in float32 (the split
+        the precision check judges: runtime/precision.py)."""
+        dtype = {"float32": None, "bf16": torch.bfloat16}[precision]
+        self.encoder.transformer_dtype = dtype
+        self.head.product_dtype = dtype
+        return self
+
     def prepare_inference(self, channels_last: bool = False, compile: bool = False) -> "GenePredictor":
         """Eval mode, optionally channels-last convolutions and a compiled encoder."""
         self.eval()
