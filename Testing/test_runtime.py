@@ -206,17 +206,11 @@ def _pooled_bundle(folder: Path, pooling: str, folds: int, settings: PreprocessS
 
 
 @pytest.fixture(scope="module")
-def mean_geometry(tmp_path_factory):
-    """The `frozen-ridge` head (mean pooling, geometry) on two folds, reading the tumour
-    mask as a second input channel, exported."""
-    settings = PreprocessSettings(max_slices=4, tumour_channel=True)
-    return _pooled_bundle(tmp_path_factory.mktemp("mean"), "mean", 2, settings)
-
-
-@pytest.fixture(scope="module")
 def attention_geometry(tmp_path_factory):
-    return _pooled_bundle(tmp_path_factory.mktemp("attention"), "attention", 1,
-                          PreprocessSettings(max_slices=4))
+    """Gated-attention pooling and geometry, reading the tumour mask as a second input
+    channel, exported (mean pooling and geometry: the `frozen-ridge` test below)."""
+    settings = PreprocessSettings(max_slices=4, tumour_channel=True)
+    return _pooled_bundle(tmp_path_factory.mktemp("attention"), "attention", 1, settings)
 
 
 @pytest.mark.parametrize("pooling", ["mean", "attention"])
@@ -262,12 +256,11 @@ def _top(table: pd.DataFrame, n: int = 20) -> list[str]:
     return list(table["gene_id"][:n])
 
 
-@pytest.mark.parametrize("bundle_name", ["exported", "mean_geometry", "attention_geometry"])
+@pytest.mark.parametrize("bundle_name", ["exported", "attention_geometry"])
 def test_predict_without_torch(bundle_name, request, lung, tmp_path, run_cli):
     """`predict --runtime onnxruntime` (table, run, a map) in a fresh process imports
     neither torch nor MONAI; its table (values and ranking) and map equal the torch
-    runtime's, and OpenVINO's table too: for every head (top-k; mean and attention
-    pooling with geometry)."""
+    runtime's, and OpenVINO's table too: top-k, and attention pooling with geometry."""
     bundle = request.getfixturevalue(bundle_name)[0]
     image, label = lung
     probe = ("import sys; from RadioGenomicsLib.cli import main; code = main(sys.argv[1:]); "
@@ -339,3 +332,34 @@ def test_every_head_runs_light(tmp_path):
         from RadioGenomicsLib.bundle import register_files
         register_files(bundle.path, ["fold_0.onnx"])
         assert runtime.pick_runtime(load_bundle(bundle.path), "auto", "cpu") in runtime.LIGHT_RUNTIMES
+
+
+def test_the_frozen_ridge_preset_trains_exports_and_predicts_light(tmp_path, run_cli):
+    """`train --config frozen-ridge --export` (the demo's recipe: mean pooling, geometry) on
+    a few synthetic patients, two folds; the onnxruntime prediction of a patient equals
+    torch's (table and a gene's map)."""
+    cohort = tmp_path / "cohort"
+    assert run_cli("synth", "--out", cohort, "--patients", "6", "--genes", "20", "--seed", "5",
+                   "--jobs", "1")[0] == 0
+    bundle = tmp_path / "bundle"
+    code, out, _ = run_cli("train", "--manifest", cohort / "manifest.csv", "--expression",
+                           cohort / "expression", "--sample-sheet", cohort / "gdc_sample_sheet.tsv",
+                           "--out", bundle, "--config", "frozen-ridge", "--folds", "2",
+                           "--cache", tmp_path / "cache", "--device", "cpu", "--export")
+    assert code == 0 and "fold models exported as ONNX" in out
+    assert runtime.has_exports(load_bundle(bundle)) and load_bundle(bundle).config.geometry
+    study = pd.read_csv(cohort / "manifest.csv").iloc[0]
+    args = ["predict", "--model", bundle, "--segmentation", cohort / study["segmentation"],
+            "--map-gene", "EGFR"]
+    for channel in ("t1", "t1gd", "t2", "flair"):
+        args += ["--image", f"{channel}={cohort / study[channel]}"]
+    tables, maps = [], []
+    for name in ("torch", "onnxruntime"):
+        assert run_cli(*args, "--out", tmp_path / name / "genes.csv", "--maps", tmp_path / name,
+                       "--runtime", name)[0] == 0
+        tables.append(pd.read_csv(tmp_path / name / "genes.csv"))
+        maps.append(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / name / "EGFR.nrrd"))))
+    assert list(tables[0]["gene_id"]) == list(tables[1]["gene_id"])
+    np.testing.assert_allclose(tables[1]["predicted"], tables[0]["predicted"], rtol=0,
+                               atol=1e-4 * np.ptp(tables[0]["predicted"]))
+    np.testing.assert_allclose(maps[1], maps[0], atol=2e-3, equal_nan=True)
