@@ -209,8 +209,13 @@ def _pooled_bundle(folder: Path, pooling: str, folds: int, settings: PreprocessS
 def attention_geometry(tmp_path_factory):
     """Gated-attention pooling and geometry, reading the tumour mask as a second input
     channel, exported (mean pooling and geometry: the `frozen-ridge` test below)."""
+    import onnxruntime
+
     settings = PreprocessSettings(max_slices=4, tumour_channel=True)
-    return _pooled_bundle(tmp_path_factory.mktemp("attention"), "attention", 1, settings)
+    bundle = _pooled_bundle(tmp_path_factory.mktemp("attention"), "attention", 1, settings)
+    session = onnxruntime.InferenceSession(str(bundle[0].path / "fold_0.onnx"))
+    assert session.get_inputs()[0].shape[1] == 2  # the CT and the tumour mask
+    return bundle
 
 
 @pytest.mark.parametrize("pooling", ["mean", "attention"])
@@ -348,6 +353,8 @@ def test_the_frozen_ridge_preset_trains_exports_and_predicts_light(tmp_path, run
                            "--cache", tmp_path / "cache", "--device", "cpu", "--export")
     assert code == 0 and "fold models exported as ONNX" in out
     assert runtime.has_exports(load_bundle(bundle)) and load_bundle(bundle).config.geometry
+    # the folds share the frozen encoder, and so its export
+    assert (bundle / "fold_0.onnx").read_bytes() == (bundle / "fold_1.onnx").read_bytes()
     study = pd.read_csv(cohort / "manifest.csv").iloc[0]
     args = ["predict", "--model", bundle, "--segmentation", cohort / study["segmentation"],
             "--map-gene", "EGFR"]
