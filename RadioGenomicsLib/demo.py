@@ -3,8 +3,10 @@
 1. a synthetic MRI cohort in the real formats (NIfTI studies, GDC STAR-Counts files and
    sample sheet), whose true image-gene links are known (truth.json; no training step
    reads it);
-2. the `frozen-ridge` model cross-validated on it (5 folds), with its evaluation report
-   and the paper's Figure 2, its fold models exported for the light runtimes;
+2. the `frozen-ridge-brats` model (frozen encoder reading the images and the tumour's
+   BraTS sub-region masks, mask geometry, ridge per gene) cross-validated on it (5
+   folds), with its evaluation report and the paper's Figure 2, its fold models exported
+   for the light runtimes;
 3. the classic route on the same folds and genes: PyRadiomics features and a ridge;
 4. the two side by side, gene by gene, and against the truth (`radiogenomics compare`);
 5. `predict` on a study the model never saw (`--runtime auto`: OpenVINO or ONNX Runtime):
@@ -25,7 +27,7 @@ import pandas as pd
 from RadioGenomicsLib.cli import main as cli
 
 TRAIN_PATIENTS, HELD_OUT, GENES = 40, 2, 500
-DEMO_CONFIG = "frozen-ridge"  # trains in seconds once the slices are encoded
+DEMO_CONFIG = "frozen-ridge-brats"  # trains in seconds once the slices are encoded
 STEPS = 5
 
 

@@ -78,13 +78,15 @@ def _fusion_recipe(config: str, work: Path, name: str) -> Path:
 
 
 def run_cohort(cohort: Path, work: Path, config: str, variants: dict[str, str],
-               baselines: dict[str, str], seeds: list[int]) -> list[dict]:
+               baselines: dict[str, str], seeds: list[int],
+               variant_seeds: list[int] | None = None) -> list[dict]:
     rows = []
     work.mkdir(parents=True, exist_ok=True)
     recipe = _fusion_recipe(config, work, "model")
     cache = work.parent / "cache"
     for seed in seeds:
-        for name, path in {BASELINE: config, **baselines}.items():
+        extra = baselines if variant_seeds is None or seed in variant_seeds else {}
+        for name, path in {BASELINE: config, **extra}.items():
             out = work / f"{name}_s{seed}"
             if not (out / "report").exists():
                 wall, cpu = _run(["baseline", *_cohort_args(cohort), "--config", path, "--seed",
@@ -94,7 +96,8 @@ def run_cohort(cohort: Path, work: Path, config: str, variants: dict[str, str],
             spent = json.loads((out / "time.json").read_text())
             rows.append({"cohort": cohort.name, "method": name, "seed": seed,
                          **_score(cohort, out / "report", spent["wall_s"], spent["cpu_s"])})
-        for name, path in {MODEL: str(recipe), **variants}.items():
+        extra = variants if variant_seeds is None or seed in variant_seeds else {}
+        for name, path in {MODEL: str(recipe), **extra}.items():
             out = work / f"{name}_s{seed}"
             if not (out / "report").exists():
                 wall, cpu = _run(["train", *_cohort_args(cohort), "--config", path, "--seed",
@@ -158,13 +161,15 @@ def main() -> None:
                         help="another baseline (e.g. a recipe with region_labels: sub-region "
                              "features)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--variant-seeds", type=int, nargs="+",
+                        help="run the variants on these seeds only (default: every seed)")
     args = parser.parse_args()
     variants = dict(item.split("=", 1) for item in args.variant)
     baselines = dict(item.split("=", 1) for item in args.baseline_variant)
     rows = []
     for cohort in args.cohort:
         rows += run_cohort(cohort, args.work / cohort.name, args.config, variants, baselines,
-                           args.seeds)
+                           args.seeds, args.variant_seeds)
         (args.work / "protocol.json").write_text(json.dumps(rows, indent=1))
     print(markdown(rows))
 

@@ -45,7 +45,9 @@ def add_cohort_arguments(parser: argparse.ArgumentParser, out_help: str) -> None
     parser.add_argument("--out", required=True, metavar="PATH", help=out_help)
     parser.add_argument("--config", default="paper", metavar="PRESET|FILE",
                         help="a preset (paper: the paper's method; small: the same on a CPU; "
-                             "frozen-ridge: frozen encoder, mask geometry, ridge per gene) or "
+                             "frozen-ridge: frozen encoder, mask geometry, ridge per gene; "
+                             "frozen-ridge-brats: the same reading the tumour and BraTS "
+                             "sub-region masks as channels) or "
                              "a JSON recipe (see training/)")
     parser.add_argument("--folds", type=int, help="cross-validation folds (recipe: 5)")
     parser.add_argument("--seed", type=int, help="seed of the folds, batches and weights")
