@@ -5,11 +5,12 @@
    reads it);
 2. the `frozen-ridge-brats` model (frozen encoder reading the images and the tumour's
    BraTS sub-region masks, mask geometry, ridge per gene) cross-validated on it (5
-   folds), with its evaluation report
-   and the paper's Figure 2;
+   folds), with its evaluation report and the paper's Figure 2, its fold models exported
+   for the light runtimes;
 3. the classic route on the same folds and genes: PyRadiomics features and a ridge;
 4. the two side by side, gene by gene, and against the truth (`radiogenomics compare`);
-5. `predict` on a study the model never saw: the ranked gene table and a gene map.
+5. `predict` on a study the model never saw (`--runtime auto`: OpenVINO or ONNX Runtime):
+   the ranked gene table and a gene map.
 Every step is the ordinary command line; the paths of what it wrote are printed.
 """
 
@@ -61,7 +62,8 @@ def run(out: Path, patients: int = TRAIN_PATIENTS, config: str = DEMO_CONFIG,
 
     _step(2, f"cross-validated training of the {config} model on {patients} patients "
              f"(the last {HELD_OUT} are kept out)")
-    _run("train", *data, "--out", model, "--cache", out / "cache",
+    # exported: the viewers and step 5 predict with ONNX Runtime / OpenVINO, no PyTorch
+    _run("train", *data, "--out", model, "--cache", out / "cache", "--export",
          *(["--epochs", epochs] if epochs else []))
 
     _step(3, "the classic route on the same folds and genes: PyRadiomics + ridge")

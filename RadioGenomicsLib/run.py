@@ -360,19 +360,12 @@ def token_maps(run: PredictionRun, bundle: "Bundle", genes: Sequence[int]) -> np
 def _attention_weights(bundle: "Bundle", fold: int, tokens: np.ndarray) -> np.ndarray:
     """(S, T, hidden) tokens -> (S, T) gated-attention weights of one fold model (summing
     to 1 over the patient's tokens), from its safetensors file."""
-    from safetensors import safe_open
+    from RadioGenomicsLib.runtime.head import GatedAttention
 
     bundle.verify(fold)
-    with safe_open(str(bundle.weight_path(fold)), framework="numpy") as file:
-        part = {name: file.get_tensor(f"attention.{name}").astype(np.float32) for name in
-                ("value.weight", "value.bias", "gate.weight", "gate.bias", "score.weight",
-                 "score.bias")}
+    attention = GatedAttention.from_safetensors(bundle.weight_path(fold))
     flat = tokens.reshape(-1, tokens.shape[-1]).astype(np.float32)
-    value = np.tanh(flat @ part["value.weight"].T + part["value.bias"])
-    gate = 1.0 / (1.0 + np.exp(-(flat @ part["gate.weight"].T + part["gate.bias"])))
-    logits = (value * gate) @ part["score.weight"][0] + part["score.bias"][0]
-    weights = np.exp(logits - logits.max())
-    return (weights / weights.sum()).reshape(tokens.shape[:2])
+    return attention.weights(flat).reshape(tokens.shape[:2])
 
 
 def attention_map(run: PredictionRun, bundle: "Bundle", margin_mm: float = 0.0) -> sitk.Image:

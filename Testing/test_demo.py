@@ -30,6 +30,9 @@ def test_the_demo_model_finds_truly_linked_genes_and_no_null_gene(demo):
     summary = json.loads((demo / "model" / "report" / "summary.json").read_text())
     assert summary["patients"] == PATIENTS
     assert "| model |" in (demo / "compare" / "compare.md").read_text()
+    # exported as trained: the prediction ran without torch (mean pooling, geometry, masks)
+    settings = json.loads((demo / "prediction" / "run" / "run.json").read_text())["settings"]
+    assert settings["runtime"] in ("openvino", "onnxruntime"), settings
 
 
 def test_the_demo_map_picture_colours_only_the_tumour(demo, tmp_path):

@@ -173,15 +173,106 @@ def test_runtime_without_exports_is_refused(tmp_path):
     assert runtime.pick_runtime(bundle, "auto", "cpu") == "torch"
 
 
-def test_predict_without_torch(exported, lung, tmp_path, run_cli):
+def _with_geometry_and_attention(path: Path) -> None:
+    """Rewrite an untrained bundle's folds with a geometry layer, geometry scale and a
+    peaked attention that matter (untrained ones are zero, 0 and 1, and near uniform)."""
+    from RadioGenomicsLib.bundle import write_bundle
+
+    bundle = load_bundle(path)
+    generator = torch.Generator().manual_seed(3)
+    states = []
+    for fold in bundle.fold_indices():
+        state = bundle.state_dict(fold)
+        state["head.geometry.weight"] = torch.randn(state["head.geometry.weight"].shape,
+                                                   generator=generator) * 0.5
+        state["geometry_mean"] = torch.tensor([0.0, 5.0, 2.0, 2.0])
+        state["geometry_std"] = torch.tensor([0.5, 1.0, 1.5, 1.0])
+        if "attention.score.weight" in state:
+            state["attention.score.weight"] = state["attention.score.weight"] * 30
+        states.append(state)
+    write_bundle(path, states, bundle.metadata, bundle.genes)
+
+
+def _pooled_bundle(folder: Path, pooling: str, folds: int, settings: PreprocessSettings):
+    from RadioGenomicsLib.cli import main
+
+    config = ModelConfig.from_dict({**ModelConfig.preset("small").to_dict(), "pooling": pooling,
+                                    "geometry": True})
+    path = folder / f"ct_{pooling}"
+    make_untrained_bundle(path, config, ["ct"], _genes(), settings.to_dict(), seed=7, folds=folds)
+    _with_geometry_and_attention(path)
+    assert main(["export", str(path)]) == 0
+    return load_bundle(path), None
+
+
+@pytest.fixture(scope="module")
+def attention_geometry(tmp_path_factory):
+    """Gated-attention pooling and geometry, reading the tumour mask as a second input
+    channel, exported (mean pooling and geometry: the `frozen-ridge` test below)."""
+    import onnxruntime
+
+    settings = PreprocessSettings(max_slices=4, tumour_channel=True)
+    bundle = _pooled_bundle(tmp_path_factory.mktemp("attention"), "attention", 1, settings)
+    session = onnxruntime.InferenceSession(str(bundle[0].path / "fold_0.onnx"))
+    assert session.get_inputs()[0].shape[1] == 2  # the CT and the tumour mask
+    return bundle
+
+
+@pytest.mark.parametrize("pooling", ["mean", "attention"])
+def test_numpy_heads_equal_the_models(pooling, tmp_path):
+    """Mean and gated-attention pooling with geometry in numpy, from the safetensors
+    weights, against `GenePredictor.predict_genes` on the same tokens."""
+    from safetensors.torch import save_file
+
+    from RadioGenomicsLib.model import GenePredictor
+    from RadioGenomicsLib.runtime.head import read_head
+
+    config = ModelConfig.from_dict({**ModelConfig.preset("small").to_dict(), "pooling": pooling,
+                                    "geometry": True})
+    torch.manual_seed(0)
+    model = GenePredictor(config, 1, 50).eval()
+    with torch.no_grad():
+        model.head.geometry.weight.normal_()
+        model.geometry_mean.copy_(torch.tensor([0.1, 5.0, 2.0, 2.0]))
+        model.geometry_std.copy_(torch.tensor([0.5, 1.0, 1.5, 1.0]))
+        if model.attention is not None:
+            model.attention.score.weight.mul_(30)
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp_path / "f.safetensors"))
+    tokens = torch.randn(1, 3, config.grid_size ** 2, config.hidden_size, generator=torch.Generator().manual_seed(1))
+    geometry = np.array([0.3, 6.0, 1.0, 3.0], dtype=np.float32)
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    with torch.no_grad():
+        expected = model.predict_genes(tokens, mask, torch.from_numpy(geometry)[None]).numpy()[0]
+        pooled_only = model.predict_genes(tokens, mask, torch.zeros(1, 4)).numpy()[0]
+    head, shift = read_head(tmp_path / "f.safetensors", config)
+    values = head.gene_values(tokens.numpy()[0]) + shift(geometry)
+    np.testing.assert_allclose(values, expected, rtol=1e-5, atol=1e-5)
+    assert np.abs(shift(geometry)).max() > 0.5  # the geometry counts
+    mean_values = head.weight @ tokens.numpy()[0].reshape(-1, config.hidden_size).mean(0) + head.bias
+    if pooling == "attention":  # the attention is not a plain mean
+        weights = head.attention.weights(tokens.numpy()[0].reshape(-1, config.hidden_size))
+        assert weights.max() > 10 / len(weights)
+        assert np.abs(pooled_only - shift(np.zeros(4)) - mean_values).max() > 1e-2
+    with pytest.raises(ValueError, match="needs 4 geometry values"):
+        shift(None)
+
+
+def _top(table: pd.DataFrame, n: int = 20) -> list[str]:
+    return list(table["gene_id"][:n])
+
+
+@pytest.mark.parametrize("bundle_name", ["exported", "attention_geometry"])
+def test_predict_without_torch(bundle_name, request, lung, tmp_path, run_cli):
     """`predict --runtime onnxruntime` (table, run, a map) in a fresh process imports
-    neither torch nor MONAI; its table and map equal the torch runtime's."""
+    neither torch nor MONAI; its table (values and ranking) and map equal the torch
+    runtime's, and OpenVINO's table too: top-k, and attention pooling with geometry."""
+    bundle = request.getfixturevalue(bundle_name)[0]
     image, label = lung
     probe = ("import sys; from RadioGenomicsLib.cli import main; code = main(sys.argv[1:]); "
              "print('IMPORTED', [m for m in ('torch', 'monai') if m in sys.modules]); sys.exit(code)")
-    args = ["predict", "--model", str(exported[0].path), "--image", f"ct={image}",
+    args = ["predict", "--model", str(bundle.path), "--image", f"ct={image}",
             "--segmentation", str(label), "--map-gene", "EGFR"]
-    light, heavy = tmp_path / "light", tmp_path / "torch"
+    light, heavy, vino = tmp_path / "light", tmp_path / "torch", tmp_path / "openvino"
     result = subprocess.run([sys.executable, "-c", probe, *args, "--out", str(light / "genes.csv"),
                              "--maps", str(light), "--runtime", "onnxruntime"], cwd=REPO,
                             capture_output=True, text=True, timeout=300,
@@ -192,10 +283,17 @@ def test_predict_without_torch(exported, lung, tmp_path, run_cli):
     assert (settings["runtime"], settings["precision"], settings["device"]) == ("onnxruntime", "float32", "cpu")
     code, _, _ = run_cli(*args, "--out", heavy / "genes.csv", "--maps", heavy, "--runtime", "torch")
     assert code == 0
-    ours = pd.read_csv(light / "genes.csv").set_index("gene_id")
-    theirs = pd.read_csv(heavy / "genes.csv").set_index("gene_id")
-    np.testing.assert_allclose(ours.loc[theirs.index, "predicted"], theirs["predicted"],
-                               rtol=1e-4, atol=1e-4)
+    code, _, _ = run_cli(*args[:-2], "--out", vino / "genes.csv", "--runtime", "openvino",
+                         "--precision", "float32")
+    assert code == 0
+    theirs = pd.read_csv(heavy / "genes.csv")
+    spread = np.ptp(theirs["predicted"])
+    for folder in (light, vino):
+        ours = pd.read_csv(folder / "genes.csv")
+        assert _top(ours) == _top(theirs)
+        ours = ours.set_index("gene_id")
+        np.testing.assert_allclose(ours.loc[theirs["gene_id"], "predicted"], theirs["predicted"],
+                                   rtol=1e-4, atol=1e-4 * spread)
     maps = [sitk.GetArrayFromImage(sitk.ReadImage(str(folder / "EGFR.nrrd"))) for folder in (light, heavy)]
     np.testing.assert_allclose(maps[0], maps[1], atol=2e-3)  # from float16 tokens
 
@@ -227,9 +325,48 @@ def test_cohort_keeps_the_precision_settled_by_its_first_study(exported, testdat
     np.testing.assert_allclose(matrix.loc["TCGA-AA-0003"], alone, rtol=1e-5, atol=1e-6)
 
 
-def test_other_poolings_stay_on_torch(tmp_path):
-    config = ModelConfig.from_dict({**ModelConfig.preset("small").to_dict(), "pooling": "mean"})
-    bundle = make_untrained_bundle(tmp_path / "b", config, ["ct"], _genes().head(5), {}, folds=1)
-    with pytest.raises(InputError, match="mean pooling\\) runs on torch only"):
-        runtime.pick_runtime(bundle, "openvino", "cpu")
-    assert runtime.pick_runtime(bundle, "auto", "cpu") == "torch"
+def test_every_head_runs_light(tmp_path):
+    """Mean and attention pooling, with geometry, pick a light runtime under `auto`."""
+    for pooling in ("mean", "attention"):
+        config = ModelConfig.from_dict({**ModelConfig.preset("small").to_dict(),
+                                        "pooling": pooling, "geometry": True})
+        bundle = make_untrained_bundle(tmp_path / pooling, config, ["ct"], _genes().head(5), {},
+                                       folds=1)
+        assert runtime.light_problem(bundle) is None
+        (bundle.path / "fold_0.onnx").write_bytes(b"stand-in")  # registered, not run
+        from RadioGenomicsLib.bundle import register_files
+        register_files(bundle.path, ["fold_0.onnx"])
+        assert runtime.pick_runtime(load_bundle(bundle.path), "auto", "cpu") in runtime.LIGHT_RUNTIMES
+
+
+def test_the_frozen_ridge_preset_trains_exports_and_predicts_light(tmp_path, run_cli):
+    """`train --config frozen-ridge --export` (the demo's recipe: mean pooling, geometry) on
+    a few synthetic patients, two folds; the onnxruntime prediction of a patient equals
+    torch's (table and a gene's map)."""
+    cohort = tmp_path / "cohort"
+    assert run_cli("synth", "--out", cohort, "--patients", "6", "--genes", "20", "--seed", "5",
+                   "--jobs", "1")[0] == 0
+    bundle = tmp_path / "bundle"
+    code, out, _ = run_cli("train", "--manifest", cohort / "manifest.csv", "--expression",
+                           cohort / "expression", "--sample-sheet", cohort / "gdc_sample_sheet.tsv",
+                           "--out", bundle, "--config", "frozen-ridge", "--folds", "2",
+                           "--cache", tmp_path / "cache", "--device", "cpu", "--export")
+    assert code == 0 and "fold models exported as ONNX" in out
+    assert runtime.has_exports(load_bundle(bundle)) and load_bundle(bundle).config.geometry
+    # the folds share the frozen encoder, and so its export
+    assert (bundle / "fold_0.onnx").read_bytes() == (bundle / "fold_1.onnx").read_bytes()
+    study = pd.read_csv(cohort / "manifest.csv").iloc[0]
+    args = ["predict", "--model", bundle, "--segmentation", cohort / study["segmentation"],
+            "--map-gene", "EGFR"]
+    for channel in ("t1", "t1gd", "t2", "flair"):
+        args += ["--image", f"{channel}={cohort / study[channel]}"]
+    tables, maps = [], []
+    for name in ("torch", "onnxruntime"):
+        assert run_cli(*args, "--out", tmp_path / name / "genes.csv", "--maps", tmp_path / name,
+                       "--runtime", name)[0] == 0
+        tables.append(pd.read_csv(tmp_path / name / "genes.csv"))
+        maps.append(sitk.GetArrayFromImage(sitk.ReadImage(str(tmp_path / name / "EGFR.nrrd"))))
+    assert list(tables[0]["gene_id"]) == list(tables[1]["gene_id"])
+    np.testing.assert_allclose(tables[1]["predicted"], tables[0]["predicted"], rtol=0,
+                               atol=1e-4 * np.ptp(tables[0]["predicted"]))
+    np.testing.assert_allclose(maps[1], maps[0], atol=2e-3, equal_nan=True)

@@ -49,16 +49,17 @@ def missing_requirements(path: Path | None = None) -> list[str]:
     return missing
 
 
+LIGHT_POOLINGS = ("topk", "mean", "attention")  # RadioGenomicsLib.runtime.head.POOLINGS
+
+
 def torch_problem(metadata: dict[str, Any], folds: str = "all") -> Optional[str]:
     """Why predicting with a bundle (its metadata.json) needs PyTorch, or None when its
     exported fold models run on ONNX Runtime: the rule `radiogenomics predict --runtime
     auto` follows on a CPU (RadioGenomicsLib.runtime.pick_runtime), read here without
     the library's packages, which may not be installed yet."""
-    model = metadata.get("model", {})
-    pooling, geometry = model.get("pooling", "topk"), model.get("geometry", False)
-    if pooling != "topk" or geometry:
-        return (f"its head ({pooling} pooling{', geometry' if geometry else ''}) runs on "
-                "PyTorch only")
+    pooling = metadata.get("model", {}).get("pooling", "topk")
+    if pooling not in LIGHT_POOLINGS:
+        return f"its head ({pooling} pooling) runs on PyTorch only"
     count = int(metadata.get("folds", 1)) if folds == "all" else 1
     exported = metadata.get("files", {})
     missing = [f"fold_{fold}.onnx" for fold in range(count) if f"fold_{fold}.onnx" not in exported]

@@ -3,8 +3,12 @@
 Nothing here imports torch: a bundle exported with `radiogenomics export` (fold_<i>.onnx,
 checksummed in its metadata.json) predicts with `onnxruntime` or `openvino` alone.
 
+Every head of the model runs here (`head.py`): top-k, mean and gated-attention pooling,
+with or without the tumour's geometry; the encoder is the exported ONNX either way.
+
 Precision: `float32` everywhere; `bf16` (OpenVINO, on a CPU with AVX-512 BF16 or AMX) for
-the transformer and the head's matrix product, the CNN kept in float32. A reduced
+the transformer and the top-k head's matrix product, the CNN kept in float32 (and the
+mean and attention heads too: a matrix-vector product). A reduced
 precision is used only once it passed the check in `precision.py` on this machine.
 `auto` picks, of what is installed and exported here, the fastest measured in
 BENCHMARKS.md: openvino bf16, openvino float32, onnxruntime float32, then torch.
@@ -102,12 +106,13 @@ def cuda_driver_present() -> bool:
 
 
 def light_problem(bundle) -> str | None:
-    """Why the ONNX runtimes cannot run this bundle's head, or None: they run HE2RNA's
-    top-k pooling without geometry (mean/attention pooling and geometry need torch)."""
-    config = bundle.config
-    if config.pooling != "topk" or config.geometry:
-        return (f"its head ({config.pooling} pooling" + (", geometry" if config.geometry else "")
-                + ") runs on torch only; the ONNX runtimes run top-k pooling without geometry")
+    """Why the ONNX runtimes cannot run this bundle's head, or None (`head.POOLINGS`, with
+    or without geometry: every head the model has today)."""
+    from RadioGenomicsLib.runtime.head import POOLINGS
+
+    if bundle.config.pooling not in POOLINGS:
+        return (f"its head ({bundle.config.pooling} pooling) runs on torch only; the ONNX "
+                f"runtimes run {', '.join(POOLINGS)} pooling")
     return None
 
 
@@ -152,7 +157,7 @@ def _checked(bundle, runtime: str, folds: str) -> str:
 def fold_runners(bundle, runtime: str, precision: str = "float32",
                  folds: str = "all") -> Iterator:
     """The fold models as `runners.FoldRunner`s, built one at a time (memory)."""
-    from RadioGenomicsLib.runtime.head import NumpyHead, numpy_top_values
+    from RadioGenomicsLib.runtime.head import numpy_top_values, read_head
     from RadioGenomicsLib.runtime.runners import (FoldRunner, onnxruntime_encoder,
                                                   openvino_encoder, openvino_top_values)
 
@@ -168,8 +173,7 @@ def fold_runners(bundle, runtime: str, precision: str = "float32",
         bundle.verify(fold)  # the head's weights
         encoder = (openvino_encoder(path, precision, cache) if runtime == "openvino"
                    else onnxruntime_encoder(path))
-        head = NumpyHead.from_safetensors(bundle.weight_path(fold), bundle.config, top_values)
-        yield FoldRunner(encoder, head)
+        yield FoldRunner(encoder, *read_head(bundle.weight_path(fold), bundle.config, top_values))
 
 
 def pick_precision(bundle, runtime: str, requested: str = "auto", folds: str = "all",

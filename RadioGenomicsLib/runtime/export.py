@@ -6,13 +6,16 @@ ONNX Runtime (relative error of the tokens <= 1e-4), and registered with its sha
 bundle's metadata.json. The weight-standardised convolutions are exported with their
 standardised weights (what they compute in eval), and the tensor between the CNN and the
 transformer is named `cnn_features` so that a runner can run the two at different
-precisions. The head stays in the safetensors file: it is a matrix product and a top-k.
+precisions. Folds sharing one encoder (a frozen encoder: the `frozen-ridge` recipe) share
+one export, copied. The head stays in the safetensors file (`head.py` runs it).
 """
 
 from __future__ import annotations
 
 import copy
+import hashlib
 import os
+import shutil
 from pathlib import Path
 from typing import Literal
 
@@ -111,9 +114,26 @@ def export_bundle(bundle_path: str | os.PathLike,
     from RadioGenomicsLib.progress import progress
 
     bundle = load_bundle(bundle_path)
-    errors = {}
+    errors, done = {}, {}  # encoder weights' digest -> the file exported for them
     for fold in progress(bundle.fold_indices(folds), "exporting fold models"):
         name = exported_file(fold)
-        errors[name] = export_encoder(bundle.model(fold), bundle.path / name, seed=fold)
+        model = bundle.model(fold)
+        digest = encoder_digest(model)
+        if digest in done:  # a frozen encoder shared by the folds: the same graph
+            with atomic_path(bundle.path / name) as tmp:
+                shutil.copyfile(bundle.path / done[digest], tmp)
+            errors[name] = errors[done[digest]]
+        else:
+            errors[name] = export_encoder(model, bundle.path / name, seed=fold)
+            done[digest] = name
     register_files(bundle.path, list(errors))
     return errors
+
+
+def encoder_digest(model) -> str:
+    """sha256 over the encoder's parameters and buffers (names, shapes, values)."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.encoder.state_dict().items()):
+        digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
+        digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()

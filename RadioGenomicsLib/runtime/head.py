@@ -1,16 +1,23 @@
-"""HE2RNA's gene head without torch: a 1x1 convolution is a matrix product, then the
-mean of the top-k token values per gene (as `model.head`, for one patient, no padding).
+"""The gene heads without torch, for one patient (no padding), as `model.head` and
+`model.predictor` compute them:
 
-The weights come from the fold's safetensors file (read as numpy arrays). Genes are taken
-in chunks so that genes x tokens values stay within the model's memory budget. The
-product and the top-k selection are a pluggable `top_values` (numpy here; the OpenVINO
-runner brings a bf16 one).
+- top-k (HE2RNA): a 1x1 convolution is a matrix product, then the mean of the top-k token
+  values per gene. Genes are taken in chunks so that genes x tokens values stay within the
+  model's memory budget. The product and the top-k selection are a pluggable `top_values`
+  (numpy here; the OpenVINO runner brings a bf16 one).
+- mean or gated-attention pooling: the tokens' (weighted) mean is the patient embedding,
+  the gene layer W e + b gives the values (float32: one matrix-vector product, nothing
+  worth a reduced precision).
+- geometry: a linear function of the tumour's standardised geometry, added per gene.
+
+The weights come from the fold's safetensors file (read as numpy arrays).
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Sequence, Union
 
 import numpy as np
 
@@ -47,11 +54,7 @@ class NumpyHead:
 
     @classmethod
     def from_safetensors(cls, path: Path, config, top_values: TopValues = numpy_top_values) -> "NumpyHead":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="numpy") as weights:  # reads these two tensors only
-            weight = weights.get_tensor("head.conv.weight")[:, :, 0]
-            bias = weights.get_tensor("head.conv.bias")
+        weight, bias = _gene_layer(path)
         return cls(weight, bias, config.top_k, config.head_memory_mb, top_values)
 
     @property
@@ -68,3 +71,106 @@ class NumpyHead:
             # the bias moves all tokens of a gene alike: added after the top-k
             values[start:start + chunk] = top_k_means(top, self.ks) + self.bias[start:start + chunk]
         return values
+
+
+def _read(path: Path, names: Sequence[str]) -> dict[str, np.ndarray]:
+    """These tensors of a safetensors file as float32 arrays (the rest is not read)."""
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="numpy") as weights:
+        return {name: weights.get_tensor(name).astype(np.float32, copy=False) for name in names}
+
+
+def _gene_layer(path: Path) -> tuple[np.ndarray, np.ndarray]:
+    part = _read(path, ("head.conv.weight", "head.conv.bias"))
+    return part["head.conv.weight"][:, :, 0], part["head.conv.bias"]
+
+
+@dataclass
+class GatedAttention:
+    """`model.head.GatedAttention`: a_i = softmax_i(w . (tanh(V t_i) * sigmoid(U t_i)))."""
+
+    value_weight: np.ndarray  # (attention_dim, hidden)
+    value_bias: np.ndarray
+    gate_weight: np.ndarray
+    gate_bias: np.ndarray
+    score_weight: np.ndarray  # (1, attention_dim)
+    score_bias: np.ndarray  # (1,)
+
+    NAMES = ("value.weight", "value.bias", "gate.weight", "gate.bias", "score.weight",
+             "score.bias")
+
+    @classmethod
+    def from_safetensors(cls, path: Path) -> "GatedAttention":
+        part = _read(path, [f"attention.{name}" for name in cls.NAMES])
+        return cls(*(part[f"attention.{name}"] for name in cls.NAMES))
+
+    def weights(self, tokens: np.ndarray) -> np.ndarray:
+        """(N, hidden) float32 tokens -> (N,) weights summing to 1."""
+        value = np.tanh(tokens @ self.value_weight.T + self.value_bias)
+        gate = 1.0 / (1.0 + np.exp(-(tokens @ self.gate_weight.T + self.gate_bias)))
+        logits = (value * gate) @ self.score_weight[0] + self.score_bias[0]
+        weights = np.exp(logits - logits.max())  # softmax, stable
+        return weights / weights.sum()
+
+
+class PooledHead:
+    """tokens (S, T, hidden) of one patient -> a value per gene: the gene layer on their
+    mean (`attention` None) or gated-attention-weighted mean (`model.head.pooled_embedding`)."""
+
+    def __init__(self, weight: np.ndarray, bias: np.ndarray, attention: GatedAttention | None):
+        self.weight = np.ascontiguousarray(weight, dtype=np.float32)  # (genes, hidden)
+        self.bias = np.asarray(bias, dtype=np.float32)
+        self.attention = attention
+
+    @classmethod
+    def from_safetensors(cls, path: Path, config) -> "PooledHead":
+        weight, bias = _gene_layer(path)
+        attention = GatedAttention.from_safetensors(path) if config.pooling == "attention" else None
+        return cls(weight, bias, attention)
+
+    @property
+    def n_genes(self) -> int:
+        return len(self.weight)
+
+    def embedding(self, tokens: np.ndarray) -> np.ndarray:
+        flat = np.ascontiguousarray(tokens.reshape(-1, tokens.shape[-1]), dtype=np.float32)
+        if self.attention is None:
+            return flat.mean(axis=0)
+        return self.attention.weights(flat) @ flat
+
+    def gene_values(self, tokens: np.ndarray) -> np.ndarray:
+        return self.weight @ self.embedding(tokens) + self.bias
+
+
+@dataclass
+class GeometryShift:
+    """`GenePredictor.geometry_shift`: per gene, a linear function of the tumour's geometry
+    standardised by the training patients' mean and std (buffers of the fold model)."""
+
+    weight: np.ndarray  # (genes, N_GEOMETRY)
+    mean: np.ndarray  # (N_GEOMETRY,)
+    std: np.ndarray
+
+    @classmethod
+    def from_safetensors(cls, path: Path) -> "GeometryShift":
+        part = _read(path, ("head.geometry.weight", "geometry_mean", "geometry_std"))
+        return cls(part["head.geometry.weight"], part["geometry_mean"], part["geometry_std"])
+
+    def __call__(self, geometry: np.ndarray | None) -> np.ndarray:
+        if geometry is None or np.shape(geometry) != self.mean.shape:
+            raise ValueError(f"a model with geometry needs {len(self.mean)} geometry values")
+        standardised = (np.asarray(geometry, dtype=np.float32) - self.mean) / self.std
+        return self.weight @ standardised
+
+
+Head = Union[NumpyHead, PooledHead]
+POOLINGS = ("topk", "mean", "attention")  # what the heads here run
+
+
+def read_head(path: Path, config, top_values: TopValues = numpy_top_values
+              ) -> tuple[Head, GeometryShift | None]:
+    """A fold's head and, for a model with geometry, its geometry shift."""
+    head = (NumpyHead.from_safetensors(path, config, top_values) if config.pooling == "topk"
+            else PooledHead.from_safetensors(path, config))
+    return head, GeometryShift.from_safetensors(path) if config.geometry else None

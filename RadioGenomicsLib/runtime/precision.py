@@ -3,7 +3,8 @@ float32 on reference studies, on this machine.
 
 Passed when, for every reference study, the ensemble's gene values correlate at
 r >= 0.999 with float32's and the top-50 genes of the ranked table (by cohort z) are the
-same set. The references are the bundle's stored slices (`reference_slices.npz`, see
+same set. The values compared are the heads' without the geometry shift (the same at
+every precision, and not kept with the reference slices). The references are the bundle's stored slices (`reference_slices.npz`, see
 `store_reference_slices`) or, without them, the first study predicted. The verdict is kept
 per bundle, fold set, runtime, precision and CPU in the user's cache folder, so the check
 runs once.

@@ -1,10 +1,12 @@
 """Fold models on ONNX Runtime or OpenVINO (CPU): encode slices -> tokens, tokens -> genes.
 
 Each fold's encoder is its exported `fold_<i>.onnx` (slices (N, C, H, W) -> tokens (N, T,
-hidden), float32); the gene head is read from `fold_<i>.safetensors` (`head.NumpyHead`).
-At `bf16` (OpenVINO, a CPU with AVX-512 BF16 or AMX) the encoder is split at the tensor
-the export names `cnn_features`: the CNN stays float32 (whether it tolerates bf16 needs a
-trained bundle to judge), the transformer and the head's matrix product run in bf16.
+hidden), float32); the gene head (top-k, mean or attention pooling, and the geometry
+shift) is read from `fold_<i>.safetensors` (`head.read_head`). At `bf16` (OpenVINO, a CPU
+with AVX-512 BF16 or AMX) the encoder is split at the tensor the export names
+`cnn_features`: the CNN stays float32 (whether it tolerates bf16 needs a trained bundle to
+judge), the transformer runs in bf16, and so does the top-k head's matrix product (the
+pooled heads stay float32: a matrix-vector product).
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from typing import Callable
 
 import numpy as np
 
-from RadioGenomicsLib.runtime.head import NumpyHead, TopValues, numpy_top_values
+from RadioGenomicsLib.runtime.head import GeometryShift, Head, TopValues, numpy_top_values
 
 CNN_FEATURES = "cnn_features"  # the tensor between the CNN and the transformer (see export)
 SLICES_PER_PASS = 8  # as the torch path on a CPU: bounds the encoder's activation memory
@@ -32,10 +34,11 @@ def thread_limit() -> int | None:
 
 class FoldRunner:
     """One fold model (`run.FoldRunner`): `run` (S, C, H, W) slices -> tokens (S, T,
-    hidden) float32 and gene values (genes,); also `encode` and `gene_values` apart."""
+    hidden) float32 and gene values (genes,), with the tumour's `geometry` for a model
+    that has it; also `encode` and `gene_values` (the head without geometry) apart."""
 
-    def __init__(self, encoder: Encoder, head: NumpyHead):
-        self.encoder, self.head = encoder, head
+    def __init__(self, encoder: Encoder, head: Head, geometry: GeometryShift | None = None):
+        self.encoder, self.head, self.geometry = encoder, head, geometry
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         images = np.ascontiguousarray(images, dtype=np.float32)
@@ -47,10 +50,13 @@ class FoldRunner:
 
     def run(self, images: np.ndarray, geometry: np.ndarray | None = None
             ) -> tuple[np.ndarray, np.ndarray]:
-        if geometry is not None:
-            raise ValueError("the ONNX runtimes run models without geometry (runtime.light_problem)")
+        if (geometry is None) != (self.geometry is None):
+            raise ValueError("geometry values go with a model with geometry, and only with it")
         tokens = self.encode(images)
-        return tokens, self.gene_values(tokens)
+        values = self.gene_values(tokens)
+        if self.geometry is not None:
+            values = values + self.geometry(geometry)
+        return tokens, values
 
 
 def onnxruntime_encoder(path: Path) -> Encoder:

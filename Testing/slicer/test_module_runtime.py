@@ -75,11 +75,14 @@ def test_requirement_check_follows_the_runtime_choice(bundles, monkeypatch):
     two_folds = {**metadata, "folds": 2}
     assert "fold_1.onnx" in torch_problem(two_folds) and torch_problem(two_folds, "first") is None
 
-    for change in ({"pooling": "mean"}, {"geometry": True}):
+    for change in ({"pooling": "mean", "geometry": True}, {"pooling": "attention"}):
         other = {**metadata, "model": {**metadata["model"], **change}}
-        assert "runs on PyTorch only" in torch_problem(other)
+        assert torch_problem(other) is None  # the light runtime runs every head
         config = dataclasses.replace(exported.config, **change)
-        assert runtime.light_problem(SimpleNamespace(config=config)) is not None
+        assert runtime.light_problem(SimpleNamespace(config=config)) is None
+    future = {**metadata, "model": {**metadata["model"], "pooling": "transformer"}}
+    assert "runs on PyTorch only" in torch_problem(future)
+    assert runtime.light_problem(SimpleNamespace(config=SimpleNamespace(pooling="transformer")))
     assert runtime_text("x").startswith("Runtime: PyTorch, needed because x")
 
 
