@@ -93,8 +93,29 @@ class FoldRunner(Protocol):
 
 
 class TorchFoldRunner:
+    """One fold model on torch; `precision` bf16 (a CPU): see GenePredictor.set_precision."""
+
     def __init__(self, bundle: "Bundle", fold: int, device, precision: str = "float32"):
         self.model, self.device = bundle.model(fold, device).set_precision(precision), device
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """(S, C, H, W) -> tokens (S, T, hidden) float32, for the precision check."""
+        import torch
+
+        with torch.no_grad():
+            x = torch.from_numpy(np.ascontiguousarray(images))[None].to(self.device)
+            return self.model.encode(x, torch.ones(x.shape[:2], dtype=torch.bool,
+                                                   device=self.device))[0].float().cpu().numpy()
+
+    def gene_values(self, tokens: np.ndarray) -> np.ndarray:
+        """Tokens -> gene values without the geometry term (the same at every precision)."""
+        import torch
+
+        with torch.no_grad():
+            x = torch.from_numpy(tokens)[None].to(self.device)
+            mask = torch.ones(x.shape[:2], dtype=torch.bool, device=self.device)
+            geometry = self.model.geometry_mean[None] if self.model.config.geometry else None
+            return self.model.predict_genes(x, mask, geometry)[0].float().cpu().numpy()
 
     def run(self, images: np.ndarray, geometry: np.ndarray | None = None
             ) -> tuple[np.ndarray, np.ndarray]:
@@ -128,7 +149,8 @@ def settled_runners(bundle: "Bundle", run: "PredictionRun", device: str = "auto"
 
     settings = run.info["settings"]
     if settings["runtime"] == "torch":
-        return list(torch_runners(bundle, choose_device(device), settings["folds"]))
+        precision = "bf16" if settings["precision"] == "bf16" else "float32"  # CPU bf16 only
+        return list(torch_runners(bundle, choose_device(device), settings["folds"], precision))
     return list(fold_runners(bundle, settings["runtime"], settings["precision"], settings["folds"]))
 
 
@@ -238,13 +260,15 @@ def predict_study(bundle: "Bundle", inputs: StudyInputs, run_dir: str | os.PathL
     mark = lap("preprocess_s", mark)
     torch_device = None
     if runners is None:
-        precision = pick_precision(bundle, runtime, precision, folds, slices.images)
-        if runtime == "torch":
+        if runtime == "torch" and choose_device(device).type == "cuda":
+            torch_device = choose_device(device)  # TorchFoldRunner's encoder autocast
+            runners, precision = torch_runners(bundle, torch_device, folds), "bf16-autocast"
+        elif runtime == "torch":
             torch_device = choose_device(device)
-            runners = torch_runners(bundle, torch_device, folds)
-            if torch_device.type == "cuda":  # TorchFoldRunner's encoder autocast
-                precision = "bf16-autocast"
+            precision = pick_precision(bundle, runtime, precision, folds, slices.images)
+            runners = torch_runners(bundle, torch_device, folds, precision)
         else:
+            precision = pick_precision(bundle, runtime, precision, folds, slices.images)
             runners = fold_runners(bundle, runtime, precision, folds)
     chosen = runners
     tokens, values = {}, []

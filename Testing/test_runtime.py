@@ -370,3 +370,19 @@ def test_the_frozen_ridge_preset_trains_exports_and_predicts_light(tmp_path, run
     np.testing.assert_allclose(tables[1]["predicted"], tables[0]["predicted"], rtol=0,
                                atol=1e-4 * np.ptp(tables[0]["predicted"]))
     np.testing.assert_allclose(maps[1], maps[0], atol=2e-3, equal_nan=True)
+
+
+def test_torch_bf16_on_the_cpu_is_checked_and_close(exported, images, torch_reference, monkeypatch):
+    """torch at bf16 (transformer autocast, bf16 head products): checked like OpenVINO's
+    before use, values at r >= 0.999 with float32; `auto` keeps torch at float32."""
+    from RadioGenomicsLib.run import torch_runners
+
+    _, values = torch_reference
+    runner = next(torch_runners(exported[0], "cpu", "all", "bf16"))
+    reduced = runner.gene_values(runner.encode(images))
+    assert not np.array_equal(reduced, values)
+    assert np.corrcoef(reduced, values)[0, 1] >= 0.999
+    assert runtime.pick_precision(exported[0], "torch", "auto", "all", images) == "float32"
+    monkeypatch.setattr(runtime, "cpu_has_bf16", lambda: True)
+    verdict = check.precision_verdict(exported[0], "torch", "bf16", "all", images)
+    assert verdict == check.precision_problem(values, reduced, exported[0].genes)

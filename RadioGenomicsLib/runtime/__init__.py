@@ -6,9 +6,9 @@ checksummed in its metadata.json) predicts with `onnxruntime` or `openvino` alon
 Every head of the model runs here (`head.py`): top-k, mean and gated-attention pooling,
 with or without the tumour's geometry; the encoder is the exported ONNX either way.
 
-Precision: `float32` everywhere; `bf16` (OpenVINO, on a CPU with AVX-512 BF16 or AMX) for
-the transformer and the top-k head's matrix product, the CNN kept in float32 (and the
-mean and attention heads too: a matrix-vector product). A reduced
+Precision: `float32` everywhere; `bf16` (OpenVINO, or torch when asked for, on a CPU with
+AVX-512 BF16 or AMX) for the transformer and the top-k head's matrix product, the CNN kept
+in float32 (and the mean and attention heads too: a matrix-vector product). A reduced
 precision is used only once it passed the check in `precision.py` on this machine.
 `auto` picks, of what is installed and exported here, the fastest measured in
 BENCHMARKS.md: openvino bf16, openvino float32, onnxruntime float32, then torch.
@@ -32,7 +32,7 @@ from RadioGenomicsLib.errors import InputError
 RUNTIMES = ("torch", "onnxruntime", "openvino")
 LIGHT_RUNTIMES = ("openvino", "onnxruntime")  # fastest first
 PRECISIONS = ("float32", "bf16")
-REDUCED = {"openvino": ("bf16",), "onnxruntime": (), "torch": ()}
+REDUCED = {"openvino": ("bf16",), "onnxruntime": (), "torch": ("bf16",)}  # torch: on a CPU
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -185,8 +185,8 @@ def pick_precision(bundle, runtime: str, requested: str = "auto", folds: str = "
 
     if requested not in ("auto", *PRECISIONS):
         raise InputError(None, f"--precision {requested!r}: choose auto, {', '.join(PRECISIONS)}")
-    if requested == "float32":
-        return "float32"
+    if requested == "float32" or (requested == "auto" and runtime == "torch"):
+        return "float32"  # torch: bf16 when asked for (`auto` keeps torch's values exact)
     candidates = [p for p in REDUCED.get(runtime, ()) if requested in ("auto", p)]
     if requested != "auto" and not candidates:
         raise InputError(None, f"--precision {requested}: {runtime} runs float32 only here")

@@ -102,9 +102,15 @@ def ensemble_values(bundle, runtime: str, precision: str, folds: str,
     """(studies, genes): the mean over fold models, as the gene table shows it."""
     from RadioGenomicsLib.runtime import fold_runners
 
+    if runtime == "torch":  # on the CPU: the CUDA path's autocast is not checked here
+        from RadioGenomicsLib.run import torch_runners
+
+        runners = torch_runners(bundle, "cpu", folds, precision)
+    else:
+        runners = fold_runners(bundle, runtime, precision, folds)
     totals = np.zeros((len(studies), len(bundle.genes)))
     count = len(bundle.fold_indices(folds))
-    for runner in progress(fold_runners(bundle, runtime, precision, folds),
+    for runner in progress(runners,
                            f"precision check: {precision} fold models", total=count):
         for i, images in enumerate(studies):
             totals[i] += runner.gene_values(runner.encode(images))
