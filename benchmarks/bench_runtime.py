@@ -29,8 +29,8 @@ from pathlib import Path
 from benchmarks.bench_predict import GENES, MEASURED, make_bundle, make_study
 from RadioGenomicsLib.runtime import cpu_flags, cpu_has_bf16, cpu_name
 
-SETTINGS = [("torch", "float32"), ("onnxruntime", "float32"), ("openvino", "float32"),
-            ("openvino", "bf16")]
+SETTINGS = [("torch", "float32"), ("torch", "bf16"), ("onnxruntime", "float32"),
+            ("openvino", "float32"), ("openvino", "bf16")]
 FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile",
          "amx_bf16", "amx_int8")
 DISTRIBUTIONS = ("torch", "monai", "onnxruntime", "openvino", "onnx", "onnxscript")
@@ -58,7 +58,7 @@ def run_predict(bundle: Path, study: dict[str, Path], out: Path, folds: str, run
     return wall, peak_kb / 1024 ** 2
 
 
-def override_refusal(bundle: Path, cache: Path, folds: str) -> None:
+def override_refusal(bundle: Path, cache: Path, folds: str, runtime: str = "openvino") -> None:
     """Record a passing bf16 verdict, so that bf16's speed can be measured anyway."""
     import json
 
@@ -67,7 +67,7 @@ def override_refusal(bundle: Path, cache: Path, folds: str) -> None:
 
     os.environ["RADIOGENOMICS_CACHE"] = str(cache)
     try:
-        path = precision._verdict_path(load_bundle(bundle, verify_checksums=False), "openvino",
+        path = precision._verdict_path(load_bundle(bundle, verify_checksums=False), runtime,
                                        "bf16", folds, "first study")
     finally:
         del os.environ["RADIOGENOMICS_CACHE"]
@@ -129,7 +129,7 @@ def main() -> None:
                                               precision, cache)[0]
                 except RuntimeError as refused:  # bf16 failing the precision check
                     print(f"{folds} fold(s): {refused}", flush=True)
-                    override_refusal(bundle, cache, "first" if folds == 1 else "all")
+                    override_refusal(bundle, cache, "first" if folds == 1 else "all", runtime)
                     overridden.add(case)
                     first[case] = run_predict(bundle, study, folder / "out",
                                               "first" if folds == 1 else "all", runtime,
