@@ -10,6 +10,7 @@ MLP layers, none on the attention weights.
 from __future__ import annotations
 
 from collections import OrderedDict
+from contextlib import nullcontext
 from typing import Callable
 
 import torch
@@ -113,8 +114,9 @@ class HybridEncoder(nn.Module):
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
         x = self.embedding(self.cnn(images))
-        with torch.autocast(device_type=x.device.type, dtype=self.transformer_dtype or torch.bfloat16,
-                            enabled=self.transformer_dtype is not None):
+        reduced = (torch.autocast(device_type=x.device.type, dtype=self.transformer_dtype)
+                   if self.transformer_dtype is not None else nullcontext())
+        with reduced:
             for block in self.blocks:
                 x = block(x)
         return self.norm(x.float())
