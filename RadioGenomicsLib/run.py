@@ -96,42 +96,50 @@ class TorchFoldRunner:
     """One fold model on torch; `precision` bf16 (a CPU): see GenePredictor.set_precision."""
 
     def __init__(self, bundle: "Bundle", fold: int, device, precision: str = "float32"):
-        self.model, self.device = bundle.model(fold, device).set_precision(precision), device
+        import torch
 
-    def encode(self, images: np.ndarray) -> np.ndarray:
-        """(S, C, H, W) -> tokens (S, T, hidden) float32, for the precision check."""
+        self.device = torch.device(device)
+        self.model = bundle.model(fold, self.device).set_precision(precision)
+
+    def _tokens(self, images: np.ndarray):
+        """(S, C, H, W) -> tokens (1, S, T, hidden) and the slice mask, on the device."""
+        import torch
+
+        from RadioGenomicsLib.model.predictor import slices_per_pass
+
+        x = torch.from_numpy(np.ascontiguousarray(images))[None].to(self.device)
+        mask = torch.ones(x.shape[:2], dtype=torch.bool, device=self.device)
+        with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
+                                             enabled=self.device.type == "cuda"):
+            return self.model.encode(x, mask, slices_per_pass(self.device)), mask
+
+    def _values(self, tokens, mask, geometry) -> np.ndarray:
         import torch
 
         with torch.no_grad():
-            x = torch.from_numpy(np.ascontiguousarray(images))[None].to(self.device)
-            return self.model.encode(x, torch.ones(x.shape[:2], dtype=torch.bool,
-                                                   device=self.device))[0].float().cpu().numpy()
+            return self.model.predict_genes(tokens, mask, geometry)[0].float().cpu().numpy()
+
+    def encode(self, images: np.ndarray) -> np.ndarray:
+        """(S, C, H, W) -> tokens (S, T, hidden) float32, for the precision check."""
+        return self._tokens(images)[0][0].float().cpu().numpy()
 
     def gene_values(self, tokens: np.ndarray) -> np.ndarray:
         """Tokens -> gene values without the geometry term (the same at every precision)."""
         import torch
 
-        with torch.no_grad():
-            x = torch.from_numpy(tokens)[None].to(self.device)
-            mask = torch.ones(x.shape[:2], dtype=torch.bool, device=self.device)
-            geometry = self.model.geometry_mean[None] if self.model.config.geometry else None
-            return self.model.predict_genes(x, mask, geometry)[0].float().cpu().numpy()
+        x = torch.from_numpy(tokens)[None].to(self.device)
+        mask = torch.ones(x.shape[:2], dtype=torch.bool, device=self.device)
+        # the geometry's training mean standardises to 0: no geometry term
+        geometry = self.model.geometry_mean[None] if self.model.config.geometry else None
+        return self._values(x, mask, geometry)
 
     def run(self, images: np.ndarray, geometry: np.ndarray | None = None
             ) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
-        from RadioGenomicsLib.model.predictor import slices_per_pass
-
-        with torch.no_grad():
-            x = torch.from_numpy(np.ascontiguousarray(images))[None].to(self.device)
-            mask = torch.ones(x.shape[:2], dtype=torch.bool, device=self.device)
-            with torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
-                                enabled=self.device.type == "cuda"):
-                tokens = self.model.encode(x, mask, slices_per_pass(self.device))
-            shape = None if geometry is None else torch.from_numpy(geometry)[None].to(self.device)
-            values = self.model.predict_genes(tokens, mask, shape)
-        return tokens[0].float().cpu().numpy(), values[0].float().cpu().numpy()
+        tokens, mask = self._tokens(images)
+        shape = None if geometry is None else torch.from_numpy(geometry)[None].to(self.device)
+        return tokens[0].float().cpu().numpy(), self._values(tokens, mask, shape)
 
 
 def torch_runners(bundle: "Bundle", device, folds: str = "all",
@@ -260,13 +268,12 @@ def predict_study(bundle: "Bundle", inputs: StudyInputs, run_dir: str | os.PathL
     mark = lap("preprocess_s", mark)
     torch_device = None
     if runners is None:
-        if runtime == "torch" and choose_device(device).type == "cuda":
-            torch_device = choose_device(device)  # TorchFoldRunner's encoder autocast
-            runners, precision = torch_runners(bundle, torch_device, folds), "bf16-autocast"
-        elif runtime == "torch":
+        if runtime == "torch":
             torch_device = choose_device(device)
-            precision = pick_precision(bundle, runtime, precision, folds, slices.images)
-            runners = torch_runners(bundle, torch_device, folds, precision)
+            precision = ("bf16-autocast" if torch_device.type == "cuda"  # the runner's autocast
+                         else pick_precision(bundle, runtime, precision, folds, slices.images))
+            runners = torch_runners(bundle, torch_device, folds,
+                                    "bf16" if precision == "bf16" else "float32")
         else:
             precision = pick_precision(bundle, runtime, precision, folds, slices.images)
             runners = fold_runners(bundle, runtime, precision, folds)

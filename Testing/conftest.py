@@ -83,3 +83,19 @@ def coloured_outside_outline(png, boxes) -> tuple[int, int]:
         total += int(coloured.sum())
         outside += int((coloured & ~inside).sum())
     return total, outside
+
+
+def lung_cohort(testdata: Path, path: Path, labels: list[str]) -> Path:
+    """A 3-patient manifest of the two PyRadiomics lung studies (lung1 twice) with these
+    labels ("9" is not in the segmentation: that patient fails)."""
+    import pandas as pd
+
+    image, label = lung_files(testdata)
+    other = testdata / "pyradiomics"
+    pd.DataFrame({
+        "patient_id": ["TCGA-AA-0001", "TCGA-AA-0002", "TCGA-AA-0003"],
+        "ct": [image, other / "lung2_image.nrrd", image],
+        "segmentation": [label, other / "lung2_label.nrrd", label],
+        "label": labels,
+    }).to_csv(path, index=False)
+    return path

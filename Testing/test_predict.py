@@ -18,6 +18,7 @@ from RadioGenomicsLib.model import ModelConfig
 from RadioGenomicsLib.predict import TABLE_COLUMNS, choose_device, gene_table, map_gene_indices
 from RadioGenomicsLib.preprocess import PreprocessSettings, preprocess
 from RadioGenomicsLib.run import TorchFoldRunner, head_rows
+from Testing.conftest import lung_cohort
 
 GENES = 40
 
@@ -118,14 +119,7 @@ def test_ensemble_is_the_mean_of_the_folds(bundle, slices):
 
 
 def test_cohort_prediction_skips_a_failing_patient(tmp_path, bundle, testdata, run_cli):
-    data = testdata / "pyradiomics"
-    pd.DataFrame({
-        "patient_id": ["TCGA-AA-0001", "TCGA-AA-0002", "TCGA-AA-0003"],
-        "ct": [data / "lung1_image.nrrd", data / "lung2_image.nrrd", data / "lung1_image.nrrd"],
-        "segmentation": [data / "lung1_label.nrrd", data / "lung2_label.nrrd",
-                         data / "lung1_label.nrrd"],
-        "label": ["", "", "9"],
-    }).to_csv(tmp_path / "cohort.csv", index=False)
+    lung_cohort(testdata, tmp_path / "cohort.csv", ["", "", "9"])
     code, stdout, stderr = run_cli("predict", "--model", bundle.path, "--manifest",
                                    tmp_path / "cohort.csv", "--out", tmp_path / "out",
                                    "--folds", "first")

@@ -28,6 +28,7 @@ from RadioGenomicsLib.preprocess import PreprocessSettings, preprocess  # noqa: 
 from RadioGenomicsLib.runtime import precision as check  # noqa: E402
 from RadioGenomicsLib.runtime import runners  # noqa: E402
 from RadioGenomicsLib.runtime.head import numpy_top_values, top_k_means  # noqa: E402
+from Testing.conftest import lung_cohort, lung_files  # noqa: E402
 
 GENES = 300
 REPO = Path(__file__).resolve().parents[1]
@@ -302,14 +303,8 @@ def test_cohort_keeps_the_precision_settled_by_its_first_study(exported, testdat
     """A cohort on OpenVINO: the first patient that predicts settles the precision (bf16
     where the CPU has it and the check passes), the others run on the same kept models
     and get what one study alone gets."""
-    data = testdata / "pyradiomics"
-    pd.DataFrame({
-        "patient_id": ["TCGA-AA-0001", "TCGA-AA-0002", "TCGA-AA-0003"],
-        "ct": [data / "lung1_image.nrrd", data / "lung2_image.nrrd", data / "lung1_image.nrrd"],
-        "segmentation": [data / "lung1_label.nrrd", data / "lung2_label.nrrd",
-                         data / "lung1_label.nrrd"],
-        "label": ["9", "", ""],  # the first fails: the second settles
-    }).to_csv(tmp_path / "cohort.csv", index=False)
+    # the first fails, the second settles
+    lung_cohort(testdata, tmp_path / "cohort.csv", ["9", "", ""])
     code, stdout, _ = run_cli("predict", "--model", exported[0].path, "--manifest",
                               tmp_path / "cohort.csv", "--out", tmp_path / "out", "--runs",
                               tmp_path / "runs", "--runtime", "openvino")
@@ -318,8 +313,8 @@ def test_cohort_keeps_the_precision_settled_by_its_first_study(exported, testdat
                 for p in ("TCGA-AA-0002", "TCGA-AA-0003")]
     expected = "bf16" if runtime.cpu_has_bf16() else "float32"
     assert [(s["runtime"], s["precision"]) for s in settings] == [("openvino", expected)] * 2
-    images = preprocess(load_study({"ct": data / "lung1_image.nrrd"}, data / "lung1_label.nrrd"),
-                        PreprocessSettings(max_slices=4)).images
+    image, label = lung_files(testdata)
+    images = preprocess(load_study({"ct": image}, label), PreprocessSettings(max_slices=4)).images
     alone = next(runtime.fold_runners(exported[0], "openvino", expected)).run(images)[1]
     matrix = pd.read_csv(tmp_path / "out" / "predictions.tsv", sep="\t", index_col=0)
     np.testing.assert_allclose(matrix.loc["TCGA-AA-0003"], alone, rtol=1e-5, atol=1e-6)

@@ -61,20 +61,27 @@ def _markers(report: Path) -> dict[str, float]:
     return {str(name): round(float(r), 3) for name, r in zip(stats["gene_name"], stats["pearson_r"])}
 
 
-def _score(cohort: Path, report: Path, wall: float, cpu: float) -> dict:
+def _score(cohort: Path, report: Path, spent: dict) -> dict:
     return {**score_against_truth(cohort / "truth.json", report), "markers": _markers(report),
-            "wall_s": round(wall, 1), "cpu_s": round(cpu, 1)}
+            "wall_s": round(spent["wall_s"], 1), "cpu_s": round(spent["cpu_s"], 1)}
 
 
 def _fusion_recipe(config: str, work: Path, name: str) -> Path:
-    """`config` with the fusion setting on, as a recipe file."""
+    """`config` (a preset or a recipe file) with the fusion setting on, as a recipe file."""
+    document = json.loads(Path(config).read_text()) if Path(config).is_file() else {"base": config}
+    document = {**document, "name": name,
+                "training": {**document.get("training", {}), "fusion": True}}
     path = work / f"{name}.recipe.json"
-    path.write_text(json.dumps({"name": name, "base": config, "training": {"fusion": True}})
-                    if not Path(config).is_file() else
-                    json.dumps({**json.loads(Path(config).read_text()), "name": name,
-                                "training": {**json.loads(Path(config).read_text()).get(
-                                    "training", {}), "fusion": True}}))
+    path.write_text(json.dumps(document))
     return path
+
+
+def _run_once(command: list[str], out: Path) -> dict:
+    """Run a command writing `out` unless an earlier run finished it: its wall and CPU time."""
+    if not (out / "report").exists():
+        wall, cpu = _run(command, out.with_name(f"{out.name}.log"))
+        (out / "time.json").write_text(json.dumps({"wall_s": wall, "cpu_s": cpu}))
+    return json.loads((out / "time.json").read_text())
 
 
 def run_cohort(cohort: Path, work: Path, config: str, variants: dict[str, str],
@@ -85,31 +92,26 @@ def run_cohort(cohort: Path, work: Path, config: str, variants: dict[str, str],
     recipe = _fusion_recipe(config, work, "model")
     cache = work.parent / "cache"
     for seed in seeds:
-        extra = baselines if variant_seeds is None or seed in variant_seeds else {}
-        for name, path in {BASELINE: config, **extra}.items():
+        with_variants = variant_seeds is None or seed in variant_seeds
+        runs = []
+        for name, path in {BASELINE: config, **(baselines if with_variants else {})}.items():
             out = work / f"{name}_s{seed}"
-            if not (out / "report").exists():
-                wall, cpu = _run(["baseline", *_cohort_args(cohort), "--config", path, "--seed",
-                                  str(seed), "--out", str(out), "--jobs", "2",
-                                  "--cache", str(cache / "radiomics")], work / f"{out.name}.log")
-                (out / "time.json").write_text(json.dumps({"wall_s": wall, "cpu_s": cpu}))
-            spent = json.loads((out / "time.json").read_text())
-            rows.append({"cohort": cohort.name, "method": name, "seed": seed,
-                         **_score(cohort, out / "report", spent["wall_s"], spent["cpu_s"])})
-        extra = variants if variant_seeds is None or seed in variant_seeds else {}
-        for name, path in {MODEL: str(recipe), **extra}.items():
+            runs.append((name, out, ["baseline", *_cohort_args(cohort), "--config", path,
+                                     "--seed", str(seed), "--out", str(out), "--jobs", "2",
+                                     "--cache", str(cache / "radiomics")]))
+        for name, path in {MODEL: str(recipe), **(variants if with_variants else {})}.items():
             out = work / f"{name}_s{seed}"
-            if not (out / "report").exists():
-                wall, cpu = _run(["train", *_cohort_args(cohort), "--config", path, "--seed",
-                                  str(seed), "--out", str(out), "--device", "cpu",
-                                  "--cache", str(cache)], work / f"{out.name}.log")
-                (out / "time.json").write_text(json.dumps({"wall_s": wall, "cpu_s": cpu}))
-            spent = json.loads((out / "time.json").read_text())
+            runs.append((name, out, ["train", *_cohort_args(cohort), "--config", path,
+                                     "--seed", str(seed), "--out", str(out), "--device", "cpu",
+                                     "--cache", str(cache)]))
+        for name, out, command in runs:
+            spent = _run_once(command, out)
             rows.append({"cohort": cohort.name, "method": name, "seed": seed,
-                         **_score(cohort, out / "report", spent["wall_s"], spent["cpu_s"])})
+                         **_score(cohort, out / "report", spent)})
             if (out / "fusion-report").exists():
                 rows.append({"cohort": cohort.name, "method": f"{name} + radiomics (fusion)",
-                             "seed": seed, **_score(cohort, out / "fusion-report", 0.0, 0.0)})
+                             "seed": seed, **_score(cohort, out / "fusion-report",
+                                                    {"wall_s": 0.0, "cpu_s": 0.0})})
     return rows
 
 

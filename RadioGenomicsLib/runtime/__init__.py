@@ -33,6 +33,8 @@ RUNTIMES = ("torch", "onnxruntime", "openvino")
 LIGHT_RUNTIMES = ("openvino", "onnxruntime")  # fastest first
 PRECISIONS = ("float32", "bf16")
 REDUCED = {"openvino": ("bf16",), "onnxruntime": (), "torch": ("bf16",)}  # torch: on a CPU
+# what `auto` tries: torch keeps float32 unless bf16 is asked for (its values stay exact)
+REDUCED_BY_AUTO = {"openvino": ("bf16",)}
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
@@ -185,9 +187,10 @@ def pick_precision(bundle, runtime: str, requested: str = "auto", folds: str = "
 
     if requested not in ("auto", *PRECISIONS):
         raise InputError(None, f"--precision {requested!r}: choose auto, {', '.join(PRECISIONS)}")
-    if requested == "float32" or (requested == "auto" and runtime == "torch"):
-        return "float32"  # torch: bf16 when asked for (`auto` keeps torch's values exact)
-    candidates = [p for p in REDUCED.get(runtime, ()) if requested in ("auto", p)]
+    if requested == "float32":
+        return "float32"
+    candidates = (list(REDUCED_BY_AUTO.get(runtime, ())) if requested == "auto"
+                  else [p for p in REDUCED.get(runtime, ()) if p == requested])
     if requested != "auto" and not candidates:
         raise InputError(None, f"--precision {requested}: {runtime} runs float32 only here")
     for precision in candidates:

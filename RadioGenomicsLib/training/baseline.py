@@ -163,10 +163,9 @@ class PatientTask:
     label: int | None
     settings: PreprocessSettings
 
-    def load(self) -> Study:
+    def load(self, keep_labels: bool = False) -> Study:
         return load_study(self.images, self.segmentation, label=self.label,
-                          channels=tuple(self.images),
-                          keep_labels=bool(self.settings.region_labels))
+                          channels=tuple(self.images), keep_labels=keep_labels)
 
 
 def _tasks(cohort: pd.DataFrame, channels: list[str],
@@ -234,7 +233,7 @@ def _extract_task(task: PatientTask) -> tuple[dict[str, float] | None, str | Non
 
 def _region_task(task: PatientTask) -> tuple[dict[str, float] | None, str | None]:
     try:
-        study = task.load()
+        study = task.load(keep_labels=True)  # the PyRadiomics tasks need no labels
         return region_features(study, intensity_images(study, task.settings),
                                task.settings.region_labels), None
     except InputError as error:
@@ -265,42 +264,37 @@ def cohort_features(cohort: pd.DataFrame, channels: list[str], settings: Preproc
     extraction, and all problems are reported at once (CohortError naming the manifest).
     """
     tasks = _tasks(cohort, channels, settings)
-    keys = {task.patient: feature_key(task) for task in tasks}
-    todo = [task for task in tasks if not cache.path(keys[task.patient]).exists()]
-    problems = [p for p in _each(_check_task, todo, "checking studies", jobs) if p]
-    if problems:
-        raise CohortError(manifest, problems)
-    for task, (features, problem) in zip(todo, _each(_extract_task, todo,
-                                                     "radiomic features", jobs)):
-        if problem:
-            problems.append(problem)
-        else:
-            cache.store(keys[task.patient], features)
-    if problems:
-        raise CohortError(manifest, problems)
-    rows = {patient: cache.load(key) for patient, key in keys.items()}
+    rows = _cached(tasks, feature_key, _extract_task, "radiomic features", cache, manifest, jobs,
+                   check=True)
     if settings.region_labels:
-        _add_region_features(tasks, rows, cache, manifest, jobs)
+        regions = _cached(tasks, region_key, _region_task, "sub-region features", cache,
+                          manifest, jobs)
+        for patient, features in regions.items():
+            rows[patient].update(features)
     table = pd.DataFrame.from_dict(rows, orient="index")
     table.index.name = "patient_id"
     return table
 
 
-def _add_region_features(tasks: list[PatientTask], rows: dict[str, dict[str, float]],
-                         cache: FeatureCache, manifest: str | os.PathLike, jobs: int) -> None:
-    keys = {task.patient: region_key(task) for task in tasks}
+def _cached(tasks: list[PatientTask], key_of, extract, description: str, cache: FeatureCache,
+            manifest: str | os.PathLike, jobs: int, check: bool = False
+            ) -> dict[str, dict[str, float]]:
+    """patient -> features: `extract(task)` for the patients not cached yet (stored as each
+    finishes; with `check`, every study's tumour checked first), all problems at once."""
+    keys = {task.patient: key_of(task) for task in tasks}
     todo = [task for task in tasks if not cache.path(keys[task.patient]).exists()]
-    problems = []
-    for task, (features, problem) in zip(todo, _each(_region_task, todo, "sub-region features",
-                                                     jobs)):
+    checked = _each(_check_task, todo, "checking studies", jobs) if check else ()
+    problems = [problem for problem in checked if problem]
+    if problems:
+        raise CohortError(manifest, problems)
+    for task, (features, problem) in zip(todo, _each(extract, todo, description, jobs)):
         if problem:
             problems.append(problem)
         else:
             cache.store(keys[task.patient], features)
     if problems:
         raise CohortError(manifest, problems)
-    for patient, key in keys.items():
-        rows[patient].update(cache.load(key))
+    return {patient: cache.load(key) for patient, key in keys.items()}
 
 
 # ---------------------------------------------------------------- ridge on the folds
@@ -386,7 +380,7 @@ def run_baseline(manifest: str, expression: str, sample_sheet: str | None, out: 
 
     from RadioGenomicsLib.outputs import mark_complete
     from RadioGenomicsLib.report import print_summary, write_report  # not in the workers
-    from RadioGenomicsLib.training.crossval import check_inputs
+    from RadioGenomicsLib.training.crossval import check_inputs, common_genes
 
     alphas = check_alphas(alphas)
     check_out(out, [manifest, expression, sample_sheet])
@@ -399,8 +393,7 @@ def run_baseline(manifest: str, expression: str, sample_sheet: str | None, out: 
     usable, dropped = usable_features(features)
     if usable.shape[1] == 0:
         raise InputError(manifest, "no radiomic feature is finite for every patient")
-    kept_by_every_fold = set.intersection(*(set(kept) for kept in inputs.fold_genes))
-    genes = [g for g in inputs.targets.columns if g in kept_by_every_fold]
+    genes = common_genes(inputs)
     truth = inputs.targets[genes]
     oof, fits = cross_validate(usable, truth, inputs.folds, alphas)
     details = {
