@@ -35,7 +35,7 @@ from RadioGenomicsLib.atomic import atomic_path
 from RadioGenomicsLib.card import (FORMAT_VERSION, GENE_COLUMNS, GENES_FILE, METADATA_FILE,
                                    BundleCard, card_from, read_metadata)
 from RadioGenomicsLib.errors import InputError
-from RadioGenomicsLib.hashing import sha256_of
+from RadioGenomicsLib.hashing import remembered_sha256, sha256_of
 from RadioGenomicsLib.integrity import Integrity, verify_bundle, write_manifest
 from RadioGenomicsLib.model.config import ModelConfig
 
@@ -243,7 +243,7 @@ class Bundle:
         """Check the sha256 of one fold's weights, or of all; each file is hashed once."""
         for index, (name, expected) in enumerate(self.checksums.items()):
             if (fold is None or fold == index) and name not in self._verified:
-                if sha256_of(self.path / name) != expected:
+                if weight_sha256(self.path / name) != expected:
                     raise InputError(self.path / name, "checksum mismatch: the weight file was "
                                                        "changed or damaged after the bundle was written")
                 self._verified.add(name)
@@ -268,7 +268,7 @@ class Bundle:
         if name not in self._verified:
             if not file.is_file():
                 raise InputError(file, "missing (listed in the bundle's metadata.json)")
-            if sha256_of(file) != self.files[name]:
+            if weight_sha256(file) != self.files[name]:
                 raise InputError(file, "checksum mismatch: the file was changed or damaged "
                                        "after it was added to the bundle")
             self._verified.add(name)
@@ -378,6 +378,14 @@ def _read_genes(path: Path) -> pd.DataFrame:
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as error:
         raise InputError(genes_path, f"not a readable TSV: {error}") from None
     return _check_genes(genes, genes_path)
+
+
+def weight_sha256(path: Path) -> str:
+    """sha256 of a weight or exported model file, remembered per file version in the
+    user's cache (`hashing.remembered_sha256`): checked on every use, hashed once."""
+    from RadioGenomicsLib.runtime import cache_folder
+
+    return remembered_sha256(path, cache_folder() / "hashes")
 
 
 def load_bundle(path: str | os.PathLike, verify_checksums: bool = True,

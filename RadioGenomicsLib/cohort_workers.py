@@ -158,7 +158,7 @@ class PatientPredictor:
 
     def __call__(self, patient: str, inputs: StudyInputs) -> Outcome:
         from RadioGenomicsLib.predict import write_table
-        from RadioGenomicsLib.run import predict_study, settled_runners
+        from RadioGenomicsLib.run import TABLE_FILE, predict_study, settled_runners
 
         s = self.settings
         try:
@@ -170,7 +170,8 @@ class PatientPredictor:
             self.runners = settled_runners(self.bundle, result, s.device)
             chosen = result.info["settings"]
             self.settings = replace(s, runtime=chosen["runtime"], precision=chosen["precision"])
-        write_table(result.table, self.out / f"{patient}.csv")
+        write_table(result.table, self.out / f"{patient}.csv",
+                    written=self.runs / patient / TABLE_FILE)
         values = result.table.set_index("gene_id")["predicted"].loc[self.gene_ids]
         return Outcome(patient, values.to_numpy(dtype=np.float64))
 

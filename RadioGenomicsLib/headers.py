@@ -73,14 +73,21 @@ def check_spacing(path: str | os.PathLike, spacing, what: str = "spacing") -> No
 
 
 def _stream_length(handle: BinaryIO, needed: int, opener: Callable[[], object] | None,
-                   path: Path) -> int:
+                   path: Path, sink: Callable[[bytes], None] | None = None) -> int:
     """Bytes readable from `handle` (decompressed by `opener`'s object when given), counted
-    in chunks and stopping once `needed` are seen: nothing is held."""
+    in chunks and stopping once `needed` are seen: nothing is held. `sink` sees each chunk
+    of (decompressed) bytes in order."""
     seen = 0
+
+    def take(block: bytes) -> int:
+        if sink is not None:
+            sink(block)
+        return len(block)
+
     try:
         if opener is None:
             while seen < needed and (block := handle.read(CHUNK)):
-                seen += len(block)
+                seen += take(block)
             return seen
         decompressor = opener()
         while seen < needed:
@@ -88,16 +95,38 @@ def _stream_length(handle: BinaryIO, needed: int, opener: Callable[[], object] |
             if not block:
                 break
             # at most OUT_CHUNK out per call: zeros inflate a thousandfold
-            seen += len(decompressor.decompress(block, OUT_CHUNK))
+            seen += take(decompressor.decompress(block, OUT_CHUNK))
             while seen < needed and getattr(decompressor, "unconsumed_tail", b""):
-                seen += len(decompressor.decompress(decompressor.unconsumed_tail, OUT_CHUNK))
+                seen += take(decompressor.decompress(decompressor.unconsumed_tail, OUT_CHUNK))
             while seen < needed and not getattr(decompressor, "needs_input", True):
-                seen += len(decompressor.decompress(b"", OUT_CHUNK))  # bz2 keeps its own tail
+                seen += take(decompressor.decompress(b"", OUT_CHUNK))  # bz2 keeps its own tail
             if getattr(decompressor, "eof", False):
                 break
     except (OSError, EOFError, zlib.error, ValueError) as error:
         raise InputError(path, f"damaged compressed data ({error})") from None
     return seen
+
+
+class NonFiniteCounter:
+    """Counts the NaN and infinite values of `dtype` in bytes [start, end) of a stream fed
+    in chunks (a `_stream_length` sink): the header check's one pass over the voxels also
+    finds what ITK's NIfTI reader silently turns into 0."""
+
+    def __init__(self, dtype: np.dtype, start: int, end: int):
+        self.dtype, self.start, self.end = np.dtype(dtype), start, end
+        self.position, self.carry, self.count = 0, b"", 0
+
+    def __call__(self, block: bytes) -> None:
+        low = max(self.start - self.position, 0)
+        high = min(self.end - self.position, len(block))
+        self.position += len(block)
+        if high <= low:
+            return
+        data = self.carry + block[low:high] if self.carry else block[low:high]
+        usable = len(data) - len(data) % self.dtype.itemsize
+        values = np.frombuffer(data, self.dtype, usable // self.dtype.itemsize)
+        self.count += int(values.size - np.count_nonzero(np.isfinite(values)))
+        self.carry = data[usable:]
 
 
 def _check_bytes(path: Path, needed: int, available: int) -> None:
@@ -133,14 +162,16 @@ def read_nifti_header(path: str | os.PathLike):
                                f"{str(error)[:120]})") from None
 
 
-def check_nifti(path: str | os.PathLike) -> None:
-    """Size, spacing and bytes of a `.nii` / `.nii.gz` against its header."""
+def check_nifti(path: str | os.PathLike) -> int:
+    """Size, spacing and bytes of a `.nii` / `.nii.gz` against its header; the number of
+    NaN or infinite voxels (float data only), counted in the same pass."""
     path = Path(path)
     header = read_nifti_header(path)
     try:
         shape = [int(n) for n in header.get_data_shape()]
         offset = float(header["vox_offset"])
-        itemsize = header.get_data_dtype().itemsize
+        dtype = header.get_data_dtype()
+        itemsize = dtype.itemsize
         pixdim = [float(v) for v in header["pixdim"][1:4]]
     except Exception as error:  # an unknown data type, ...
         raise InputError(path, f"cannot read as an image (NIfTI header: {type(error).__name__}: "
@@ -152,13 +183,20 @@ def check_nifti(path: str | os.PathLike) -> None:
     # ITK takes the magnitude (and reads 0 as 1 mm: refused here)
     check_spacing(path, [abs(v) for v in pixdim[:min(3, len(shape))]], "pixel spacing")
     needed = int(offset) + count * itemsize
+    counter = (NonFiniteCounter(dtype, int(offset), needed)
+               if np.issubdtype(dtype, np.floating) or np.issubdtype(dtype, np.complexfloating)
+               else None)
     with open(path, "rb") as handle:
         if path.name.lower().endswith(".gz"):
             available = _stream_length(handle, needed,
-                                       lambda: zlib.decompressobj(16 + zlib.MAX_WBITS), path)
+                                       lambda: zlib.decompressobj(16 + zlib.MAX_WBITS), path,
+                                       counter)
+        elif counter is not None:
+            available = _stream_length(handle, needed, None, path, counter)
         else:
             available = os.fstat(handle.fileno()).st_size
     _check_bytes(path, needed, available)
+    return 0 if counter is None else counter.count
 
 
 # ---------------------------------------------------------------- NRRD
@@ -252,14 +290,15 @@ def _check_nrrd_spacing(path: Path, fields: dict) -> None:
 
 # ---------------------------------------------------------------- any file
 
-def check_image_file(path: str | os.PathLike) -> None:
+def check_image_file(path: str | os.PathLike) -> int:
     """The header checks of whatever format `path` is in (NIfTI and NRRD byte-exact, others
-    through ITK's header reader: size ceiling and spacing)."""
+    through ITK's header reader: size ceiling and spacing). Returns the NaN or infinite
+    voxels that a float NIfTI holds (ITK would read them as 0; other formats keep them)."""
     path = Path(path)
     name = path.name.lower()
     if name.endswith((".nii", ".nii.gz")):
-        check_nifti(path)
-    elif name.endswith((".nrrd", ".nhdr")):
+        return check_nifti(path)
+    if name.endswith((".nrrd", ".nhdr")):
         check_nrrd(path)
     else:
         import SimpleITK as sitk
@@ -269,9 +308,10 @@ def check_image_file(path: str | os.PathLike) -> None:
         try:
             reader.ReadImageInformation()
         except RuntimeError:
-            return  # not an image ITK knows: reading it says why
+            return 0  # not an image ITK knows: reading it says why
         check_voxel_count(path, [*reader.GetSize(), reader.GetNumberOfComponents()])
         check_spacing(path, reader.GetSpacing())
+    return 0
 
 
 # ---------------------------------------------------------------- DICOM series

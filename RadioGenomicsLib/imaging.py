@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,47 +63,39 @@ def read_image(path: str | os.PathLike, series: str | None = None,
     """Read a NIfTI / NRRD file or a DICOM series folder as a 3-D scalar image, its header
     checked first (headers.py). `regularize`: resample a DICOM series with uneven slice
     positions onto a uniform grid instead of refusing it (default: REGULARIZE_ENV)."""
-    path = Path(path)
+    return _read_checked(Path(path), series, regularize)[0]
+
+
+def _read_checked(path: Path, series: str | None, regularize: bool | None
+                  ) -> tuple[sitk.Image, int]:
+    """The image, and the NaN/Inf voxels the header check counted in a float NIfTI (ITK's
+    reader silently turns them into 0)."""
     if not path.exists():
         raise InputError(path, "no such file or folder")
+    hidden = 0
     if path.is_dir():
         image = _read_dicom_series(path, series,
                                    regularize_default() if regularize is None else regularize)
     else:
-        check_image_file(path)
+        hidden = check_image_file(path)
         try:
             image = sitk.ReadImage(str(path))
         except RuntimeError as error:
             raise InputError(path, f"cannot read as an image ({_itk_reason(error)})") from None
     _check_volume(image, path)
     check_spacing(path, image.GetSpacing())
-    return image
+    return image, hidden
 
 
 def read_volume(path: str | os.PathLike, series: str | None = None,
                 regularize: bool | None = None) -> sitk.Image:
     """An intensity volume as float32, refusing NaN or infinite voxels."""
-    image = sitk.Cast(read_image(path, series, regularize), sitk.sitkFloat32)
-    values = sitk.GetArrayViewFromImage(image)
-    bad = int((~np.isfinite(values)).sum()) or _nifti_non_finite(Path(path))
+    image, hidden = _read_checked(Path(path), series, regularize)
+    image = sitk.Cast(image, sitk.sitkFloat32)
+    bad = hidden or int((~np.isfinite(sitk.GetArrayViewFromImage(image))).sum())
     if bad:
         raise InputError(path, f"{bad} voxels are NaN or infinite")
     return image
-
-
-def _nifti_non_finite(path: Path) -> int:
-    """NaN/Inf voxels of a float NIfTI file: ITK's reader silently turns them into 0."""
-    if not path.name.lower().endswith((".nii", ".nii.gz")):
-        return 0
-    import nibabel
-
-    try:  # the header was checked (headers.py): nibabel reads what ITK read
-        nifti = nibabel.load(str(path))
-        if not np.issubdtype(nifti.get_data_dtype(), np.floating):
-            return 0
-        return int((~np.isfinite(np.asanyarray(nifti.dataobj))).sum())
-    except Exception as error:  # nibabel raises many types (HeaderDataError, ImageFileError, ...)
-        raise InputError(path, f"cannot read as an image ({str(error)[:120]})") from None
 
 
 def _itk_reason(error: RuntimeError) -> str:
@@ -392,14 +385,15 @@ def load_study(images: dict[str, str | os.PathLike], segmentation: str | os.Path
     grid (reported on stderr) instead of refusing them; default REGULARIZE_ENV."""
     order = order_channels(list(images), channels)
     series = series or {}
-    volumes: dict[str, sitk.Image] = {}
-    for name in order:
-        volume = read_volume(images[name], series.get(name), regularize_dicom)
-        if volumes:
-            volume = resample_onto(volume, next(iter(volumes.values())), sitk.sitkLinear,
-                                   images[name])
-        volumes[name] = volume
-    reference = volumes[order[0]]
+    # two at a time: one file's header pass (zlib, numpy: no GIL) beside another's ITK read
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        reads = [pool.submit(read_volume, images[name], series.get(name), regularize_dicom)
+                 for name in order]
+        read = [future.result() for future in reads]  # the first failing channel in order
+    reference = read[0]
+    volumes = {order[0]: reference}
+    for name, volume in zip(order[1:], read[1:]):
+        volumes[name] = resample_onto(volume, reference, sitk.sitkLinear, images[name])
     tumour = read_segmentation(segmentation, reference, label, segment)
     brain = None
     if brain_mask is not None:

@@ -92,13 +92,35 @@ def _strip_skull_on_grid(t1: sitk.Image) -> sitk.Image:
     tissue = sitk.Cast(classes >= 1, sitk.sitkUInt8) * head
     head_litres = _litres(head)
     brain = head
+    tissue_distance = _squared_distance_inside(tissue)  # once for every erosion radius
     for mm in EROSION_RADII_MM:
-        core = _largest_component(sitk.BinaryErode(tissue, _radius(t1, mm), sitk.sitkBall))
+        core = _largest_component(_ball_erode(tissue_distance, tissue, _radius(t1, mm)))
         brain = sitk.BinaryDilate(core, _radius(t1, mm), sitk.sitkBall) * tissue
         if _litres(brain) <= BRAIN_MAX_HEAD_SHARE * head_litres:
             break
     brain = sitk.BinaryMorphologicalClosing(brain, _radius(t1, 6), sitk.sitkBall)
     return sitk.Cast(sitk.BinaryFillhole(brain), sitk.sitkUInt8)
+
+
+def _squared_distance_inside(mask: sitk.Image) -> np.ndarray:
+    """Squared distance in voxels from each voxel of `mask` to the nearest voxel outside
+    it (outside the image counts as inside, as for ITK's erosion)."""
+    from scipy import ndimage
+
+    inside = sitk.GetArrayViewFromImage(mask) > 0
+    return np.rint(ndimage.distance_transform_edt(inside) ** 2)
+
+
+def _ball_erode(squared_distance: np.ndarray, like: sitk.Image, radius: list[int]) -> sitk.Image:
+    """sitk.BinaryErode with a ball of `radius` voxels, the same voxels (ITK's ball holds
+    the offsets within radius + 0.5, i.e. squared length <= r^2 + r), from one distance
+    map for every radius: six ITK erosions took ~1 s of every prediction."""
+    if len(set(radius)) != 1:
+        return sitk.BinaryErode(like, radius, sitk.sitkBall)
+    r = radius[0]
+    out = sitk.GetImageFromArray((squared_distance > r * r + r).astype(np.uint8))
+    out.CopyInformation(like)
+    return out
 
 
 def dice(a: sitk.Image, b: sitk.Image) -> float:

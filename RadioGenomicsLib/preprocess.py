@@ -127,9 +127,10 @@ class Slices:
         return local
 
     def save(self, path: str | os.PathLike) -> None:
+        # uncompressed: zlib shrank the z-scored floats by ~20 % for ~1 s per study
         with atomic_path(path) as tmp:
             with open(tmp, "wb") as handle:
-                np.savez_compressed(
+                np.savez(
                     handle, images=self.images, tumour=self.tumour,
                     pixel_to_lps=self.pixel_to_lps, tumour_area_mm2=self.tumour_area_mm2,
                     thickness_mm=np.float64(self.thickness_mm),

@@ -102,6 +102,31 @@ def test_tampered_weights_are_caught(bundle_path):
     one_line_error(lambda: deferred.models(), "checksum mismatch")
 
 
+def test_weights_are_hashed_once_per_version(bundle_path, tmp_path, monkeypatch):
+    """The digest of a checked weight file is remembered; any rewrite is hashed again, even
+    one that keeps the size and sets the modification time back."""
+    import os
+
+    from RadioGenomicsLib import hashing
+
+    monkeypatch.setenv("RADIOGENOMICS_CACHE", str(tmp_path / "cache"))
+    hashed = []
+    real = hashing.sha256_of
+    monkeypatch.setattr(hashing, "sha256_of", lambda path: hashed.append(path.name) or real(path))
+    load_bundle(bundle_path)
+    assert sorted(hashed) == ["fold_0.safetensors", "fold_1.safetensors"]
+    load_bundle(bundle_path)
+    assert len(hashed) == 2  # remembered: nothing hashed again
+    weights = bundle_path / "fold_1.safetensors"
+    before = weights.stat()
+    data = bytearray(weights.read_bytes())
+    data[-10] ^= 0xFF
+    weights.write_bytes(bytes(data))
+    os.utime(weights, ns=(before.st_atime_ns, before.st_mtime_ns))
+    one_line_error(lambda: load_bundle(bundle_path), r"fold_1.safetensors: checksum mismatch")
+    assert hashed[2:] == ["fold_1.safetensors"]
+
+
 def test_missing_files_are_named(bundle_path):
     (bundle_path / "fold_0.safetensors").unlink()
     one_line_error(lambda: load_bundle(bundle_path), r"fold_0.safetensors: missing weight file")

@@ -13,7 +13,7 @@ import pytest
 import SimpleITK as sitk
 
 from RadioGenomicsLib.errors import InputError
-from RadioGenomicsLib.headers import MAX_VOXELS_ENV, check_image_file
+from RadioGenomicsLib.headers import MAX_VOXELS_ENV, NonFiniteCounter, check_image_file
 from RadioGenomicsLib.imaging import read_image, read_volume
 
 UID = "1.2.826.0.1.3680043.8.498.77"
@@ -223,3 +223,25 @@ def test_preprocess_cli_flag_regularises(tmp_path, run_cli):
                            "--regularize-dicom")
     # the series now reads (reported); the missing segmentation is what stops it
     assert code == 2 and "regularised onto" in err and "none.nii.gz" in err
+
+
+def test_non_finite_voxels_are_counted_across_chunks():
+    """NaN/Inf found wherever the chunks of a stream cut the values, after the offset."""
+    values = np.arange(1000, dtype=">f8")
+    values[[0, 7, 500, 999]] = [np.nan, np.inf, -np.inf, np.nan]
+    data = b"\x00" * 13 + values.tobytes() + b"\xff" * 40  # header, voxels, trailing bytes
+    counter = NonFiniteCounter(values.dtype, 13, 13 + values.nbytes)
+    cuts = [0, 5, 13, 14, 100, 3333, 3334, 7000, len(data)]
+    for start, end in zip(cuts, cuts[1:]):
+        counter(data[start:end])
+    assert counter.count == 4
+
+
+@pytest.mark.parametrize("name, dtype", [("image.nii", "<f4"), ("image.nii.gz", ">f8"),
+                                         ("image.nii.gz", "<i2")])
+def test_nifti_check_counts_what_itk_would_hide(tmp_path, name, dtype):
+    array = np.zeros((6, 5, 4), dtype)
+    if array.dtype.kind == "f":
+        array[1, 2, 3], array[5, 4, 0] = np.nan, np.inf
+    nibabel.save(nibabel.Nifti1Image(array, np.eye(4)), str(tmp_path / name))
+    assert check_image_file(tmp_path / name) == (2 if array.dtype.kind == "f" else 0)

@@ -121,6 +121,19 @@ def test_skull_stripping_matches_bet_on_colin27(testdata):
     assert masks.is_skull_stripped(stripped)
 
 
+def test_distance_map_erosion_is_itks_ball_erosion():
+    """The skull stripper's erosions from one distance map give ITK's voxels exactly, at
+    the image border too (outside counts as inside)."""
+    rng = np.random.default_rng(3)
+    blobs = sitk.GetImageFromArray((rng.random((30, 34, 38)) > 0.35).astype(np.uint8))
+    mask = sitk.BinaryMorphologicalClosing(blobs, [2, 2, 2], sitk.sitkBall)
+    distance = masks._squared_distance_inside(mask)
+    for radius in range(1, 6):
+        expected = sitk.GetArrayFromImage(sitk.BinaryErode(mask, [radius] * 3, sitk.sitkBall))
+        ours = sitk.GetArrayFromImage(masks._ball_erode(distance, mask, [radius] * 3))
+        assert expected.sum() > 0 and np.array_equal(ours, expected), radius
+
+
 def test_given_brain_mask_and_channels(tmp_path, testdata):
     data = testdata / "pyradiomics"
     image = read_volume(data / "brain1_image.nrrd")

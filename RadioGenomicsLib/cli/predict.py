@@ -258,7 +258,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _predict_study(args, bundle) -> int:
     from RadioGenomicsLib.predict import write_table
-    from RadioGenomicsLib.run import predict_study, run_maps, save_run_picture, write_maps
+    from RadioGenomicsLib.run import (TABLE_FILE, predict_study, run_maps, save_run_picture,
+                                      write_maps)
 
     run_folder = Path(args.run_folder or default_run_folder(args.out))
     images = None
@@ -275,7 +276,7 @@ def _predict_study(args, bundle) -> int:
             print(f"tumour: the study's DICOM SEG {args.segmentation}")
     result = predict_study(bundle, study_inputs(args, images), run_folder, args.device,
                            args.folds, runtime=args.runtime, precision=args.precision)
-    write_table(result.table, args.out)
+    write_table(result.table, args.out, written=run_folder / TABLE_FILE)
     written, maps = [], {}
     if args.map_gene:
         maps = run_maps(result, bundle, args.map_gene, args.map_margin)
