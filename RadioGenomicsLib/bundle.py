@@ -380,6 +380,13 @@ def _read_genes(path: Path) -> pd.DataFrame:
     return _check_genes(genes, genes_path)
 
 
+def _card_rows(genes: pd.DataFrame) -> list[dict[str, Any]]:
+    """The gene rows `card_from` reads, as plain dicts (pandas' to_dict boxed every value of
+    every column: 0.2 s of each prediction with 31,793 genes)."""
+    columns = ("gene_id", "gene_name", "validation_r", "validation_p_adj")
+    return [dict(zip(columns, values)) for values in zip(*(genes[c].tolist() for c in columns))]
+
+
 def weight_sha256(path: Path) -> str:
     """sha256 of a weight or exported model file, remembered per file version in the
     user's cache (`hashing.remembered_sha256`): checked on every use, hashed once."""
@@ -415,7 +422,7 @@ def load_bundle(path: str | os.PathLike, verify_checksums: bool = True,
         format_version=document["format_version"],
         library_version=str(document.get("library_version", "unknown")),
         created=str(document.get("created", "unknown")),
-        card=card_from(path, document, genes.to_dict("records")),
+        card=card_from(path, document, _card_rows(genes)),
         files=_extra_files(path, document),
     )
     # the registered files, as the weights, are hashed when read (`checked_file`)
