@@ -62,7 +62,7 @@ class SliceCache:
         return np.load(self.path(key), mmap_mode="r")
 
     def geometry(self, key: str) -> np.ndarray:
-        """The tumour's preprocess.GEOMETRY_FEATURES (float32)."""
+        """The tumour's values of preprocess.geometry_names(settings) (float32)."""
         return np.load(self.geometry_path(key))
 
     def holds(self, key: str) -> bool:

@@ -24,7 +24,7 @@ from typing import Any
 
 from RadioGenomicsLib.errors import InputError, read_json_object
 from RadioGenomicsLib.model import ModelConfig
-from RadioGenomicsLib.preprocess import PreprocessSettings
+from RadioGenomicsLib.preprocess import PreprocessSettings, geometry_names
 from RadioGenomicsLib.genetable import MARKER_GENES
 from RadioGenomicsLib.schemas import RECIPE, TRAINING, validate
 
@@ -123,6 +123,14 @@ class Recipe:
     def fingerprint(self) -> str:
         """Identifies the settings a checkpoint was made with."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
+
+    def build_model(self, in_channels: int, genes: int):
+        """An untrained GenePredictor of this recipe (geometry values as its preprocessing
+        makes them)."""
+        from RadioGenomicsLib.model import GenePredictor
+
+        return GenePredictor(self.model, in_channels, genes,
+                             len(geometry_names(self.preprocessing)))
 
     @property
     def target_units(self) -> str:
