@@ -502,6 +502,27 @@ def test_mask_channels_and_fusion_train_predict_and_report(tmp_path, cohort, wor
     np.testing.assert_allclose(light, shift, rtol=1e-4, atol=1e-5)
 
 
+def test_the_slice_cache_keeps_one_key_for_sub_region_geometry(tmp_path):
+    """region_geometry changes no pixel: the same key (the tokens encoded for it stay
+    valid); an entry with 4 geometry values is preprocessed again for a reader of 10, and
+    a reader of 4 takes the first 4 of a longer one."""
+    from RadioGenomicsLib.preprocess import PreprocessSettings
+    from RadioGenomicsLib.training.cache import patient_key
+
+    row = pd.Series({"t1": str(tmp_path / "t1.nii.gz"), "segmentation": str(tmp_path / "s.nii")})
+    for name in ("t1.nii.gz", "s.nii"):
+        (tmp_path / name).write_bytes(b"x")
+    keys = {patient_key(row, ["t1"], PreprocessSettings(region_labels=(1, 2, 4),
+                                                        region_geometry=on)) for on in (0, 1)}
+    assert len(keys) == 1
+    key, images = keys.pop(), np.zeros((2, 1, 4, 4), np.float32)
+    SliceCache(tmp_path / "c").store(key, images, np.arange(4, dtype=np.float32))
+    assert SliceCache(tmp_path / "c").holds(key) and not SliceCache(tmp_path / "c", 10).holds(key)
+    SliceCache(tmp_path / "c", 10).store(key, images, np.arange(10, dtype=np.float32))
+    np.testing.assert_array_equal(SliceCache(tmp_path / "c").geometry(key), np.arange(4))
+    assert SliceCache(tmp_path / "c", 10).geometry(key).shape == (10,)
+
+
 def test_bundles_before_sub_region_geometry_keep_4_geometry_values(tmp_path):
     """A bundle whose settings name region labels but not region_geometry (every bundle
     written before it) builds, loads and runs the 4-value geometry it was trained with."""

@@ -27,7 +27,7 @@ from RadioGenomicsLib.bundle import BundleMetadata, write_bundle
 from RadioGenomicsLib.cohort import channel_columns, validate_cohort
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.expression import ExpressionMatrix, build_matrix, read_matrix
-from RadioGenomicsLib.preprocess import model_channels
+from RadioGenomicsLib.preprocess import geometry_names, model_channels
 from RadioGenomicsLib.pretrained import load_transunet_weights
 from RadioGenomicsLib.report import print_summary, write_model_card, write_report
 from RadioGenomicsLib.stats import MIN_PATIENTS, gene_statistics
@@ -308,7 +308,8 @@ def train(manifest: str, expression: str, sample_sheet: str | None, out: Path, r
     if runtime.main:
         for note in inputs.notes:
             print(f"note: {note}", file=sys.stderr)
-    cache = SliceCache(cache_dir or default_cache_dir())
+    cache = SliceCache(cache_dir or default_cache_dir(),
+                       len(geometry_names(recipe.preprocessing)))
     if runtime.main:
         keys = preprocess_cohort(inputs.cohort, inputs.channels, recipe.preprocessing, cache)
     runtime.barrier()
