@@ -288,10 +288,11 @@ class Bundle:
     def build_model(self) -> GenePredictor:
         """An untrained model of the bundle's shape."""
         from RadioGenomicsLib.model import GenePredictor
-        from RadioGenomicsLib.preprocess import model_channels
+        from RadioGenomicsLib.preprocess import geometry_names, model_channels
 
-        return GenePredictor(self.config, model_channels(self.channels, self.metadata.preprocessing),
-                             len(self.genes))
+        settings = self.metadata.preprocessing
+        return GenePredictor(self.config, model_channels(self.channels, settings),
+                             len(self.genes), len(geometry_names(settings)))
 
     def model(self, fold: int, device: str | torch.device = "cpu") -> GenePredictor:
         """One fold model in eval mode on `device`."""
@@ -449,13 +450,14 @@ def make_untrained_bundle(path: str | os.PathLike, config: ModelConfig, channels
     import torch
 
     from RadioGenomicsLib.model import GenePredictor
-    from RadioGenomicsLib.preprocess import model_channels
+    from RadioGenomicsLib.preprocess import geometry_names, model_channels
 
     genes = _check_genes(genes, None)
     states = []
     for fold in range(folds):
         torch.manual_seed(seed + fold)
-        model = GenePredictor(config, model_channels(channels, preprocessing), len(genes))
+        model = GenePredictor(config, model_channels(channels, preprocessing), len(genes),
+                              len(geometry_names(preprocessing)))
         model.set_output_bias(genes["train_mean"].to_numpy())
         states.append(model.state_dict())
     metadata = BundleMetadata(

@@ -4,9 +4,9 @@
    sample sheet), whose true image-gene links are known (truth.json; no training step
    reads it);
 2. the `frozen-ridge-brats` model (frozen encoder reading the images and the tumour's
-   BraTS sub-region masks, mask geometry, ridge per gene) cross-validated on it (5
-   folds), with its evaluation report and the paper's Figure 2, its fold models exported
-   for the light runtimes;
+   BraTS sub-region masks, mask and sub-region geometry, ridge per gene) cross-validated
+   on it (5 folds), with its evaluation report and the paper's Figure 2, its fold models
+   exported for the light runtimes;
 3. the classic route on the same folds and genes: PyRadiomics features and a ridge;
 4. the two side by side, gene by gene, and against the truth (`radiogenomics compare`);
 5. `predict` on a study the model never saw (`--runtime auto`: OpenVINO or ONNX Runtime):

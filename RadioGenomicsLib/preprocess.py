@@ -30,6 +30,13 @@ SLICE_CHOICES = ("largest", "spread")
 # slices in the study at the model's spacing), log(1 + tumour volume in ml)
 GEOMETRY_FEATURES = ("log_mm_per_pixel", "log1p_area_mm2", "log1p_tumour_slices",
                      "log1p_volume_ml")
+# with `region_geometry`, per region label after these: log(1 + its volume in ml inside
+# the tumour) and its share of the tumour's volume (what the baseline's sub-region
+# features measure, and the mean token of 16 slices does not keep)
+REGION_GEOMETRY = ("log1p_volume_ml", "share")
+# settings added after bundles and slice caches were written: left out of `to_dict` while
+# at their default, so that earlier bundles' settings and cache keys stay the same
+LATER_SETTINGS = {"region_geometry": False}
 
 
 @dataclass(frozen=True)
@@ -51,6 +58,8 @@ class PreprocessSettings:
     # listed segmentation label (sub-regions such as BraTS' 1 necrosis, 2 oedema, 4 enhancing)
     tumour_channel: bool = False
     region_labels: tuple[int, ...] = ()
+    # the geometry (a model with `geometry`) also gets each region label's volume and share
+    region_geometry: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "region_labels", tuple(int(x) for x in self.region_labels))
@@ -65,7 +74,9 @@ class PreprocessSettings:
                                    f"spacing {self.spacing_mm})")
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        values = asdict(self)
+        return {k: v for k, v in values.items()
+                if k not in LATER_SETTINGS or v != LATER_SETTINGS[k]}
 
     @classmethod
     def from_dict(cls, values: dict, source: str | os.PathLike | None = None) -> PreprocessSettings:
@@ -89,6 +100,16 @@ def mask_channel_names(settings: dict) -> list[str]:
             + [f"label {label}" for label in settings.get("region_labels", ())])
 
 
+def geometry_names(settings: dict | PreprocessSettings) -> list[str]:
+    """The geometry values a model with `geometry` reads, in order (settings as a dict, as a
+    bundle keeps them; a bundle without `region_geometry` has the 4 GEOMETRY_FEATURES)."""
+    if isinstance(settings, PreprocessSettings):
+        settings = settings.to_dict()
+    regions = settings.get("region_labels", ()) if settings.get("region_geometry") else ()
+    return list(GEOMETRY_FEATURES) + [f"label {label} {name}" for label in regions
+                                      for name in REGION_GEOMETRY]
+
+
 def model_channels(channels: Sequence[str], settings: dict) -> int:
     """How many channels the model reads: the images and the masks added to them."""
     return len(channels) + len(mask_channel_names(settings))
@@ -109,13 +130,21 @@ class Slices:
     region: str = ""  # what intensities were normalised in, for the record
     tumour_slices: int = 0  # slices of the study (at the model's spacing) holding tumour
     tumour_volume_ml: float = 0.0
+    # per settings' region label: its volume inside the tumour (ml, at the model's spacing)
+    region_volumes_ml: tuple[float, ...] = ()
 
     def geometry(self) -> np.ndarray:
-        """The GEOMETRY_FEATURES of this tumour (float32)."""
+        """This tumour's values of geometry_names(settings) (float32)."""
         mm_per_pixel = np.linalg.norm(self.pixel_to_lps[:, :3, 0], axis=1).mean()
-        return np.array([np.log(mm_per_pixel), np.log1p(self.tumour_area_mm2.mean()),
-                         np.log1p(self.tumour_slices), np.log1p(self.tumour_volume_ml)],
-                        dtype=np.float32)
+        values = [np.log(mm_per_pixel), np.log1p(self.tumour_area_mm2.mean()),
+                  np.log1p(self.tumour_slices), np.log1p(self.tumour_volume_ml)]
+        if self.settings.get("region_geometry") and self.settings.get("region_labels"):
+            if len(self.region_volumes_ml) != len(self.settings["region_labels"]):
+                raise ValueError("these slices have no sub-region volumes (written before "
+                                 "region_geometry): preprocess the study again")
+            for volume in self.region_volumes_ml:
+                values += [np.log1p(volume), volume / max(self.tumour_volume_ml, 1e-9)]
+        return np.array(values, dtype=np.float32)
 
     def to_lps(self, index: int, column: float, row: float) -> np.ndarray:
         """LPS mm of a (continuous) pixel position in slice `index`."""
@@ -137,7 +166,8 @@ class Slices:
                     channels=np.array(self.channels), meta=np.array(json.dumps(
                         {"reference": self.reference, "settings": self.settings,
                          "region": self.region, "tumour_slices": self.tumour_slices,
-                         "tumour_volume_ml": self.tumour_volume_ml})))
+                         "tumour_volume_ml": self.tumour_volume_ml,
+                         "region_volumes_ml": list(self.region_volumes_ml)})))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Slices:
@@ -148,7 +178,8 @@ class Slices:
                            data["tumour_area_mm2"], float(data["thickness_mm"]),
                            tuple(str(c) for c in data["channels"]), meta["reference"],
                            meta["settings"], meta["region"], int(meta.get("tumour_slices", 0)),
-                           float(meta.get("tumour_volume_ml", 0.0)))
+                           float(meta.get("tumour_volume_ml", 0.0)),
+                           tuple(float(v) for v in meta.get("region_volumes_ml", ())))
         except (OSError, KeyError, ValueError) as error:
             raise InputError(path, f"not a slices file written by preprocess ({error})") from None
 
@@ -320,8 +351,12 @@ def preprocess(study: Study, settings: PreprocessSettings | None = None) -> Slic
         affines.append(pixel_to_lps(grid))
         areas.append(in_plane.sum() * float(np.prod(spacing[plane])))
     other = tuple(a for a in range(3) if a != 2 - axis)
+    voxel_ml = float(np.prod(spacing)) / 1000.0
+    regions = masks[len(masks) - len(settings.region_labels):]  # the label masks come last
     return Slices(np.asarray(images, np.float32), np.asarray(tumours, np.uint8),
                   np.asarray(affines), np.asarray(areas, float), float(spacing[axis]),
                   tuple(study.channels), grid_of(study.reference), settings.to_dict(),
                   region_note, int(tumour_zyx.any(axis=other).sum()),
-                  float(tumour_zyx.sum() * np.prod(spacing) / 1000.0))
+                  float(tumour_zyx.sum() * voxel_ml),
+                  tuple(float((tumour_zyx & (sitk.GetArrayViewFromImage(region) > 0)).sum()
+                              * voxel_ml) for region in regions))

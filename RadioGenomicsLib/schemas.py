@@ -77,6 +77,7 @@ PREPROCESSING = {
         "tumour_channel": {"type": "boolean"},
         "region_labels": {"type": "array", "items": _int(1, 65535), "uniqueItems": True,
                           "maxItems": 16},
+        "region_geometry": {"type": "boolean"},  # each region label's volume and share
     },
 }
 

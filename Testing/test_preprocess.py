@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 import SimpleITK as sitk
@@ -9,7 +11,8 @@ import SimpleITK as sitk
 from RadioGenomicsLib import masks
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.imaging import load_study, read_volume, resample_isotropic
-from RadioGenomicsLib.preprocess import PreprocessSettings, Slices, preprocess, zscore
+from RadioGenomicsLib.preprocess import (PreprocessSettings, Slices, geometry_names, preprocess,
+                                         zscore)
 
 
 @pytest.fixture(scope="module")
@@ -262,6 +265,49 @@ def test_mask_and_sub_region_channels_follow_the_images(testdata, tmp_path):
     unlabelled = load_study({"t1gd": image}, tmp_path / "regions.nrrd")
     with pytest.raises(InputError, match="sub-region channels"):
         preprocess(unlabelled, settings)
+
+
+def test_sub_region_geometry_is_each_labels_volume_and_share_of_the_tumour(tmp_path):
+    """With region_geometry, each region label's volume (ml) and share of the tumour follow
+    the 4 geometry values, against a hand count at 1 mm; without it (earlier bundles and
+    slice files) the same 4 values, and the settings' dict (a cache key) as before."""
+    labels = np.zeros((20, 40, 40), np.uint8)
+    labels[5:15, 10:30, 10:30] = 2  # 4,000 voxels of 1 mm3 in all
+    labels[8:12, 15:25, 15:25] = 1  # 400
+    labels[12:14, 15:25, 15:25] = 4  # 200; label 2 keeps 3,400
+    for name, array in (("seg", labels), ("t1", np.random.default_rng(0).normal(
+            100, 10, labels.shape).astype(np.float32))):
+        sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / f"{name}.nrrd"))
+    study = load_study({"t1": tmp_path / "t1.nrrd"}, tmp_path / "seg.nrrd", keep_labels=True)
+    settings = PreprocessSettings(max_slices=4, region="none", region_labels=(1, 2, 4, 3),
+                                  region_geometry=True)
+    slices = preprocess(study, settings)
+    assert slices.region_volumes_ml == pytest.approx((0.4, 3.4, 0.2, 0.0))
+    names = geometry_names(settings)
+    assert len(names) == 4 + 2 * 4 and names[4:6] == ["label 1 log1p_volume_ml", "label 1 share"]
+    geometry = slices.geometry()
+    assert geometry.shape == (12,) and geometry[3] == pytest.approx(np.log1p(4.0))
+    np.testing.assert_allclose(geometry[4:], [np.log1p(0.4), 0.1, np.log1p(3.4), 0.85,
+                                              np.log1p(0.2), 0.05, 0.0, 0.0], rtol=1e-5)
+    slices.save(tmp_path / "new.npz")
+    np.testing.assert_array_equal(Slices.load(tmp_path / "new.npz").geometry(), geometry)
+
+    before = PreprocessSettings(max_slices=4, region="none", region_labels=(1, 2, 4, 3))
+    assert "region_geometry" not in before.to_dict() and len(geometry_names(before)) == 4
+    old = preprocess(study, before)
+    np.testing.assert_array_equal(old.geometry(), geometry[:4])
+    # a slices file written before sub-region volumes existed still loads, with 4 values
+    with np.load(tmp_path / "new.npz") as data:
+        arrays = dict(data)
+    meta = json.loads(str(arrays["meta"]))
+    del meta["region_volumes_ml"]
+    arrays["meta"] = np.array(json.dumps({**meta, "settings": before.to_dict()}))
+    np.savez_compressed(tmp_path / "old.npz", **arrays)
+    np.testing.assert_array_equal(Slices.load(tmp_path / "old.npz").geometry(), geometry[:4])
+    arrays["meta"] = np.array(json.dumps(meta))  # region_geometry on, volumes missing
+    np.savez_compressed(tmp_path / "stale.npz", **arrays)
+    with pytest.raises(ValueError, match="no sub-region volumes"):
+        Slices.load(tmp_path / "stale.npz").geometry()
 
 
 def test_sub_regions_of_a_slicer_segmentation_are_refused(slicerio_data):

@@ -16,6 +16,8 @@ import torch
 from safetensors.torch import load_file
 
 from RadioGenomicsLib.bundle import load_bundle
+from RadioGenomicsLib.run import open_run
+from RadioGenomicsLib.runtime.head import GeometryShift
 from RadioGenomicsLib.training.cache import SliceCache
 from RadioGenomicsLib.training.data import batch_tensors
 
@@ -457,12 +459,14 @@ def test_the_ridge_head_is_the_ridge_written_into_the_model():
 
 
 def test_mask_channels_and_fusion_train_predict_and_report(tmp_path, cohort, workspace, run_cli):
-    """A frozen ridge model reading the tumour and BraTS sub-region masks as channels:
-    its bundle takes 4 + 4 channels and predicts a study from the files; the fusion
-    method's report lies beside the model's, on the same patients and genes."""
+    """A frozen ridge model reading the tumour and BraTS sub-region masks as channels, with
+    each sub-region's volume and share in its geometry: its bundle takes 4 + 4 channels
+    and 4 + 6 geometry values and predicts a study from the files (torch and the light
+    head alike); the fusion method's report lies beside the model's, on the same patients
+    and genes."""
     recipe = dict(RECIPE, model={**RECIPE["model"], "pooling": "mean", "geometry": True},
                   preprocessing={**RECIPE["preprocessing"], "tumour_channel": True,
-                                 "region_labels": [1, 2, 4]},
+                                 "region_labels": [1, 2, 4], "region_geometry": True},
                   training={**RECIPE["training"], "encoder": "frozen", "head_solver": "ridge",
                             "fusion": True})
     (tmp_path / "masks.json").write_text(json.dumps(recipe))
@@ -470,7 +474,11 @@ def test_mask_channels_and_fusion_train_predict_and_report(tmp_path, cohort, wor
     code, _, stderr = run_cli(*train_args(cohort, dict(workspace, recipe=tmp_path / "masks.json"),
                                           out))
     assert code == 0, stderr[-800:]
-    assert load_file(out / "fold_0.safetensors")["encoder.cnn.conv1.weight"].shape[1] == 8
+    weights = load_file(out / "fold_0.safetensors")
+    assert weights["encoder.cnn.conv1.weight"].shape[1] == 8
+    assert weights["geometry_mean"].shape == (10,)
+    assert weights["head.geometry.weight"].shape[1] == 10
+    assert weights["head.geometry.weight"][:, 4:].abs().sum() > 0  # the ridge uses them
     model = pd.read_csv(out / "report" / "oof_predictions.tsv", sep="\t", index_col=0)
     fusion = pd.read_csv(out / "fusion-report" / "oof_predictions.tsv", sep="\t", index_col=0)
     assert list(fusion.index) == list(model.index) and list(fusion.columns) == list(model.columns)
@@ -483,6 +491,61 @@ def test_mask_channels_and_fusion_train_predict_and_report(tmp_path, cohort, wor
                               "--device", "cpu")
     assert code == 0, stderr[-800:]
     assert len(pd.read_csv(tmp_path / "g.csv")) == len(model.columns)
+    run, bundle = open_run(tmp_path / "g.run")
+    geometry = np.asarray(run.info["geometry"], np.float32)
+    assert geometry.shape == (10,) and np.allclose(geometry, run.slices.geometry())
+    assert np.isclose(geometry[5] + geometry[7] + geometry[9], 1.0, atol=0.02)  # shares
+    fold = bundle.model(0)
+    with torch.no_grad():
+        shift = fold.geometry_shift(torch.from_numpy(geometry)[None], 1)[0].numpy()
+    light = GeometryShift.from_safetensors(out / "fold_0.safetensors")(geometry)
+    np.testing.assert_allclose(light, shift, rtol=1e-4, atol=1e-5)
+
+
+def test_the_slice_cache_keeps_one_key_for_sub_region_geometry(tmp_path):
+    """region_geometry changes no pixel: the same key (the tokens encoded for it stay
+    valid); an entry with 4 geometry values is preprocessed again for a reader of 10, and
+    a reader of 4 takes the first 4 of a longer one."""
+    from RadioGenomicsLib.preprocess import PreprocessSettings
+    from RadioGenomicsLib.training.cache import patient_key
+
+    row = pd.Series({"t1": str(tmp_path / "t1.nii.gz"), "segmentation": str(tmp_path / "s.nii")})
+    for name in ("t1.nii.gz", "s.nii"):
+        (tmp_path / name).write_bytes(b"x")
+    keys = {patient_key(row, ["t1"], PreprocessSettings(region_labels=(1, 2, 4),
+                                                        region_geometry=on)) for on in (0, 1)}
+    assert len(keys) == 1
+    key, images = keys.pop(), np.zeros((2, 1, 4, 4), np.float32)
+    SliceCache(tmp_path / "c").store(key, images, np.arange(4, dtype=np.float32))
+    assert SliceCache(tmp_path / "c").holds(key) and not SliceCache(tmp_path / "c", 10).holds(key)
+    SliceCache(tmp_path / "c", 10).store(key, images, np.arange(10, dtype=np.float32))
+    np.testing.assert_array_equal(SliceCache(tmp_path / "c").geometry(key), np.arange(4))
+    assert SliceCache(tmp_path / "c", 10).geometry(key).shape == (10,)
+
+
+def test_bundles_before_sub_region_geometry_keep_4_geometry_values(tmp_path):
+    """A bundle whose settings name region labels but not region_geometry (every bundle
+    written before it) builds, loads and runs the 4-value geometry it was trained with."""
+    from RadioGenomicsLib.bundle import make_untrained_bundle
+    from RadioGenomicsLib.model import ModelConfig
+    from RadioGenomicsLib.preprocess import PreprocessSettings
+    from RadioGenomicsLib.training.recipe import load_recipe
+
+    genes = pd.DataFrame({"gene_id": ["ENSG00000146648.18"], "gene_name": ["EGFR"]})
+    config = ModelConfig.from_dict({**load_recipe("frozen-ridge-brats").model.to_dict(),
+                                    **RECIPE["model"]})
+    for region_geometry, count in ((False, 4), (True, 10)):
+        settings = PreprocessSettings(tumour_channel=True, region_labels=(1, 2, 4),
+                                      region_geometry=region_geometry).to_dict()
+        bundle = make_untrained_bundle(tmp_path / f"b{count}", config, ["t1"], genes, settings)
+        fold = bundle.model(0)
+        assert fold.n_geometry == count and fold.geometry_mean.shape == (count,)
+        values = fold.predict_genes(torch.zeros(1, 1, 4, 32), torch.ones(1, 1, dtype=torch.bool),
+                                    torch.zeros(1, count))
+        assert values.shape == (1, 1)
+        with pytest.raises(ValueError, match=f"{count}\\) geometry values"):
+            fold.predict_genes(torch.zeros(1, 1, 4, 32), torch.ones(1, 1, dtype=torch.bool),
+                               torch.zeros(1, 14 - count))
 
 
 def test_fusion_stacks_the_embedding_and_the_radiomics_inside_the_folds(monkeypatch):

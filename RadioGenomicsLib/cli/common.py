@@ -47,7 +47,8 @@ def add_cohort_arguments(parser: argparse.ArgumentParser, out_help: str) -> None
                         help="a preset (paper: the paper's method; small: the same on a CPU; "
                              "frozen-ridge: frozen encoder, mask geometry, ridge per gene; "
                              "frozen-ridge-brats: the same reading the tumour and BraTS "
-                             "sub-region masks as channels) or "
+                             "sub-region masks as channels, with each sub-region's volume "
+                             "and share in the geometry) or "
                              "a JSON recipe (see training/)")
     parser.add_argument("--folds", type=int, help="cross-validation folds (recipe: 5)")
     parser.add_argument("--seed", type=int, help="seed of the folds, batches and weights")

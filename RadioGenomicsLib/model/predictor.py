@@ -12,7 +12,7 @@ from RadioGenomicsLib.model.config import ModelConfig
 from RadioGenomicsLib.model.encoder import HybridEncoder
 from RadioGenomicsLib.model.head import GatedAttention, GeneHead, pooled_embedding
 
-N_GEOMETRY = 4  # preprocess.GEOMETRY_FEATURES
+N_GEOMETRY = 4  # len(preprocess.GEOMETRY_FEATURES): without sub-region geometry
 
 
 def slices_per_pass(device: torch.device) -> int:
@@ -29,20 +29,22 @@ class GenePredictor(nn.Module):
     `slice_mask` (B, S) bool, False for padding slices (never encoded, never selected).
     """
 
-    def __init__(self, config: ModelConfig, in_channels: int, n_genes: int):
+    def __init__(self, config: ModelConfig, in_channels: int, n_genes: int,
+                 n_geometry: int = N_GEOMETRY):
         super().__init__()
         self.config = config
         self.in_channels = in_channels
+        self.n_geometry = n_geometry  # len(preprocess.geometry_names(settings))
         self.encoder = HybridEncoder(config, in_channels)
         self.head = GeneHead(config.hidden_size, n_genes, config.head_dropout)
         self.attention = (GatedAttention(config.hidden_size, config.attention_dim)
                           if config.pooling == "attention" else None)
         if config.geometry:
             # per gene, a linear function of the standardised geometry, added to its value
-            self.head.geometry = nn.Linear(N_GEOMETRY, n_genes, bias=False)
+            self.head.geometry = nn.Linear(n_geometry, n_genes, bias=False)
             nn.init.zeros_(self.head.geometry.weight)
-            self.register_buffer("geometry_mean", torch.zeros(N_GEOMETRY))
-            self.register_buffer("geometry_std", torch.ones(N_GEOMETRY))
+            self.register_buffer("geometry_mean", torch.zeros(n_geometry))
+            self.register_buffer("geometry_std", torch.ones(n_geometry))
 
     @property
     def n_genes(self) -> int:
@@ -79,7 +81,7 @@ class GenePredictor(nn.Module):
     def predict_genes(self, tokens: torch.Tensor, slice_mask: torch.Tensor,
                       geometry: torch.Tensor | None = None,
                       memory_mb: float | None = None) -> torch.Tensor:
-        """(B, S, T, hidden) tokens [, (B, N_GEOMETRY) geometry] -> (B, genes) float32."""
+        """(B, S, T, hidden) tokens [, (B, n_geometry) geometry] -> (B, genes) float32."""
         batch, n_slices, per_slice, hidden = tokens.shape
         token_mask = slice_mask[:, :, None].expand(-1, -1, per_slice).reshape(batch, -1)
         flat = tokens.reshape(batch, n_slices * per_slice, hidden)
@@ -96,14 +98,14 @@ class GenePredictor(nn.Module):
         """(B, genes) what the tumour's geometry adds to each gene (0 without geometry)."""
         if not self.config.geometry:
             return torch.zeros((), device=self.head.conv.bias.device)
-        if geometry is None or geometry.shape != (batch, N_GEOMETRY):
-            raise ValueError(f"a model with geometry needs (B, {N_GEOMETRY}) geometry values")
+        if geometry is None or geometry.shape != (batch, self.n_geometry):
+            raise ValueError(f"a model with geometry needs (B, {self.n_geometry}) geometry values")
         standardised = (geometry.float() - self.geometry_mean) / self.geometry_std
         return self.head.geometry(standardised)
 
     @torch.no_grad()
     def set_geometry_scale(self, values: np.ndarray) -> None:
-        """Standardise the geometry by the training patients' (N, N_GEOMETRY) values."""
+        """Standardise the geometry by the training patients' (N, n_geometry) values."""
         values = np.asarray(values, dtype=np.float32)
         self.geometry_mean.copy_(torch.from_numpy(values.mean(axis=0)))
         std = values.std(axis=0)

@@ -148,8 +148,8 @@ class GeometryShift:
     """`GenePredictor.geometry_shift`: per gene, a linear function of the tumour's geometry
     standardised by the training patients' mean and std (buffers of the fold model)."""
 
-    weight: np.ndarray  # (genes, N_GEOMETRY)
-    mean: np.ndarray  # (N_GEOMETRY,)
+    weight: np.ndarray  # (genes, n_geometry)
+    mean: np.ndarray  # (n_geometry,): preprocess.geometry_names(settings)
     std: np.ndarray
 
     @classmethod

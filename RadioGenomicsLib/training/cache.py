@@ -21,7 +21,7 @@ from RadioGenomicsLib.atomic import atomic_path
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.hashing import hash_path
 from RadioGenomicsLib.imaging import load_study
-from RadioGenomicsLib.preprocess import PreprocessSettings, preprocess
+from RadioGenomicsLib.preprocess import GEOMETRY_FEATURES, PreprocessSettings, preprocess
 from RadioGenomicsLib.progress import progress
 
 
@@ -43,13 +43,19 @@ def content_key(settings: dict, inputs: list[tuple[str, str | os.PathLike]], tai
 
 def patient_key(row: pd.Series, channels: list[str], settings: PreprocessSettings) -> str:
     label = row.get("label")
-    return content_key(settings.to_dict(), [(c, row[c]) for c in [*channels, "segmentation"]],
+    # region_geometry adds geometry values, not image pixels: one key either way, so that
+    # turning it on preprocesses again for the volumes but keeps the encoded tokens
+    images = {k: v for k, v in settings.to_dict().items() if k != "region_geometry"}
+    return content_key(images, [(c, row[c]) for c in [*channels, "segmentation"]],
                        str(None if label is None or pd.isna(label) else int(label)))
 
 
 @dataclass
 class SliceCache:
     folder: Path
+    # len(geometry_names(settings)) of the readers: a stored geometry starts with the same
+    # values whatever its length, and one shorter than this is preprocessed again
+    geometry_count: int = len(GEOMETRY_FEATURES)
 
     def path(self, key: str) -> Path:
         return self.folder / f"{key}.npy"
@@ -62,11 +68,12 @@ class SliceCache:
         return np.load(self.path(key), mmap_mode="r")
 
     def geometry(self, key: str) -> np.ndarray:
-        """The tumour's preprocess.GEOMETRY_FEATURES (float32)."""
-        return np.load(self.geometry_path(key))
+        """The tumour's values of preprocess.geometry_names(settings) (float32)."""
+        return np.load(self.geometry_path(key))[:self.geometry_count]
 
     def holds(self, key: str) -> bool:
-        return self.path(key).exists() and self.geometry_path(key).exists()
+        return (self.path(key).exists() and self.geometry_path(key).exists()
+                and len(np.load(self.geometry_path(key), mmap_mode="r")) >= self.geometry_count)
 
     def store(self, key: str, images: np.ndarray, geometry: np.ndarray) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)

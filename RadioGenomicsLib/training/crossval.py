@@ -27,8 +27,7 @@ from RadioGenomicsLib.bundle import BundleMetadata, write_bundle
 from RadioGenomicsLib.cohort import channel_columns, validate_cohort
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.expression import ExpressionMatrix, build_matrix, read_matrix
-from RadioGenomicsLib.model import GenePredictor
-from RadioGenomicsLib.preprocess import model_channels
+from RadioGenomicsLib.preprocess import geometry_names, model_channels
 from RadioGenomicsLib.pretrained import load_transunet_weights
 from RadioGenomicsLib.report import print_summary, write_model_card, write_report
 from RadioGenomicsLib.stats import MIN_PATIENTS, gene_statistics
@@ -236,7 +235,7 @@ def _fit_frozen_fold(recipe: Recipe, fold: int, frozen, train: PatientSlices,
 
 
 def _model_from(recipe: Recipe, state: dict[str, torch.Tensor], data: PatientSlices):
-    model = GenePredictor(recipe.model, data.slices(0).shape[1], data.targets.shape[1])
+    model = recipe.build_model(data.slices(0).shape[1], data.targets.shape[1])
     model.load_state_dict(state)
     return model
 
@@ -303,13 +302,14 @@ def train(manifest: str, expression: str, sample_sheet: str | None, out: Path, r
                   [manifest, expression, sample_sheet, recipe.training.pretrained or None])
     inputs = check_inputs(manifest, expression, sample_sheet, recipe)
     if recipe.training.pretrained:  # a checkpoint that does not fit fails now, not in fold 1
-        load_transunet_weights(GenePredictor(recipe.model, model_channels(
+        load_transunet_weights(recipe.build_model(model_channels(
                                    inputs.channels, recipe.preprocessing.to_dict()), 1),
                                recipe.training.pretrained)
     if runtime.main:
         for note in inputs.notes:
             print(f"note: {note}", file=sys.stderr)
-    cache = SliceCache(cache_dir or default_cache_dir())
+    cache = SliceCache(cache_dir or default_cache_dir(),
+                       len(geometry_names(recipe.preprocessing)))
     if runtime.main:
         keys = preprocess_cohort(inputs.cohort, inputs.channels, recipe.preprocessing, cache)
     runtime.barrier()

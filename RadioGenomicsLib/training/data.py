@@ -41,7 +41,7 @@ class PatientSlices:
         return self.cache.load(self.keys[self.patients[index]])
 
     def geometry(self, indices) -> torch.Tensor:
-        """(len(indices), N_GEOMETRY) the patients' tumour geometry."""
+        """(len(indices), n_geometry) the patients' tumour geometry."""
         return torch.from_numpy(np.stack([self.cache.geometry(self.keys[self.patients[int(i)]])
                                           for i in indices]))
 

@@ -40,7 +40,7 @@ def frozen_encoder(recipe: Recipe, channels: int, genes: int) -> GenePredictor:
     from RadioGenomicsLib.pretrained import load_transunet_weights
 
     torch.manual_seed(recipe.training.seed)
-    model = GenePredictor(recipe.model, channels, genes)
+    model = recipe.build_model(channels, genes)
     if recipe.training.pretrained:
         load_transunet_weights(model, recipe.training.pretrained)
     return model.eval()
@@ -52,7 +52,7 @@ class FrozenTokens:
 
     encoder: GenePredictor
     tokens: dict[str, np.ndarray]  # patient -> (S, T, hidden) float16
-    geometry: dict[str, np.ndarray]  # patient -> (N_GEOMETRY,) float32
+    geometry: dict[str, np.ndarray]  # patient -> (n_geometry,) float32
 
 
 def encoder_key(model: GenePredictor) -> str:
@@ -179,7 +179,7 @@ def fit_head_fold(recipe: Recipe, fold: int, frozen: FrozenTokens, train, valida
     encoder = frozen.encoder
 
     def fresh(targets: np.ndarray) -> GenePredictor:
-        model = GenePredictor(recipe.model, encoder.in_channels, targets.shape[1])
+        model = recipe.build_model(encoder.in_channels, targets.shape[1])
         model.load_state_dict({k: v for k, v in encoder.state_dict().items()
                                if k.startswith(ENCODER_PREFIX)}, strict=False)
         model.set_output_bias(targets.mean(axis=0))
@@ -209,7 +209,7 @@ RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-2, 5, 15))  # as the radiomi
 
 
 def patient_features(frozen: FrozenTokens, patients: Sequence[str], geometry: bool) -> np.ndarray:
-    """(patients, hidden [+ N_GEOMETRY]) the mean token of each patient [and its geometry]."""
+    """(patients, hidden [+ n_geometry]) the mean token of each patient [and its geometry]."""
     rows = [frozen.tokens[p].astype(np.float32).reshape(-1, frozen.tokens[p].shape[-1]).mean(0)
             for p in patients]
     features = np.stack(rows)
@@ -237,7 +237,7 @@ def fit_ridge_head(recipe: Recipe, fold: int, frozen: FrozenTokens, train, valid
     ridge.fit((x - centre) / scale, targets)
     coefficients = np.atleast_2d(ridge.coef_)  # (genes, features) on standardised features
     hidden = recipe.model.hidden_size
-    model = GenePredictor(recipe.model, frozen.encoder.in_channels, targets.shape[1])
+    model = recipe.build_model(frozen.encoder.in_channels, targets.shape[1])
     model.load_state_dict({k: v for k, v in frozen.encoder.state_dict().items()
                            if k.startswith(ENCODER_PREFIX)}, strict=False)
     weight = coefficients[:, :hidden] / scale[:hidden]

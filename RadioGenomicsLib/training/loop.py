@@ -141,7 +141,7 @@ def start_model(recipe: Recipe, train: PatientSlices, device: torch.device
     """A fold's model as training starts (pretrained encoder if the recipe names one, the
     head's bias at the training mean, k chosen as the recipe says) and its optimizer."""
     settings = recipe.training
-    model = GenePredictor(recipe.model, train.slices(0).shape[1], train.targets.shape[1])
+    model = recipe.build_model(train.slices(0).shape[1], train.targets.shape[1])
     if settings.pretrained:
         load_transunet_weights(model, settings.pretrained)
     model.set_output_bias(train.targets.mean(axis=0))
