@@ -11,8 +11,8 @@ import SimpleITK as sitk
 from RadioGenomicsLib import masks
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.imaging import load_study, read_volume, resample_isotropic
-from RadioGenomicsLib.preprocess import (PreprocessSettings, Slices, geometry_names, preprocess,
-                                         zscore)
+from RadioGenomicsLib.preprocess import (PreprocessSettings, Slices, geometry_names,
+                                         mask_channel_names, preprocess, zscore)
 
 
 @pytest.fixture(scope="module")
@@ -40,6 +40,28 @@ def test_ct_slices_shape_and_choice(lung):
     assert slices.thickness_mm == pytest.approx(1.0)
     assert slices.region.startswith("body")
 
+
+
+def test_ct_windows_are_channels_after_the_image(lung_study, brain):
+    """A (centre, width) HU window maps its range onto -1..1 and clips the rest; MRI is
+    refused with one line naming the study."""
+    settings = PreprocessSettings(zscore=False, max_slices=4, ct_windows=((40, 100), (-600, 1600)))
+    slices = preprocess(lung_study, settings)
+    assert slices.images.shape[1] == 3
+    assert mask_channel_names(settings.to_dict()) == ["CT window 40/100", "CT window -600/1600"]
+    hu, narrow, wide = slices.images[:, 0], slices.images[:, 1], slices.images[:, 2]
+    assert narrow.min() >= -1 and narrow.max() <= 1 and (narrow == 1).any() and (narrow == -1).any()
+    inside = (hu > 0) & (hu < 80)  # no clipping within the interpolation's reach
+    assert inside.sum() > 1000
+    assert np.median(np.abs(narrow[inside] - ((hu[inside] + 10) / 50 - 1))) < 1e-4
+    assert np.median(np.abs(wide - np.clip((hu + 1400) / 800 - 1, -1, 1))) < 1e-4
+    assert "ct_windows" not in PreprocessSettings().to_dict()  # earlier cache keys stay
+    assert settings.to_dict()["ct_windows"] == [[40, 100], [-600, 1600]]
+    assert PreprocessSettings.from_dict(settings.to_dict()) == settings
+    with pytest.raises(InputError, match="reads CT windows.*not a CT"):
+        preprocess(brain[0], PreprocessSettings(ct_windows=((40, 100),)))
+    with pytest.raises(InputError, match="width must be positive"):
+        PreprocessSettings(ct_windows=((40, 0),))
 
 def test_slice_geometry_is_a_square_around_the_tumour(lung):
     _, slices = lung
