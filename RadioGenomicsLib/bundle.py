@@ -287,12 +287,8 @@ class Bundle:
 
     def build_model(self) -> GenePredictor:
         """An untrained model of the bundle's shape."""
-        from RadioGenomicsLib.model import GenePredictor
-        from RadioGenomicsLib.preprocess import geometry_names, model_channels
-
-        settings = self.metadata.preprocessing
-        return GenePredictor(self.config, model_channels(self.channels, settings),
-                             len(self.genes), len(geometry_names(settings)))
+        return untrained_model(self.config, self.channels, self.metadata.preprocessing,
+                               len(self.genes))
 
     def model(self, fold: int, device: str | torch.device = "cpu") -> GenePredictor:
         """One fold model in eval mode on `device`."""
@@ -434,6 +430,16 @@ def load_bundle(path: str | os.PathLike, verify_checksums: bool = True,
     return bundle
 
 
+def untrained_model(config: ModelConfig, channels: Sequence[str], preprocessing: dict[str, Any],
+                    genes: int) -> GenePredictor:
+    """A GenePredictor of the shape these settings make: image and mask channels, geometry."""
+    from RadioGenomicsLib.model import GenePredictor
+    from RadioGenomicsLib.preprocess import geometry_names, model_channels
+
+    return GenePredictor(config, model_channels(channels, preprocessing), genes,
+                         len(geometry_names(preprocessing)))
+
+
 def make_untrained_bundle(path: str | os.PathLike, config: ModelConfig, channels: Sequence[str],
                           genes: pd.DataFrame, preprocessing: dict[str, Any], seed: int = 0,
                           folds: int = 1) -> Bundle:
@@ -449,15 +455,11 @@ def make_untrained_bundle(path: str | os.PathLike, config: ModelConfig, channels
             genes[column] = default
     import torch
 
-    from RadioGenomicsLib.model import GenePredictor
-    from RadioGenomicsLib.preprocess import geometry_names, model_channels
-
     genes = _check_genes(genes, None)
     states = []
     for fold in range(folds):
         torch.manual_seed(seed + fold)
-        model = GenePredictor(config, model_channels(channels, preprocessing), len(genes),
-                              len(geometry_names(preprocessing)))
+        model = untrained_model(config, channels, preprocessing, len(genes))
         model.set_output_bias(genes["train_mean"].to_numpy())
         states.append(model.state_dict())
     metadata = BundleMetadata(

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from pathlib import Path
+
+from RadioGenomicsLib.atomic import atomic_path
 
 
 def hash_path(digest: "hashlib._Hash", path: Path) -> None:
@@ -62,10 +63,9 @@ def remembered_sha256(path: Path, stamps: Path) -> str:
     digest = sha256_of(path)
     try:
         stamps.mkdir(parents=True, exist_ok=True)
-        temporary = stamp.with_name(f"{stamp.name}.{os.getpid()}.tmp")
-        temporary.write_text(json.dumps({"path": str(path), "identity": identity,
-                                         "sha256": digest}), encoding="utf-8")
-        os.replace(temporary, stamp)
+        with atomic_path(stamp) as tmp:
+            tmp.write_text(json.dumps({"path": str(path), "identity": identity,
+                                       "sha256": digest}), encoding="utf-8")
     except OSError:
         pass
     return digest

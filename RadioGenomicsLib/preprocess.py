@@ -330,14 +330,9 @@ def _mask_channels(study: Study, settings: PreprocessSettings) -> list[sitk.Imag
             for mask in masks]
 
 
-def _ct_window_channels(study: Study, hu: sitk.Image, settings: PreprocessSettings
-                        ) -> list[sitk.Image]:
-    """One float32 volume per CT window: its HU range mapped onto -1..1, clipped."""
-    if settings.ct_windows and study.modality != "ct":
-        raise InputError(next(iter(study.sources.values()), None),
-                         "the model reads CT windows (ct_windows); this study is not a CT")
-    return [sitk.Clamp((sitk.Cast(hu, sitk.sitkFloat32) - (centre - width / 2)) * (2 / width)
-                       - 1.0, sitk.sitkFloat32, -1.0, 1.0)
+def _ct_windows(hu: np.ndarray, settings: PreprocessSettings) -> list[np.ndarray]:
+    """One slice per CT window of a slice of HU: the window mapped onto -1..1, clipped."""
+    return [np.clip((hu - (centre - width / 2)) * (2 / width) - 1.0, -1.0, 1.0)
             for centre, width in settings.ct_windows]
 
 
@@ -346,7 +341,10 @@ def preprocess(study: Study, settings: PreprocessSettings | None = None) -> Slic
     linear, nearest = sitk.sitkLinear, sitk.sitkNearestNeighbor
     channels = {name: resample_isotropic(image, settings.spacing_mm, linear)
                 for name, image in study.channels.items()}
-    windows = _ct_window_channels(study, next(iter(channels.values())), settings)
+    if settings.ct_windows and study.modality != "ct":
+        raise InputError(next(iter(study.sources.values()), None),
+                         "the model reads CT windows (ct_windows); this study is not a CT")
+    hu = next(iter(channels.values()))  # before z-scoring: the windows read HU
     tumour = resample_isotropic(study.tumour, settings.spacing_mm, nearest)
     brain = None if study.brain_mask is None else \
         resample_isotropic(study.brain_mask, settings.spacing_mm, nearest)
@@ -369,9 +367,9 @@ def preprocess(study: Study, settings: PreprocessSettings | None = None) -> Slic
         rows, cols = np.nonzero(in_plane)
         box = (np.array([cols.min(), rows.min()], float), np.array([cols.max(), rows.max()], float))
         grid = slice_grid(tumour, axis, index, box, settings)
+        windows = _ct_windows(_sample(hu, grid, linear), settings) if settings.ct_windows else []
         images.append(np.stack([_sample(image, grid, linear) for image in channels.values()]
-                               + [_sample(window, grid, linear) for window in windows]
-                               + [_sample(mask, grid, nearest) for mask in masks]))
+                               + windows + [_sample(mask, grid, nearest) for mask in masks]))
         tumours.append(_sample(tumour, grid, nearest))
         affines.append(pixel_to_lps(grid))
         areas.append(in_plane.sum() * float(np.prod(spacing[plane])))
