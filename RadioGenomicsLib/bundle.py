@@ -434,10 +434,11 @@ def untrained_model(config: ModelConfig, channels: Sequence[str], preprocessing:
                     genes: int) -> GenePredictor:
     """A GenePredictor of the shape these settings make: image and mask channels, geometry."""
     from RadioGenomicsLib.model import GenePredictor
-    from RadioGenomicsLib.preprocess import geometry_names, model_channels
+    from RadioGenomicsLib.preprocess import geometry_names, model_channels, tumour_channel_index
 
-    return GenePredictor(config, model_channels(channels, preprocessing), genes,
-                         len(geometry_names(preprocessing)))
+    in_channels = model_channels(channels, preprocessing)
+    return GenePredictor(config, in_channels, genes, len(geometry_names(preprocessing)),
+                         tumour_channel_index(in_channels, preprocessing))
 
 
 def make_untrained_bundle(path: str | os.PathLike, config: ModelConfig, channels: Sequence[str],

@@ -127,6 +127,16 @@ def model_channels(channels: Sequence[str], settings: dict) -> int:
     return len(channels) + len(mask_channel_names(settings))
 
 
+def tumour_channel_index(in_channels: int, settings: dict | PreprocessSettings) -> int | None:
+    """Which of a model's `in_channels` inputs is the tumour mask (None: not an input)."""
+    if isinstance(settings, PreprocessSettings):
+        settings = settings.to_dict()
+    added = mask_channel_names(settings)
+    if "tumour" not in added:
+        return None
+    return in_channels - len(added) + added.index("tumour")
+
+
 @dataclass
 class Slices:
     """Model-ready tumour slices of one study and where each pixel lies."""

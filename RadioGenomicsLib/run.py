@@ -113,25 +113,28 @@ class TorchFoldRunner:
                                              enabled=self.device.type == "cuda"):
             return self.model.encode(x, mask, slices_per_pass(self.device)), mask
 
-    def _values(self, tokens, mask, geometry) -> np.ndarray:
+    def _values(self, tokens, mask, geometry, images: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.no_grad():
-            return self.model.predict_genes(tokens, mask, geometry)[0].float().cpu().numpy()
+            shares = self.model.token_shares(torch.from_numpy(images)[None].to(self.device))
+            return self.model.predict_genes(tokens, mask, geometry, token_shares=shares)[0] \
+                .float().cpu().numpy()
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         """(S, C, H, W) -> tokens (S, T, hidden) float32, for the precision check."""
         return self._tokens(images)[0][0].float().cpu().numpy()
 
-    def gene_values(self, tokens: np.ndarray) -> np.ndarray:
-        """Tokens -> gene values without the geometry term (the same at every precision)."""
+    def gene_values(self, tokens: np.ndarray, images: np.ndarray) -> np.ndarray:
+        """The slices' tokens -> gene values without the geometry term (the same at every
+        precision; tumour pooling reads the slices' mask)."""
         import torch
 
         x = torch.from_numpy(tokens)[None].to(self.device)
         mask = torch.ones(x.shape[:2], dtype=torch.bool, device=self.device)
         # the geometry's training mean standardises to 0: no geometry term
         geometry = self.model.geometry_mean[None] if self.model.config.geometry else None
-        return self._values(x, mask, geometry)
+        return self._values(x, mask, geometry, images)
 
     def run(self, images: np.ndarray, geometry: np.ndarray | None = None
             ) -> tuple[np.ndarray, np.ndarray]:
@@ -139,7 +142,7 @@ class TorchFoldRunner:
 
         tokens, mask = self._tokens(images)
         shape = None if geometry is None else torch.from_numpy(geometry)[None].to(self.device)
-        return tokens[0].float().cpu().numpy(), self._values(tokens, mask, shape)
+        return tokens[0].float().cpu().numpy(), self._values(tokens, mask, shape, images)
 
 
 def torch_runners(bundle: "Bundle", device, folds: str = "all",

@@ -54,7 +54,7 @@ MODEL = {
         "head_dropout": _fraction(),
         "top_k": {"type": "array", "items": _int(1, 1_000_000), "minItems": 1, "maxItems": 64},
         "head_memory_mb": {"type": "number", "exclusiveMinimum": 0, "maximum": 1_000_000},
-        "pooling": {"enum": ["topk", "mean", "attention"]},
+        "pooling": {"enum": ["topk", "mean", "attention", "tumour"]},
         "attention_dim": _int(1, 8192),
         "geometry": {"type": "boolean"},
     },

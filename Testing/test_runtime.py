@@ -258,6 +258,41 @@ def test_numpy_heads_equal_the_models(pooling, tmp_path):
         shift(None)
 
 
+def test_numpy_tumour_pooling_equals_the_models(tmp_path):
+    """Tumour pooling without torch: the token shares from the slices' mask channel (kept
+    with the weights) and the share-weighted mean, as GenePredictor computes them."""
+    from safetensors.torch import save_file
+
+    from RadioGenomicsLib.model import GenePredictor
+    from RadioGenomicsLib.runtime.head import read_head, token_shares
+
+    config = ModelConfig.from_dict({**ModelConfig.preset("small").to_dict(),
+                                    "pooling": "tumour"})
+    torch.manual_seed(0)
+    model = GenePredictor(config, 2, 50, tumour_channel=1).eval()
+    save_file({k: v.contiguous() for k, v in model.state_dict().items()},
+              str(tmp_path / "f.safetensors"))
+    images = np.zeros((3, 2, 224, 224), np.float32)
+    images[:, 0] = np.random.default_rng(0).normal(size=(3, 224, 224))
+    images[:, 1, 40:100, 60:130] = 1  # partly covered patches at every edge
+    tokens = torch.randn(1, 3, config.grid_size ** 2, config.hidden_size,
+                         generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(1, 3, dtype=torch.bool)
+    shares = model.token_shares(torch.from_numpy(images)[None])
+    np.testing.assert_allclose(token_shares(images[:, 1], config.grid_size),
+                               shares[0].numpy(), atol=1e-6)
+    with torch.no_grad():
+        expected = model.predict_genes(tokens, mask, token_shares=shares).numpy()[0]
+    head, _ = read_head(tmp_path / "f.safetensors", config)
+    assert head.tumour_channel == 1
+    np.testing.assert_allclose(head.gene_values(tokens.numpy()[0], images), expected,
+                               rtol=1e-5, atol=1e-5)
+    whole_crop = head.weight @ tokens.numpy()[0].reshape(-1, config.hidden_size).mean(0)
+    assert np.abs(whole_crop + head.bias - expected).max() > 1e-3
+    with pytest.raises(ValueError, match="tumour mask channel"):
+        head.gene_values(tokens.numpy()[0])
+
+
 def _top(table: pd.DataFrame, n: int = 20) -> list[str]:
     return list(table["gene_id"][:n])
 
@@ -374,7 +409,7 @@ def test_torch_bf16_on_the_cpu_is_checked_and_close(exported, images, torch_refe
 
     _, values = torch_reference
     runner = next(torch_runners(exported[0], "cpu", "all", "bf16"))
-    reduced = runner.gene_values(runner.encode(images))
+    reduced = runner.gene_values(runner.encode(images), images)
     assert not np.array_equal(reduced, values)
     assert np.corrcoef(reduced, values)[0, 1] >= 0.999
     assert runtime.pick_precision(exported[0], "torch", "auto", "all", images) == "float32"

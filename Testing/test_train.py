@@ -458,6 +458,62 @@ def test_the_ridge_head_is_the_ridge_written_into_the_model():
     assert state.history[0]["patients"] == 50  # training and validation patients both
 
 
+def test_the_ridge_head_with_tumour_pooling_reads_the_tumour_tokens_only():
+    """Tumour pooling: the ridge fits the share-weighted mean token, the model written
+    from it predicts the same on new patients, and a signal that only the tumour's tokens
+    carry (the crop's margin holds 6x more noise) is found; the whole-crop mean misses it."""
+    from sklearn.linear_model import RidgeCV
+
+    from RadioGenomicsLib.model import GenePredictor, ModelConfig
+    from RadioGenomicsLib.training.frozen import (RIDGE_ALPHAS, FrozenTokens, fit_ridge_head,
+                                                  frozen_encoder, patient_features,
+                                                  predict_tokens)
+    from RadioGenomicsLib.training.recipe import load_recipe
+
+    rng = np.random.default_rng(3)
+    config = ModelConfig.from_dict({**ModelConfig.preset("small").to_dict(), **RECIPE["model"],
+                                    "pooling": "tumour"})
+    base = load_recipe("small")
+    recipe = dataclass_replace(
+        base, model=config,
+        preprocessing=dataclass_replace(base.preprocessing, tumour_channel=True),
+        training=dataclass_replace(base.training, encoder="frozen", head_solver="ridge"))
+    patients = [f"P{i}" for i in range(70)]
+    signal = rng.normal(size=70)
+    share = np.zeros((2, 196), np.float32)
+    share[:, :20] = 1.0
+    share[:, 20:30] = 0.5  # the tumour's edge
+    tokens, shares = {}, {}
+    for i, p in enumerate(patients):
+        stack = rng.normal(size=(2, 196, 32))
+        stack[:, :30, 0] += signal[i]  # in the tumour only
+        stack[:, 30:, 0] += rng.normal(0, 6, size=(2, 166)).mean() * 6  # margin noise
+        tokens[p], shares[p] = stack.astype(np.float16), share
+    targets = np.c_[signal + rng.normal(0, 0.3, 70), rng.normal(size=70)]
+
+    class Part:
+        def __init__(self, index):
+            self.patients = [patients[i] for i in index]
+            self.targets = targets[index].astype(np.float32)
+
+    geometry = {p: np.zeros(4, np.float32) for p in patients}  # not read: no geometry
+    frozen = FrozenTokens(frozen_encoder(recipe, 2, 2), tokens, geometry, shares)
+    best, _ = fit_ridge_head(recipe, 0, frozen, Part(range(45)), Part(range(45, 50)))
+    model = GenePredictor(config, 2, 2, tumour_channel=1)
+    model.load_state_dict(best)
+    predicted = predict_tokens(model, frozen, patients[50:], 8)
+    x = patient_features(frozen, patients[:50], False)
+    centre, scale = x.mean(0), x.std(0)
+    ridge = RidgeCV(alphas=np.asarray(RIDGE_ALPHAS), alpha_per_target=True).fit(
+        (x - centre) / scale, targets[:50])
+    expected = ridge.predict((patient_features(frozen, patients[50:], False) - centre) / scale)
+    np.testing.assert_allclose(predicted, expected, rtol=1e-3, atol=1e-3)
+    assert np.corrcoef(predicted[:, 0], targets[50:, 0])[0, 1] > 0.8
+    whole_crop = FrozenTokens(frozen.encoder, tokens, geometry)
+    mean_feature = patient_features(whole_crop, patients, False)[:, 0]
+    assert abs(np.corrcoef(mean_feature, signal)[0, 1]) < 0.5  # the margin drowns it
+
+
 def test_mask_channels_and_fusion_train_predict_and_report(tmp_path, cohort, workspace, run_cli):
     """A frozen ridge model reading the tumour and BraTS sub-region masks as channels, with
     each sub-region's volume and share in its geometry: its bundle takes 4 + 4 channels

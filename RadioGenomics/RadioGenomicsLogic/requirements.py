@@ -49,7 +49,8 @@ def missing_requirements(path: Path | None = None) -> list[str]:
     return missing
 
 
-LIGHT_POOLINGS = ("topk", "mean", "attention")  # RadioGenomicsLib.runtime.head.POOLINGS
+# RadioGenomicsLib.runtime.head.POOLINGS, which is not importable before the install
+LIGHT_POOLINGS = ("topk", "mean", "attention", "tumour")
 
 
 def torch_problem(metadata: dict[str, Any], folds: str = "all") -> Optional[str]:

@@ -12,7 +12,7 @@ from RadioGenomicsLib.errors import InputError, read_json_object
 
 # The R50 hybrid downsamples by 16: a 224x224 slice gives a 14x14 token grid.
 CNN_STRIDE = 16
-POOLINGS = ("topk", "mean", "attention")
+POOLINGS = ("topk", "mean", "attention", "tumour")
 
 
 @dataclass(frozen=True)
@@ -38,8 +38,11 @@ class ModelConfig:
     top_k: tuple[int, ...] = (1, 2, 5, 10, 20, 50, 100)
     # how a patient's value comes from its tokens: "topk" (HE2RNA, the paper: the mean of
     # the k highest token values per gene), "mean" (the gene layer on the mean token) or
-    # "attention" (on the gated-attention-weighted token, Ilse et al. 2018); the gene
-    # layer on each token stays the gene's map whatever the pooling
+    # "attention" (on the gated-attention-weighted token, Ilse et al. 2018) or "tumour"
+    # (on the mean token weighted by the share of each token's patch inside the tumour:
+    # the crop's margin and the tissue around the tumour left out; needs the tumour mask
+    # as an input channel); the gene layer on each token stays the gene's map whatever
+    # the pooling
     pooling: str = "topk"
     attention_dim: int = 128  # hidden units of the attention's gates
     # the tumour's size and extent from the mask (preprocess.GEOMETRY_FEATURES), through a

@@ -7,8 +7,8 @@ than k uses all of them. Genes are processed in chunks so that tokens x genes va
 never take more than the memory budget (31,793 genes x 6,272 tokens would be 800 MB).
 
 Beside top-k, the pooling can be patient-level: the tokens become one patient embedding
-(their mean, or a gated-attention-weighted mean) and the same gene layer gives the
-values. The gene layer is linear, so the value is then the (weighted) mean of the
+(their mean, a gated-attention-weighted mean, or the mean weighted by how much of each
+token's patch is tumour) and the same gene layer gives the values. The gene layer is linear, so the value is then the (weighted) mean of the
 token values: the per-token values stay each gene's map, and the attention weights say
 where the model looked.
 """
@@ -143,13 +143,27 @@ class GatedAttention(nn.Module):
         return torch.softmax(logits, dim=1)
 
 
+def tumour_weights(token_mask: torch.Tensor, shares: torch.Tensor) -> torch.Tensor:
+    """(B, N) valid tokens and each token's share of tumour -> (B, N) weights summing to 1:
+    the tumour's tokens by their share (a patient whose slices hold no tumour at all,
+    which preprocessing never gives, falls back to all its tokens alike)."""
+    weights = shares.float() * token_mask
+    empty = weights.sum(dim=1, keepdim=True) <= 0
+    weights = torch.where(empty, token_mask.float(), weights)
+    return weights / weights.sum(dim=1, keepdim=True).clamp(min=1e-12)
+
+
 def pooled_embedding(tokens: torch.Tensor, token_mask: torch.Tensor,
-                     attention: GatedAttention | None) -> torch.Tensor:
-    """(B, N, hidden) tokens -> (B, hidden): their mean over valid tokens, or the
-    attention-weighted mean when `attention` is given."""
+                     attention: GatedAttention | None,
+                     shares: torch.Tensor | None = None) -> torch.Tensor:
+    """(B, N, hidden) tokens -> (B, hidden): their mean over valid tokens, the
+    attention-weighted mean when `attention` is given, or the mean weighted by each
+    token's share of tumour when `shares` (B, N) is."""
     tokens = tokens.float()
-    if attention is None:
-        weights = token_mask.float() / token_mask.sum(dim=1, keepdim=True).clamp(min=1)
-    else:
+    if attention is not None:
         weights = attention(tokens, token_mask)
+    elif shares is not None:
+        weights = tumour_weights(token_mask, shares)
+    else:
+        weights = token_mask.float() / token_mask.sum(dim=1, keepdim=True).clamp(min=1)
     return torch.einsum("bn,bnh->bh", weights, tokens)

@@ -8,7 +8,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from RadioGenomicsLib.model.config import ModelConfig
+from RadioGenomicsLib.model.config import CNN_STRIDE, ModelConfig
 from RadioGenomicsLib.model.encoder import HybridEncoder
 from RadioGenomicsLib.model.head import GatedAttention, GeneHead, pooled_embedding
 
@@ -22,16 +22,23 @@ def slices_per_pass(device: torch.device) -> int:
 
 
 class GenePredictor(nn.Module):
-    """TransUNet R50+ViT encoder and the gene head (HE2RNA top-k, or patient-level mean or
-    gated-attention pooling: `config.pooling`).
+    """TransUNet R50+ViT encoder and the gene head (HE2RNA top-k, or patient-level mean,
+    gated-attention or tumour-weighted pooling: `config.pooling`).
 
     Inputs: `x` (B, S, C, H, W) float slices, H = W = config.image_size, and
     `slice_mask` (B, S) bool, False for padding slices (never encoded, never selected).
+    `tumour_channel`: which input channel is the tumour mask (tumour pooling needs it; it
+    is kept with the weights, so a loaded model knows it).
     """
 
     def __init__(self, config: ModelConfig, in_channels: int, n_genes: int,
-                 n_geometry: int = N_GEOMETRY):
+                 n_geometry: int = N_GEOMETRY, tumour_channel: int | None = None):
         super().__init__()
+        if config.pooling == "tumour":
+            if tumour_channel is None or not 0 <= tumour_channel < in_channels:
+                raise ValueError("tumour pooling needs the tumour mask as an input channel "
+                                 "(preprocessing's tumour_channel)")
+            self.register_buffer("tumour_channel", torch.tensor(int(tumour_channel)))
         self.config = config
         self.in_channels = in_channels
         self.n_geometry = n_geometry  # len(preprocess.geometry_names(settings))
@@ -78,19 +85,36 @@ class GenePredictor(nn.Module):
             return [ks[int(torch.randint(len(ks), ()))]]
         return list(ks)
 
+    def token_shares(self, x: torch.Tensor) -> torch.Tensor | None:
+        """(B, S, C, H, W) slices -> (B, S, T) the share of each token's patch inside the
+        tumour mask (its input channel), for tumour pooling; None for any other pooling."""
+        if self.config.pooling != "tumour":
+            return None
+        mask = x[:, :, int(self.tumour_channel)].float()
+        shares = nn.functional.avg_pool2d(mask.flatten(0, 1)[:, None], CNN_STRIDE)
+        return shares.reshape(*x.shape[:2], -1)
+
     def predict_genes(self, tokens: torch.Tensor, slice_mask: torch.Tensor,
                       geometry: torch.Tensor | None = None,
-                      memory_mb: float | None = None) -> torch.Tensor:
-        """(B, S, T, hidden) tokens [, (B, n_geometry) geometry] -> (B, genes) float32."""
+                      memory_mb: float | None = None,
+                      token_shares: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, S, T, hidden) tokens [, (B, n_geometry) geometry] -> (B, genes) float32.
+        Tumour pooling needs `token_shares` (B, S, T): `token_shares(x)`."""
         batch, n_slices, per_slice, hidden = tokens.shape
         token_mask = slice_mask[:, :, None].expand(-1, -1, per_slice).reshape(batch, -1)
         flat = tokens.reshape(batch, n_slices * per_slice, hidden)
+        shares = None
+        if self.config.pooling == "tumour":
+            if token_shares is None or token_shares.shape != tokens.shape[:3]:
+                raise ValueError("tumour pooling needs each token's share of tumour "
+                                 f"{tuple(tokens.shape[:3])}")
+            shares = token_shares.reshape(batch, -1)
         if self.config.pooling == "topk":
             values = self.head(flat, token_mask, self.top_k_list(),
                                memory_mb or self.config.head_memory_mb)
         else:
             with torch.autocast(device_type=tokens.device.type, enabled=False):
-                embedding = pooled_embedding(flat, token_mask, self.attention)
+                embedding = pooled_embedding(flat, token_mask, self.attention, shares)
             values = self.head.embedding_values(embedding)
         return values + self.geometry_shift(geometry, batch)
 
@@ -125,7 +149,8 @@ class GenePredictor(nn.Module):
 
     def forward(self, x: torch.Tensor, slice_mask: torch.Tensor,
                 geometry: torch.Tensor | None = None) -> torch.Tensor:
-        return self.predict_genes(self.encode(x, slice_mask), slice_mask, geometry)
+        return self.predict_genes(self.encode(x, slice_mask), slice_mask, geometry,
+                                  token_shares=self.token_shares(x))
 
     def gene_maps(self, tokens: torch.Tensor, gene_indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
         """(B, S, T, hidden) tokens -> (B, S, n_sel, grid, grid) per-token values of the

@@ -5,9 +5,9 @@
   values per gene. Genes are taken in chunks so that genes x tokens values stay within the
   model's memory budget. The product and the top-k selection are a pluggable `top_values`
   (numpy here; the OpenVINO runner brings a bf16 one).
-- mean or gated-attention pooling: the tokens' (weighted) mean is the patient embedding,
-  the gene layer W e + b gives the values (float32: one matrix-vector product, nothing
-  worth a reduced precision).
+- mean, gated-attention or tumour pooling: the tokens' (weighted) mean is the patient
+  embedding, the gene layer W e + b gives the values (float32: one matrix-vector
+  product, nothing worth a reduced precision).
 - geometry: a linear function of the tumour's standardised geometry, added per gene.
 
 The weights come from the fold's safetensors file (read as numpy arrays).
@@ -61,7 +61,8 @@ class NumpyHead:
     def n_genes(self) -> int:
         return len(self.weight)
 
-    def gene_values(self, tokens: np.ndarray) -> np.ndarray:
+    def gene_values(self, tokens: np.ndarray, images: np.ndarray | None = None) -> np.ndarray:
+        """`images`: unused (top-k reads the tokens alone)."""
         flat = np.ascontiguousarray(tokens.reshape(-1, tokens.shape[-1]), dtype=np.float32)
         k_max = min(max(self.ks), len(flat))
         chunk = int(max(1, self.memory_mb * 2**20 // (len(flat) * BYTES_PER_VALUE)))
@@ -114,33 +115,51 @@ class GatedAttention:
         return weights / weights.sum()
 
 
+def token_shares(mask: np.ndarray, grid: int) -> np.ndarray:
+    """(S, H, W) 0/1 tumour mask -> (S, grid * grid) the share of each token's patch
+    inside it (`GenePredictor.token_shares`)."""
+    slices, height, width = mask.shape
+    blocks = mask.astype(np.float32).reshape(slices, grid, height // grid, grid, width // grid)
+    return blocks.mean(axis=(2, 4)).reshape(slices, -1)
+
+
 class PooledHead:
     """tokens (S, T, hidden) of one patient -> a value per gene: the gene layer on their
-    mean (`attention` None) or gated-attention-weighted mean (`model.head.pooled_embedding`)."""
+    mean (`attention` None), gated-attention-weighted mean, or mean weighted by each
+    token's share of tumour (`tumour_channel`: the slices' mask channel), as
+    `model.head.pooled_embedding`."""
 
-    def __init__(self, weight: np.ndarray, bias: np.ndarray, attention: GatedAttention | None):
+    def __init__(self, weight: np.ndarray, bias: np.ndarray, attention: GatedAttention | None,
+                 tumour_channel: int | None = None, grid: int = 14):
         self.weight = np.ascontiguousarray(weight, dtype=np.float32)  # (genes, hidden)
         self.bias = np.asarray(bias, dtype=np.float32)
-        self.attention = attention
+        self.attention, self.tumour_channel, self.grid = attention, tumour_channel, grid
 
     @classmethod
     def from_safetensors(cls, path: Path, config) -> "PooledHead":
         weight, bias = _gene_layer(path)
         attention = GatedAttention.from_safetensors(path) if config.pooling == "attention" else None
-        return cls(weight, bias, attention)
+        tumour_channel = (int(_read(path, ("tumour_channel",))["tumour_channel"])
+                          if config.pooling == "tumour" else None)
+        return cls(weight, bias, attention, tumour_channel, config.grid_size)
 
     @property
     def n_genes(self) -> int:
         return len(self.weight)
 
-    def embedding(self, tokens: np.ndarray) -> np.ndarray:
+    def embedding(self, tokens: np.ndarray, images: np.ndarray | None = None) -> np.ndarray:
         flat = np.ascontiguousarray(tokens.reshape(-1, tokens.shape[-1]), dtype=np.float32)
-        if self.attention is None:
+        if self.attention is not None:
+            return self.attention.weights(flat) @ flat
+        if self.tumour_channel is None:
             return flat.mean(axis=0)
-        return self.attention.weights(flat) @ flat
+        if images is None:
+            raise ValueError("tumour pooling needs the slices (their tumour mask channel)")
+        shares = token_shares(images[:, self.tumour_channel], self.grid).reshape(-1)
+        return shares @ flat / shares.sum() if shares.sum() > 0 else flat.mean(axis=0)
 
-    def gene_values(self, tokens: np.ndarray) -> np.ndarray:
-        return self.weight @ self.embedding(tokens) + self.bias
+    def gene_values(self, tokens: np.ndarray, images: np.ndarray | None = None) -> np.ndarray:
+        return self.weight @ self.embedding(tokens, images) + self.bias
 
 
 @dataclass
@@ -165,7 +184,7 @@ class GeometryShift:
 
 
 Head = Union[NumpyHead, PooledHead]
-POOLINGS = ("topk", "mean", "attention")  # what the heads here run
+POOLINGS = ("topk", "mean", "attention", "tumour")  # what the heads here run
 
 
 def read_head(path: Path, config, top_values: TopValues = numpy_top_values

@@ -113,7 +113,7 @@ def ensemble_values(bundle, runtime: str, precision: str, folds: str,
     for runner in progress(runners,
                            f"precision check: {precision} fold models", total=count):
         for i, images in enumerate(studies):
-            totals[i] += runner.gene_values(runner.encode(images))
+            totals[i] += runner.gene_values(runner.encode(images), images)
     return totals / count
 
 

@@ -45,15 +45,16 @@ class FoldRunner:
         return np.concatenate([self.encoder(images[i:i + SLICES_PER_PASS])
                                for i in range(0, len(images), SLICES_PER_PASS)])
 
-    def gene_values(self, tokens: np.ndarray) -> np.ndarray:
-        return self.head.gene_values(tokens)
+    def gene_values(self, tokens: np.ndarray, images: np.ndarray) -> np.ndarray:
+        """The head on the slices' tokens (tumour pooling reads the slices' mask)."""
+        return self.head.gene_values(tokens, images)
 
     def run(self, images: np.ndarray, geometry: np.ndarray | None = None
             ) -> tuple[np.ndarray, np.ndarray]:
         if (geometry is None) != (self.geometry is None):
             raise ValueError("geometry values go with a model with geometry, and only with it")
         tokens = self.encode(images)
-        values = self.gene_values(tokens)
+        values = self.gene_values(tokens, images)
         if self.geometry is not None:
             values = values + self.geometry(geometry)
         return tokens, values

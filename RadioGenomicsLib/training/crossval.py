@@ -183,7 +183,7 @@ def common_genes(inputs: TrainingInputs) -> list[str]:
 def fusion_oof(inputs: TrainingInputs, recipe: Recipe, frozen, manifest: str,
                cache_dir: Path | None = None) -> pd.DataFrame:
     """The fusion method's out-of-fold predictions: the frozen encoder's patient embedding
-    (mean token [and geometry]) beside the radiomics baseline's features (its cache), one
+    (pooled token [and geometry]) beside the radiomics baseline's features (its cache), one
     ridge per gene fitted on each training fold, exactly as the baseline fits its own.
     cache_dir: the radiomic features' cache (the baseline's default when None)."""
     from RadioGenomicsLib.training.baseline import (DEFAULT_ALPHAS, FeatureCache, cohort_features,

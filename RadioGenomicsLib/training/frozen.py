@@ -15,6 +15,7 @@ head: a normal GenePredictor, read and run like any other.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +31,7 @@ from RadioGenomicsLib.model.predictor import slices_per_pass
 from RadioGenomicsLib.progress import ProgressBar, progress
 from RadioGenomicsLib.training.checkpoint import FoldState
 from RadioGenomicsLib.training.data import PatientSlices
-from RadioGenomicsLib.training.recipe import Recipe
+from RadioGenomicsLib.training.recipe import LINEAR_POOLINGS, Recipe
 
 ENCODER_PREFIX = "encoder."
 
@@ -53,6 +54,8 @@ class FrozenTokens:
     encoder: GenePredictor
     tokens: dict[str, np.ndarray]  # patient -> (S, T, hidden) float16
     geometry: dict[str, np.ndarray]  # patient -> (n_geometry,) float32
+    # tumour pooling: patient -> (S, T) each token's share of tumour (else empty)
+    shares: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
 
 def encoder_key(model: GenePredictor) -> str:
@@ -71,14 +74,18 @@ def encode_patients(model: GenePredictor, data: PatientSlices, device: torch.dev
     tokens are kept in cache/<encoder weights' hash>/<slice key>.npy for later runs."""
     model.to(device)
     folder = cache / encoder_key(model) if cache is not None else None
-    tokens, geometry = {}, {}
+    tokens, geometry, shares = {}, {}, {}
     for index in progress(range(len(data)), "encoding the slices once (frozen encoder)"):
         patient = data.patients[index]
         stored = folder / f"{data.keys[patient]}.npy" if folder is not None else None
-        if stored is not None and stored.exists():
+        cached = stored is not None and stored.exists()
+        if not cached or model.config.pooling == "tumour":
+            x = torch.from_numpy(np.asarray(data.slices(index), np.float32))[None].to(device)
+        if model.config.pooling == "tumour":
+            shares[patient] = model.token_shares(x)[0].cpu().numpy()
+        if cached:
             tokens[patient] = np.load(stored)
         else:
-            x = torch.from_numpy(np.asarray(data.slices(index), np.float32))[None].to(device)
             mask = torch.ones(x.shape[:2], dtype=torch.bool, device=device)
             tokens[patient] = model.encode(x, mask, slices_per_pass(device))[0] \
                 .to(torch.float16).cpu().numpy()
@@ -87,7 +94,7 @@ def encode_patients(model: GenePredictor, data: PatientSlices, device: torch.dev
                 with atomic_path(stored) as tmp, open(tmp, "wb") as handle:
                     np.save(handle, tokens[patient])
         geometry[patient] = data.geometry([index])[0].numpy()
-    return FrozenTokens(model.cpu(), tokens, geometry)
+    return FrozenTokens(model.cpu(), tokens, geometry, shares)
 
 
 def token_batch(stacks: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -101,16 +108,29 @@ def token_batch(stacks: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tenso
     return tokens, mask
 
 
+def share_batch(shares: Sequence[np.ndarray], longest: int) -> torch.Tensor:
+    """(S_i, T) shares of tumour -> (B, S_max, T), zeros for padding slices."""
+    batch = torch.zeros((len(shares), longest, shares[0].shape[1]), dtype=torch.float32)
+    for i, share in enumerate(shares):
+        batch[i, :len(share)] = torch.from_numpy(share)
+    return batch
+
+
 def batches(frozen: FrozenTokens, patients: Sequence[str], size: int,
             rng: np.random.Generator | None = None
-            ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor]]:
-    """(patient indices, tokens, mask, geometry) in shuffled (rng) or given order."""
+            ) -> Iterator[tuple[np.ndarray, torch.Tensor, torch.Tensor, torch.Tensor,
+                                torch.Tensor | None]]:
+    """(patient indices, tokens, mask, geometry, tumour shares or None) in shuffled (rng)
+    or given order."""
     order = rng.permutation(len(patients)) if rng is not None else np.arange(len(patients))
     for start in range(0, len(order), size):
         chosen = order[start:start + size]
         names = [patients[i] for i in chosen]
         geometry = torch.from_numpy(np.stack([frozen.geometry[p] for p in names]))
-        yield (chosen, *token_batch([frozen.tokens[p] for p in names]), geometry)
+        tokens, mask = token_batch([frozen.tokens[p] for p in names])
+        shares = (share_batch([frozen.shares[p] for p in names], mask.shape[1])
+                  if frozen.shares else None)
+        yield chosen, tokens, mask, geometry, shares
 
 
 @torch.no_grad()
@@ -118,8 +138,8 @@ def predict_tokens(model: GenePredictor, frozen: FrozenTokens, patients: Sequenc
                    batch_patients: int) -> np.ndarray:
     """(patients, genes) values from cached tokens, eval mode."""
     model.eval()
-    out = [model.predict_genes(batch, mask, geometry).float().numpy()
-           for _, batch, mask, geometry in batches(frozen, patients, batch_patients)]
+    out = [model.predict_genes(batch, mask, geometry, token_shares=shares).float().numpy()
+           for _, batch, mask, geometry, shares in batches(frozen, patients, batch_patients)]
     return np.concatenate(out) if out else np.zeros((0, model.n_genes), np.float32)
 
 
@@ -143,10 +163,10 @@ def _train(model: GenePredictor, frozen: FrozenTokens, patients: Sequence[str],
             model.train()
             rng = np.random.default_rng([settings.seed, fold, epoch, 17])
             losses = []
-            for chosen, batch, mask, geometry in batches(frozen, patients,
-                                                         settings.batch_patients, rng):
-                loss = nn.functional.mse_loss(model.predict_genes(batch, mask, geometry),
-                                              target[chosen])
+            for chosen, batch, mask, geometry, shares in batches(frozen, patients,
+                                                                 settings.batch_patients, rng):
+                predicted = model.predict_genes(batch, mask, geometry, token_shares=shares)
+                loss = nn.functional.mse_loss(predicted, target[chosen])
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -208,11 +228,19 @@ def fit_head_fold(recipe: Recipe, fold: int, frozen: FrozenTokens, train, valida
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-2, 5, 15))  # as the radiomics baseline
 
 
+def pooled_token(frozen: FrozenTokens, patient: str) -> np.ndarray:
+    """(hidden,) a patient's mean token, weighted by each token's share of tumour for
+    tumour pooling (`model.head.pooled_embedding`)."""
+    tokens = frozen.tokens[patient].astype(np.float32).reshape(-1, frozen.tokens[patient].shape[-1])
+    if not frozen.shares:
+        return tokens.mean(axis=0)
+    shares = frozen.shares[patient].reshape(-1)
+    return shares @ tokens / shares.sum() if shares.sum() > 0 else tokens.mean(axis=0)
+
+
 def patient_features(frozen: FrozenTokens, patients: Sequence[str], geometry: bool) -> np.ndarray:
-    """(patients, hidden [+ n_geometry]) the mean token of each patient [and its geometry]."""
-    rows = [frozen.tokens[p].astype(np.float32).reshape(-1, frozen.tokens[p].shape[-1]).mean(0)
-            for p in patients]
-    features = np.stack(rows)
+    """(patients, hidden [+ n_geometry]) the pooled token of each patient [and its geometry]."""
+    features = np.stack([pooled_token(frozen, p) for p in patients])
     if geometry:
         features = np.c_[features, np.stack([frozen.geometry[p] for p in patients])]
     return features
@@ -220,14 +248,14 @@ def patient_features(frozen: FrozenTokens, patients: Sequence[str], geometry: bo
 
 def fit_ridge_head(recipe: Recipe, fold: int, frozen: FrozenTokens, train, validation
                    ) -> tuple[dict[str, torch.Tensor], FoldState]:
-    """The gene layer (and geometry layer) of a mean-pooling model in closed form: ridge on
-    the standardised mean token [and geometry] of every training patient (the validation
-    patients too: the penalty is chosen per gene by leave-one-out, no early stopping),
-    written into a GenePredictor whose value is exactly the ridge's prediction."""
+    """The gene layer (and geometry layer) of a mean- or tumour-pooling model in closed
+    form: ridge on the standardised pooled token [and geometry] of every training patient
+    (the validation patients too: the penalty is chosen per gene by leave-one-out, no
+    early stopping), written into a GenePredictor whose value is exactly the ridge's."""
     from sklearn.linear_model import RidgeCV
 
-    if recipe.model.pooling != "mean":
-        raise ValueError("head_solver ridge needs the mean pooling (a linear model)")
+    if recipe.model.pooling not in LINEAR_POOLINGS:
+        raise ValueError("head_solver ridge needs mean or tumour pooling (a linear model)")
     patients = list(train.patients) + list(validation.patients)
     targets = np.concatenate([train.targets, validation.targets]).astype(np.float64)
     x = patient_features(frozen, patients, recipe.model.geometry).astype(np.float64)

@@ -80,7 +80,8 @@ def predict_patients(model: GenePredictor, data: PatientSlices, runtime: Runtime
         x, mask, geometry = (t.to(runtime.device) for t in (x, mask, geometry))
         with runtime.autocast():
             tokens = model.encode(x, mask, slices_per_pass(runtime.device))
-            values = model.predict_genes(tokens, mask, geometry)
+            values = model.predict_genes(tokens, mask, geometry,
+                                         token_shares=model.token_shares(x))
         out.append(values.float().cpu().numpy())
     return np.concatenate(out) if out else np.zeros((0, model.n_genes), np.float32)
 

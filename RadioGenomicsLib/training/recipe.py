@@ -24,10 +24,11 @@ from typing import Any
 
 from RadioGenomicsLib.errors import InputError, read_json_object
 from RadioGenomicsLib.model import ModelConfig
-from RadioGenomicsLib.preprocess import PreprocessSettings, geometry_names
+from RadioGenomicsLib.preprocess import PreprocessSettings, geometry_names, tumour_channel_index
 from RadioGenomicsLib.genetable import MARKER_GENES
 from RadioGenomicsLib.schemas import RECIPE, TRAINING, validate
 
+LINEAR_POOLINGS = ("mean", "tumour")  # a fixed weighting of the tokens: ridge can fit the head
 TARGET_UNITS = {"fpkm_uq": "FPKM-UQ", "tpm": "TPM", "counts": "counts"}
 TRANSFORM_NAMES = {"log10p1": "log10(1+x)", "log2p1": "log2(1+x)", "none": "x"}
 GROUPINGS = ("patient", "site")
@@ -71,9 +72,9 @@ class TrainSettings:
     head_patience: int = 30  # "frozen": epochs without a lower validation loss
     head_learning_rate: float = 1e-3
     refit: bool = True  # "frozen": refit on the whole training fold for the chosen epochs
-    # "frozen" with mean pooling: "adamw" (epochs on the tokens) or "ridge" (closed form on
-    # the mean token and the geometry: RidgeCV, a penalty per gene chosen by leave-one-out
-    # on the whole training fold, the radiomics baseline's estimator)
+    # "frozen" with mean or tumour pooling: "adamw" (epochs on the tokens) or "ridge"
+    # (closed form on the pooled token and the geometry: RidgeCV, a penalty per gene
+    # chosen by leave-one-out on the whole training fold, the radiomics baseline's estimator)
     head_solver: str = "adamw"
     # "frozen": also cross-validate the fusion of the patient embedding (mean token [and
     # geometry]) with the radiomics baseline's features, one ridge per gene fitted inside
@@ -120,6 +121,17 @@ class Recipe:
                 "target": {"value": self.value, "transform": self.transform},
                 "markers": list(self.markers)}
 
+    def problems(self) -> list[str]:
+        """The training settings' problems and those of how they go with the model's."""
+        found = self.training.problems()
+        if self.model.pooling == "tumour" and not self.preprocessing.tumour_channel:
+            found.append("pooling \"tumour\" needs preprocessing's tumour_channel (the mask "
+                         "that weighs each token)")
+        if self.training.head_solver == "ridge" and self.model.pooling not in LINEAR_POOLINGS:
+            found.append(f"head_solver ridge needs {' or '.join(LINEAR_POOLINGS)} pooling "
+                         "(a linear model of the pooled token)")
+        return found
+
     def fingerprint(self) -> str:
         """Identifies the settings a checkpoint was made with."""
         return hashlib.sha256(json.dumps(self.to_dict(), sort_keys=True).encode()).hexdigest()
@@ -130,7 +142,8 @@ class Recipe:
         from RadioGenomicsLib.model import GenePredictor
 
         return GenePredictor(self.model, in_channels, genes,
-                             len(geometry_names(self.preprocessing)))
+                             len(geometry_names(self.preprocessing)),
+                             tumour_channel_index(in_channels, self.preprocessing))
 
     @property
     def target_units(self) -> str:
@@ -145,8 +158,9 @@ class Recipe:
         changes = {k: v for k, v in changes.items() if v is not None}
         training = dataclasses.replace(self.training, **changes)
         validate(dataclasses.asdict(training), TRAINING, None, prefix="training")
-        _check(training.problems(), None)
-        return dataclasses.replace(self, training=training)
+        recipe = dataclasses.replace(self, training=training)
+        _check(recipe.problems(), None)
+        return recipe
 
 
 PRESETS: dict[str, Recipe] = {
@@ -226,7 +240,7 @@ def recipe_from_dict(document: dict[str, Any], source: Path) -> Recipe:
                         value, transform, tuple(document.get("markers", base.markers)))
     except (TypeError, ValueError) as error:
         raise InputError(source, f"bad recipe: {error}") from None
-    _check(recipe.training.problems(), source)
+    _check(recipe.problems(), source)
     return recipe
 
 

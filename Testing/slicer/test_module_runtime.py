@@ -75,7 +75,8 @@ def test_requirement_check_follows_the_runtime_choice(bundles, monkeypatch):
     two_folds = {**metadata, "folds": 2}
     assert "fold_1.onnx" in torch_problem(two_folds) and torch_problem(two_folds, "first") is None
 
-    for change in ({"pooling": "mean", "geometry": True}, {"pooling": "attention"}):
+    for change in ({"pooling": "mean", "geometry": True}, {"pooling": "attention"},
+                   {"pooling": "tumour"}):
         other = {**metadata, "model": {**metadata["model"], **change}}
         assert torch_problem(other) is None  # the light runtime runs every head
         config = dataclasses.replace(exported.config, **change)
