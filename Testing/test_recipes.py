@@ -51,6 +51,10 @@ def test_file_fields_override_the_base_and_fingerprints_differ(tmp_path):
     ({"model": {"hidden_size": "768"}}, "model.hidden_size: '768' is not of type 'integer'"),
     ({"target": {"transform": "log"}}, "target.transform: 'log' is not one of"),
     ({"model": {"num_heads": 5}}, "not a multiple of num_heads"),
+    ({"base": "frozen-ridge", "model": {"pooling": "tumour"}},
+     'pooling "tumour" needs preprocessing\'s tumour_channel'),
+    ({"base": "frozen-ridge", "model": {"pooling": "attention"}},
+     "head_solver ridge needs mean or tumour pooling"),
 ])
 def test_bad_recipes(tmp_path, document, message):
     path = tmp_path / "bad.json"

@@ -369,17 +369,21 @@ def test_every_head_runs_light(tmp_path):
         assert runtime.pick_runtime(load_bundle(bundle.path), "auto", "cpu") in runtime.LIGHT_RUNTIMES
 
 
-def test_the_frozen_ridge_preset_trains_exports_and_predicts_light(tmp_path, run_cli):
-    """`train --config frozen-ridge --export` (the demo's recipe: mean pooling, geometry) on
-    a few synthetic patients, two folds; the onnxruntime prediction of a patient equals
-    torch's (table and a gene's map)."""
+@pytest.mark.parametrize("preset, modality, channels", [
+    ("frozen-ridge", "mri", ("t1", "t1gd", "t2", "flair")),  # mean pooling, geometry
+    ("frozen-ridge-ct", "ct", ("ct",)),  # tumour pooling, a CT window, the mask channel
+])
+def test_the_frozen_ridge_presets_train_export_and_predict_light(tmp_path, run_cli, preset,
+                                                                 modality, channels):
+    """`train --config PRESET --export` on a few synthetic patients, two folds; the
+    onnxruntime prediction of a patient equals torch's (table and a gene's map)."""
     cohort = tmp_path / "cohort"
     assert run_cli("synth", "--out", cohort, "--patients", "6", "--genes", "20", "--seed", "5",
-                   "--jobs", "1")[0] == 0
+                   "--jobs", "1", "--modality", modality)[0] == 0
     bundle = tmp_path / "bundle"
     code, out, _ = run_cli("train", "--manifest", cohort / "manifest.csv", "--expression",
                            cohort / "expression", "--sample-sheet", cohort / "gdc_sample_sheet.tsv",
-                           "--out", bundle, "--config", "frozen-ridge", "--folds", "2",
+                           "--out", bundle, "--config", preset, "--folds", "2",
                            "--cache", tmp_path / "cache", "--device", "cpu", "--export")
     assert code == 0 and "fold models exported as ONNX" in out
     assert runtime.has_exports(load_bundle(bundle)) and load_bundle(bundle).config.geometry
@@ -388,7 +392,7 @@ def test_the_frozen_ridge_preset_trains_exports_and_predicts_light(tmp_path, run
     study = pd.read_csv(cohort / "manifest.csv").iloc[0]
     args = ["predict", "--model", bundle, "--segmentation", cohort / study["segmentation"],
             "--map-gene", "EGFR"]
-    for channel in ("t1", "t1gd", "t2", "flair"):
+    for channel in channels:
         args += ["--image", f"{channel}={cohort / study[channel]}"]
     tables, maps = [], []
     for name in ("torch", "onnxruntime"):

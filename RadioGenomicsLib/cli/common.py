@@ -48,7 +48,9 @@ def add_cohort_arguments(parser: argparse.ArgumentParser, out_help: str) -> None
                              "frozen-ridge: frozen encoder, mask geometry, ridge per gene; "
                              "frozen-ridge-brats: the same reading the tumour and BraTS "
                              "sub-region masks as channels, with each sub-region's volume "
-                             "and share in the geometry) or "
+                             "and share in the geometry; frozen-ridge-ct: for CT, the "
+                             "tumour's tokens pooled, a 40/100 HU window and the mask as "
+                             "channels) or "
                              "a JSON recipe (see training/)")
     parser.add_argument("--folds", type=int, help="cross-validation folds (recipe: 5)")
     parser.add_argument("--seed", type=int, help="seed of the folds, batches and weights")

@@ -197,6 +197,18 @@ PRESETS: dict[str, Recipe] = {
         PreprocessSettings(max_slices=16, slice_choice="spread", tumour_channel=True,
                            region_labels=(1, 2, 4), region_geometry=True),
         TrainSettings(encoder="frozen", head_solver="ridge")),
+    # for CT: the tumour mask as a channel and the weight of each token in the tumour
+    # pooling (the crop's margin is 80-90 % of its tokens and drowned the tumour's own
+    # density in the whole-crop mean), and a soft-tissue window in which a necrotic core's
+    # few tens of HU span most of the range. Seed-0 tuning (100 CT patients x 1,000 genes,
+    # BENCHMARKS.md): 33 of 100 linked genes, 0 null, where frozen-ridge found 17 (the
+    # baseline 39)
+    "frozen-ridge-ct": Recipe(
+        "frozen-ridge-ct", dataclasses.replace(ModelConfig.preset("small"), pooling="tumour",
+                                               geometry=True),
+        PreprocessSettings(max_slices=16, slice_choice="spread", tumour_channel=True,
+                           ct_windows=((40.0, 100.0),)),
+        TrainSettings(encoder="frozen", head_solver="ridge")),
 }
 
 
