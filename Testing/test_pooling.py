@@ -1,4 +1,5 @@
-"""Patient-level pooling of the gene head: mean and gated attention beside HE2RNA's top-k."""
+"""Patient-level pooling of the gene head: mean, gated attention and the tumour's mean
+token beside HE2RNA's top-k."""
 
 from __future__ import annotations
 
@@ -17,9 +18,11 @@ GENES = 7
 
 
 def model_with(pooling: str, seed: int = 0) -> GenePredictor:
+    """A model of 2 input channels; tumour pooling reads the second as the tumour mask."""
     torch.manual_seed(seed)
     config = dataclasses.replace(SMALL, pooling=pooling, attention_dim=16)
-    return GenePredictor(config, 2, GENES).eval()
+    return GenePredictor(config, 2, GENES,
+                         tumour_channel=1 if pooling == "tumour" else None).eval()
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +75,9 @@ def test_standardised_weights_convert_back_exactly_for_every_pooling(inputs):
     x, mask = inputs
     rng = np.random.default_rng(0)
     mean, std = rng.normal(2, 1, GENES).astype(np.float32), rng.uniform(0.2, 3, GENES).astype(np.float32)
-    for pooling in ("topk", "mean", "attention"):
+    x = x.clone()
+    x[:, :, 1] = (x[:, :, 1] > 0.5).float()  # a mask for tumour pooling
+    for pooling in ("topk", "mean", "attention", "tumour"):
         model = model_with(pooling)
         with torch.no_grad():
             standardised = model(x, mask)
@@ -96,7 +101,7 @@ def test_gradients_reach_the_attention(inputs):
 def test_pooling_is_a_checked_setting():
     assert ModelConfig.preset("paper").pooling == "topk"  # the paper's method stays the default
     # refused by the settings' schema (schemas.MODEL) before the config is built
-    with pytest.raises(InputError, match=r"pooling: 'max' is not one of \['topk', 'mean', 'attention'\]"):
+    with pytest.raises(InputError, match=r"pooling: 'max' is not one of \['topk', 'mean', 'attention', 'tumour'\]"):
         ModelConfig.from_dict({**SMALL.to_dict(), "pooling": "max"})
     config = ModelConfig.from_dict({**SMALL.to_dict(), "pooling": "attention"})
     assert ModelConfig.from_dict(config.to_dict()) == config
@@ -257,3 +262,59 @@ def test_a_geometry_bundle_predicts_and_its_maps_carry_the_geometry_share(tmp_pa
     painted = (expected != 0) & np.isfinite(got)  # maps are NaN outside the tumour
     assert painted.sum() > 200
     np.testing.assert_allclose(got[painted], expected[painted], atol=5e-3)
+
+
+def tumour_slices(n_slices: int = 2) -> torch.Tensor:
+    """(1, S, 2, 224, 224): noise in the image channel; the tumour mask channel covers
+    the 16-px patches of rows 2-4, columns 3-6 of the token grid in full, and half of the
+    patch at (8, 8) (its left 8 columns)."""
+    x = torch.randn(1, n_slices, 2, 224, 224, generator=torch.Generator().manual_seed(2))
+    x[:, :, 1] = 0
+    x[:, :, 1, 32:80, 48:112] = 1
+    x[:, :, 1, 128:144, 128:136] = 1
+    return x
+
+
+def test_tumour_pooling_averages_the_tumour_tokens_by_their_share():
+    """Tumour pooling: each token weighs its patch's share of the mask channel (1 inside,
+    1/2 at a half-covered patch, 0 outside); tokens outside the tumour change nothing."""
+    config = dataclasses.replace(SMALL, pooling="tumour", dropout=0.0)
+    torch.manual_seed(0)
+    model = GenePredictor(config, 2, GENES, tumour_channel=1).eval()
+    x, mask = tumour_slices(), torch.ones(1, 2, dtype=torch.bool)
+    shares = model.token_shares(x)
+    grid = shares.reshape(2, 14, 14)
+    assert grid[:, 2:5, 3:7].eq(1).all() and grid[:, 8, 8].eq(0.5).all()
+    assert grid.sum() == 2 * (12 + 0.5)
+    with torch.no_grad():
+        tokens = model.encode(x, mask)
+        values = model.predict_genes(tokens, mask, token_shares=shares)[0]
+        flat, weights = tokens[0].reshape(-1, config.hidden_size), shares.reshape(-1)
+        embedding = weights @ flat / weights.sum()
+        expected = model.head.conv.weight[:, :, 0] @ embedding + model.head.conv.bias
+        torch.testing.assert_close(values, expected, rtol=1e-5, atol=1e-5)
+        torch.testing.assert_close(model(x, mask)[0], values)
+        outside = tokens.clone()
+        outside[0, :, :14 * 2] += 5.0  # rows 0-1 of the grid: no tumour there
+        torch.testing.assert_close(
+            model.predict_genes(outside, mask, token_shares=shares)[0], values)
+        inside = tokens.clone()
+        inside[0, :, 2 * 14 + 3] += 5.0  # a token inside the tumour moves the value
+        moved = model.predict_genes(inside, mask, token_shares=shares)[0]
+        plain_mean = model.head.conv.weight[:, :, 0] @ flat.mean(0) + model.head.conv.bias
+    assert (moved - values).abs().max() > 1e-3
+    assert (plain_mean - values).abs().max() > 1e-3  # not the mean over the whole crop
+    with pytest.raises(ValueError, match="share of tumour"):
+        model.predict_genes(tokens, mask)
+    with pytest.raises(ValueError, match="tumour mask as an input channel"):
+        GenePredictor(config, 2, GENES)
+
+
+def test_tumour_pooling_keeps_its_mask_channel_with_the_weights():
+    config = dataclasses.replace(SMALL, pooling="tumour")
+    saved = GenePredictor(config, 3, GENES, tumour_channel=2).state_dict()
+    assert int(saved["tumour_channel"]) == 2
+    loaded = GenePredictor(config, 3, GENES, tumour_channel=0)
+    loaded.load_state_dict(saved)
+    assert int(loaded.tumour_channel) == 2
+    assert "tumour_channel" not in GenePredictor(SMALL, 3, GENES).state_dict()

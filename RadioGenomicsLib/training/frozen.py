@@ -15,9 +15,8 @@ head: a normal GenePredictor, read and run like any other.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -55,7 +54,7 @@ class FrozenTokens:
     tokens: dict[str, np.ndarray]  # patient -> (S, T, hidden) float16
     geometry: dict[str, np.ndarray]  # patient -> (n_geometry,) float32
     # tumour pooling: patient -> (S, T) each token's share of tumour (else empty)
-    shares: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+    shares: dict[str, np.ndarray] = field(default_factory=dict)
 
 
 def encoder_key(model: GenePredictor) -> str:
