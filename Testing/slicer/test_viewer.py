@@ -316,10 +316,13 @@ def test_painted_tumour_is_written_on_the_study_grid_and_predicted(browser, view
 
     url, work = viewer
     page = open_with_sample(browser, url)
+    # the study's first frame before painting: a study still opening resets the paint mode
+    # (seen under load: the stroke then never counted)
+    view = page.locator("img.image-display-area").first
+    view.wait_for(state="visible", timeout=90_000)
     page.click('[data-testid="paint"]')
     wait_for_status(page, "Paint the tumour")
-    view = page.locator("img.image-display-area").first
-    view.wait_for(state="visible", timeout=90_000)  # the first frame may still be coming
+    page.wait_for_selector('[data-testid="use-painting"]:not([disabled])', timeout=30_000)
     box = view.bounding_box()
     x, y = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2
     page.mouse.move(x - 30, y)
