@@ -101,7 +101,8 @@ def test_gradients_reach_the_attention(inputs):
 def test_pooling_is_a_checked_setting():
     assert ModelConfig.preset("paper").pooling == "topk"  # the paper's method stays the default
     # refused by the settings' schema (schemas.MODEL) before the config is built
-    with pytest.raises(InputError, match=r"pooling: 'max' is not one of \['topk', 'mean', 'attention', 'tumour'\]"):
+    with pytest.raises(InputError,
+                       match=r"pooling: 'max' is not one of \['topk', 'mean', 'attention', 'tumour'\]"):
         ModelConfig.from_dict({**SMALL.to_dict(), "pooling": "max"})
     config = ModelConfig.from_dict({**SMALL.to_dict(), "pooling": "attention"})
     assert ModelConfig.from_dict(config.to_dict()) == config

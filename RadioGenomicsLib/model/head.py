@@ -8,9 +8,9 @@ never take more than the memory budget (31,793 genes x 6,272 tokens would be 800
 
 Beside top-k, the pooling can be patient-level: the tokens become one patient embedding
 (their mean, a gated-attention-weighted mean, or the mean weighted by how much of each
-token's patch is tumour) and the same gene layer gives the values. The gene layer is linear, so the value is then the (weighted) mean of the
-token values: the per-token values stay each gene's map, and the attention weights say
-where the model looked.
+token's patch is tumour) and the same gene layer gives the values. The gene layer is
+linear, so the value is then the (weighted) mean of the token values: the per-token
+values stay each gene's map, and the attention weights say where the model looked.
 """
 
 from __future__ import annotations
