@@ -123,6 +123,13 @@ def token_shares(mask: np.ndarray, grid: int) -> np.ndarray:
     return blocks.mean(axis=(2, 4)).reshape(slices, -1)
 
 
+def tumour_mean(flat: np.ndarray, shares: np.ndarray) -> np.ndarray:
+    """(N, hidden) tokens, (N,) their shares of tumour -> (hidden,) the share-weighted mean
+    (all tokens alike if none holds tumour, as `model.head.tumour_weights`)."""
+    total = float(shares.sum())
+    return shares @ flat / total if total > 0 else flat.mean(axis=0)
+
+
 class PooledHead:
     """tokens (S, T, hidden) of one patient -> a value per gene: the gene layer on their
     mean (`attention` None), gated-attention-weighted mean, or mean weighted by each
@@ -155,8 +162,8 @@ class PooledHead:
             return flat.mean(axis=0)
         if images is None:
             raise ValueError("tumour pooling needs the slices (their tumour mask channel)")
-        shares = token_shares(images[:, self.tumour_channel], self.grid).reshape(-1)
-        return shares @ flat / shares.sum() if shares.sum() > 0 else flat.mean(axis=0)
+        shares = token_shares(images[:, self.tumour_channel], self.grid)
+        return tumour_mean(flat, shares.reshape(-1))
 
     def gene_values(self, tokens: np.ndarray, images: np.ndarray | None = None) -> np.ndarray:
         return self.weight @ self.embedding(tokens, images) + self.bias

@@ -230,11 +230,12 @@ RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-2, 5, 15))  # as the radiomi
 def pooled_token(frozen: FrozenTokens, patient: str) -> np.ndarray:
     """(hidden,) a patient's mean token, weighted by each token's share of tumour for
     tumour pooling (`model.head.pooled_embedding`)."""
+    from RadioGenomicsLib.runtime.head import tumour_mean
+
     tokens = frozen.tokens[patient].astype(np.float32).reshape(-1, frozen.tokens[patient].shape[-1])
     if not frozen.shares:
         return tokens.mean(axis=0)
-    shares = frozen.shares[patient].reshape(-1)
-    return shares @ tokens / shares.sum() if shares.sum() > 0 else tokens.mean(axis=0)
+    return tumour_mean(tokens, frozen.shares[patient].reshape(-1))
 
 
 def patient_features(frozen: FrozenTokens, patients: Sequence[str], geometry: bool) -> np.ndarray:
