@@ -102,7 +102,8 @@ class TorchFoldRunner:
         self.model = bundle.model(fold, self.device).set_precision(precision)
 
     def _tokens(self, images: np.ndarray):
-        """(S, C, H, W) -> tokens (1, S, T, hidden) and the slice mask, on the device."""
+        """(S, C, H, W) -> tokens (1, S, T, hidden), the slice mask and (tumour pooling)
+        each token's share of tumour, on the device."""
         import torch
 
         from RadioGenomicsLib.model.predictor import slices_per_pass
@@ -111,13 +112,13 @@ class TorchFoldRunner:
         mask = torch.ones(x.shape[:2], dtype=torch.bool, device=self.device)
         with torch.no_grad(), torch.autocast(device_type=self.device.type, dtype=torch.bfloat16,
                                              enabled=self.device.type == "cuda"):
-            return self.model.encode(x, mask, slices_per_pass(self.device)), mask
+            return (self.model.encode(x, mask, slices_per_pass(self.device)), mask,
+                    self.model.token_shares(x))
 
-    def _values(self, tokens, mask, geometry, images: np.ndarray) -> np.ndarray:
+    def _values(self, tokens, mask, geometry, shares) -> np.ndarray:
         import torch
 
         with torch.no_grad():
-            shares = self.model.token_shares(torch.from_numpy(images)[None].to(self.device))
             return self.model.predict_genes(tokens, mask, geometry, token_shares=shares)[0] \
                 .float().cpu().numpy()
 
@@ -134,15 +135,16 @@ class TorchFoldRunner:
         mask = torch.ones(x.shape[:2], dtype=torch.bool, device=self.device)
         # the geometry's training mean standardises to 0: no geometry term
         geometry = self.model.geometry_mean[None] if self.model.config.geometry else None
-        return self._values(x, mask, geometry, images)
+        shares = self.model.token_shares(torch.from_numpy(images)[None].to(self.device))
+        return self._values(x, mask, geometry, shares)
 
     def run(self, images: np.ndarray, geometry: np.ndarray | None = None
             ) -> tuple[np.ndarray, np.ndarray]:
         import torch
 
-        tokens, mask = self._tokens(images)
+        tokens, mask, shares = self._tokens(images)
         shape = None if geometry is None else torch.from_numpy(geometry)[None].to(self.device)
-        return tokens[0].float().cpu().numpy(), self._values(tokens, mask, shape, images)
+        return tokens[0].float().cpu().numpy(), self._values(tokens, mask, shape, shares)
 
 
 def torch_runners(bundle: "Bundle", device, folds: str = "all",

@@ -410,15 +410,34 @@ def model_from_state(recipe, state):
     return model
 
 
+def fit_ridge_on_45_and_5(recipe, frozen, patients, targets):
+    """fit_ridge_head on patients 0-44 (training) and 45-49 (validation), and sklearn's
+    RidgeCV on their standardised pooled tokens [and geometry]: (weights, state, what
+    RidgeCV predicts for patients 50 on)."""
+    from sklearn.linear_model import RidgeCV
+
+    from RadioGenomicsLib.training.frozen import RIDGE_ALPHAS, fit_ridge_head, patient_features
+
+    class Part:
+        def __init__(self, index):
+            self.patients = [patients[i] for i in index]
+            self.targets = targets[index].astype(np.float32)
+
+    best, state = fit_ridge_head(recipe, 0, frozen, Part(range(45)), Part(range(45, 50)))
+    geometry = recipe.model.geometry
+    x = patient_features(frozen, patients[:50], geometry)
+    centre, scale = x.mean(0), x.std(0)
+    ridge = RidgeCV(alphas=np.asarray(RIDGE_ALPHAS), alpha_per_target=True).fit(
+        (x - centre) / scale, targets[:50])
+    return best, state, ridge.predict((patient_features(frozen, patients[50:], geometry)
+                                       - centre) / scale)
+
+
 def test_the_ridge_head_is_the_ridge_written_into_the_model():
     """Closed-form head: the GenePredictor's values are exactly the ridge's predictions on
     new patients (mean token and geometry, standardised), and it learns the signal."""
-    from sklearn.linear_model import RidgeCV
-
     from RadioGenomicsLib.model import ModelConfig
-    from RadioGenomicsLib.training.frozen import (RIDGE_ALPHAS, FrozenTokens, fit_ridge_head,
-                                                  frozen_encoder, patient_features,
-                                                  predict_tokens)
+    from RadioGenomicsLib.training.frozen import FrozenTokens, frozen_encoder, predict_tokens
     from RadioGenomicsLib.training.recipe import load_recipe
 
     rng = np.random.default_rng(2)
@@ -438,20 +457,10 @@ def test_the_ridge_head_is_the_ridge_written_into_the_model():
     volume = np.array([geometry[p][3] for p in patients])
     targets = np.c_[signal + rng.normal(0, 0.3, 70), volume, rng.normal(size=70)]
 
-    class Part:
-        def __init__(self, index):
-            self.patients = [patients[i] for i in index]
-            self.targets = targets[index].astype(np.float32)
-
     frozen = FrozenTokens(frozen_encoder(recipe, 1, 3), tokens, geometry)
-    best, state = fit_ridge_head(recipe, 0, frozen, Part(range(45)), Part(range(45, 50)))
+    best, state, expected = fit_ridge_on_45_and_5(recipe, frozen, patients, targets)
     model = model_from_state(recipe, best)
     predicted = predict_tokens(model, frozen, patients[50:], 8)
-    x = patient_features(frozen, patients[:50], True)
-    centre, scale = x.mean(0), x.std(0)
-    ridge = RidgeCV(alphas=np.asarray(RIDGE_ALPHAS), alpha_per_target=True).fit(
-        (x - centre) / scale, targets[:50])
-    expected = ridge.predict((patient_features(frozen, patients[50:], True) - centre) / scale)
     np.testing.assert_allclose(predicted, expected, rtol=1e-3, atol=1e-3)
     assert np.corrcoef(predicted[:, 0], targets[50:, 0])[0, 1] > 0.8  # from the tokens
     assert np.corrcoef(predicted[:, 1], targets[50:, 1])[0, 1] > 0.9  # from the geometry
@@ -462,12 +471,9 @@ def test_the_ridge_head_with_tumour_pooling_reads_the_tumour_tokens_only():
     """Tumour pooling: the ridge fits the share-weighted mean token, the model written
     from it predicts the same on new patients, and a signal that only the tumour's tokens
     carry (the crop's margin holds 6x more noise) is found; the whole-crop mean misses it."""
-    from sklearn.linear_model import RidgeCV
-
     from RadioGenomicsLib.model import GenePredictor, ModelConfig
-    from RadioGenomicsLib.training.frozen import (RIDGE_ALPHAS, FrozenTokens, fit_ridge_head,
-                                                  frozen_encoder, patient_features,
-                                                  predict_tokens)
+    from RadioGenomicsLib.training.frozen import (FrozenTokens, frozen_encoder,
+                                                  patient_features, predict_tokens)
     from RadioGenomicsLib.training.recipe import load_recipe
 
     rng = np.random.default_rng(3)
@@ -491,22 +497,12 @@ def test_the_ridge_head_with_tumour_pooling_reads_the_tumour_tokens_only():
         tokens[p], shares[p] = stack.astype(np.float16), share
     targets = np.c_[signal + rng.normal(0, 0.3, 70), rng.normal(size=70)]
 
-    class Part:
-        def __init__(self, index):
-            self.patients = [patients[i] for i in index]
-            self.targets = targets[index].astype(np.float32)
-
     geometry = {p: np.zeros(4, np.float32) for p in patients}  # not read: no geometry
     frozen = FrozenTokens(frozen_encoder(recipe, 2, 2), tokens, geometry, shares)
-    best, _ = fit_ridge_head(recipe, 0, frozen, Part(range(45)), Part(range(45, 50)))
+    best, _, expected = fit_ridge_on_45_and_5(recipe, frozen, patients, targets)
     model = GenePredictor(config, 2, 2, tumour_channel=1)
     model.load_state_dict(best)
     predicted = predict_tokens(model, frozen, patients[50:], 8)
-    x = patient_features(frozen, patients[:50], False)
-    centre, scale = x.mean(0), x.std(0)
-    ridge = RidgeCV(alphas=np.asarray(RIDGE_ALPHAS), alpha_per_target=True).fit(
-        (x - centre) / scale, targets[:50])
-    expected = ridge.predict((patient_features(frozen, patients[50:], False) - centre) / scale)
     np.testing.assert_allclose(predicted, expected, rtol=1e-3, atol=1e-3)
     assert np.corrcoef(predicted[:, 0], targets[50:, 0])[0, 1] > 0.8
     whole_crop = FrozenTokens(frozen.encoder, tokens, geometry)
