@@ -382,11 +382,16 @@ def head_rows(bundle: "Bundle", fold: int, genes: Sequence[int],
 
 def token_maps(run: PredictionRun, bundle: "Bundle", genes: Sequence[int]) -> np.ndarray:
     """(n_genes, S, grid, grid): each token's value of each gene, mean over the fold models."""
+    from RadioGenomicsLib.runtime.head import PooledHead, map_tokens
+
     grid = int(run.info["grid"])
     total = None
     for fold in run.folds:
         weight, bias = head_rows(bundle, fold, genes, run.info.get("geometry"))
-        tokens = run.tokens(fold).astype(np.float32)  # (S, T, hidden)
+        tokens = run.tokens(fold).astype(np.float32)  # (S, T, channels)
+        if bundle.config.stem_texture:
+            head = PooledHead.from_safetensors(bundle.weight_path(fold), bundle.config)
+            tokens = map_tokens(tokens, bundle.config, head.embedding(tokens, run.slices.images))
         values = tokens @ weight.T + bias  # (S, T, n)
         total = values if total is None else total + values
     mean = total / len(run.folds)

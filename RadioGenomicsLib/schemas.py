@@ -57,6 +57,7 @@ MODEL = {
         "pooling": {"enum": ["topk", "mean", "attention", "tumour"]},
         "attention_dim": _int(1, 8192),
         "geometry": {"type": "boolean"},
+        "stem_texture": {"type": "boolean"},
     },
 }
 

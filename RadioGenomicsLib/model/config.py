@@ -48,6 +48,12 @@ class ModelConfig:
     # the tumour's size and extent from the mask (preprocess.GEOMETRY_FEATURES), through a
     # linear layer added to every gene's value: physical scale that the rescaled crops lose
     geometry: bool = False
+    # texture from the ResNet stem (its first convolution, at half the slice's resolution):
+    # each token also carries its patch's mean of the stem's feature maps, m, and m**2; a
+    # pooled head turns their pooled means into m's mean and SD across the patient's
+    # (tumour's) patches. The fine texture inside a tumour survives the stem but not the
+    # deeper stages, the 16-px tokens or the transformer (BENCHMARKS.md, CT heterogeneity)
+    stem_texture: bool = False
     # most memory the head's per-token values may take at once (genes are chunked to fit)
     head_memory_mb: float = 256.0
 
@@ -69,6 +75,16 @@ class ModelConfig:
         """Channels of the last ResNet stage, the input of the token projection."""
         return self.resnet_width * 16
 
+    @property
+    def stem_channels(self) -> int:
+        """Feature maps of the ResNet stem: each adds m and m**2 to a stem-texture token."""
+        return self.resnet_width if self.stem_texture else 0
+
+    @property
+    def token_size(self) -> int:
+        """Channels of a token: the transformer's hidden size [+ the stem's texture]."""
+        return self.hidden_size + 2 * self.stem_channels
+
     def problems(self) -> list[str]:
         found = []
         if self.image_size <= 0 or self.image_size % CNN_STRIDE:
@@ -89,6 +105,9 @@ class ModelConfig:
             found.append("head_memory_mb must be > 0")
         if self.pooling not in POOLINGS:
             found.append(f"pooling {self.pooling!r}: choose one of {', '.join(POOLINGS)}")
+        if self.stem_texture and self.pooling == "topk":
+            found.append("stem_texture needs a pooled head (mean, attention or tumour pooling): "
+                         "its SD is taken across the pooled tokens")
         if self.attention_dim < 1:
             found.append("attention_dim must be >= 1")
         return found

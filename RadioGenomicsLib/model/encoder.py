@@ -22,6 +22,7 @@ from RadioGenomicsLib.model.config import ModelConfig
 
 NORM_EPS = 1e-6  # flax's default, used by the published checkpoint
 STD_CONV_EPS = 1e-5
+STEM_LAYERS = 3  # conv1, norm, activation: the stem, before the max-pool
 
 
 class WeightStandardizedConv2d(nn.Conv2d):
@@ -108,16 +109,29 @@ class HybridEncoder(nn.Module):
         self.transformer_dtype: torch.dtype | None = None
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """-> (N, tokens, config.token_size): the transformer's tokens [, stem texture]."""
         size = self.config.image_size
         if images.shape[-2:] != (size, size):
             raise ValueError(f"slices must be {size}x{size}, got {tuple(images.shape[-2:])}")
         if self.channels_last:
             images = images.contiguous(memory_format=torch.channels_last)
-        x = self.embedding(self.cnn(images))
+        stem = self.cnn[:STEM_LAYERS](images)
+        x = self.embedding(self.cnn[STEM_LAYERS:](stem))
         reduced = (torch.autocast(device_type=x.device.type, dtype=self.transformer_dtype)
                    if self.transformer_dtype is not None else nullcontext())
         with reduced:
             for block in self.blocks:
                 x = block(x)
-        return self.norm(x.float())
+        tokens = self.norm(x.float())
+        if not self.config.stem_texture:
+            return tokens
+        return torch.cat([tokens, *stem_texture_tokens(stem.float(), self.config.grid_size)], -1)
+
+
+def stem_texture_tokens(stem: torch.Tensor, grid: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(N, C, h, w) stem feature maps -> m and m**2, each (N, grid**2, C): m the mean of
+    each map over a token's patch (row-major tokens, as the transformer's)."""
+    means = nn.functional.avg_pool2d(stem, stem.shape[-1] // grid)
+    means = means.flatten(2).transpose(1, 2)
+    return means, means * means
 

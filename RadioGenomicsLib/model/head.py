@@ -167,3 +167,15 @@ def pooled_embedding(tokens: torch.Tensor, token_mask: torch.Tensor,
     else:
         weights = token_mask.float() / token_mask.sum(dim=1, keepdim=True).clamp(min=1)
     return torch.einsum("bn,bnh->bh", weights, tokens)
+
+
+def stem_texture_embedding(embedding: torch.Tensor, hidden: int, channels: int) -> torch.Tensor:
+    """A pooled stem-texture token (..., hidden + 2 C): [tokens' mean, mean of m, mean of
+    m**2] -> [tokens' mean, mean of m, SD of m] across the pooled tokens (with their
+    weights; config.stem_texture)."""
+    if not channels:
+        return embedding
+    mean = embedding[..., hidden:hidden + channels]
+    square = embedding[..., hidden + channels:]
+    sd = torch.sqrt((square - mean * mean).clamp(min=0))
+    return torch.cat([embedding[..., :hidden + channels], sd], dim=-1)

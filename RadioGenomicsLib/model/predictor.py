@@ -10,7 +10,8 @@ from torch import nn
 
 from RadioGenomicsLib.model.config import CNN_STRIDE, ModelConfig
 from RadioGenomicsLib.model.encoder import HybridEncoder
-from RadioGenomicsLib.model.head import GatedAttention, GeneHead, pooled_embedding
+from RadioGenomicsLib.model.head import (GatedAttention, GeneHead, pooled_embedding,
+                                         stem_texture_embedding)
 
 N_GEOMETRY = 4  # len(preprocess.GEOMETRY_FEATURES): without sub-region geometry
 
@@ -43,8 +44,8 @@ class GenePredictor(nn.Module):
         self.in_channels = in_channels
         self.n_geometry = n_geometry  # len(preprocess.geometry_names(settings))
         self.encoder = HybridEncoder(config, in_channels)
-        self.head = GeneHead(config.hidden_size, n_genes, config.head_dropout)
-        self.attention = (GatedAttention(config.hidden_size, config.attention_dim)
+        self.head = GeneHead(config.token_size, n_genes, config.head_dropout)
+        self.attention = (GatedAttention(config.token_size, config.attention_dim)
                           if config.pooling == "attention" else None)
         if config.geometry:
             # per gene, a linear function of the standardised geometry, added to its value
@@ -115,6 +116,8 @@ class GenePredictor(nn.Module):
         else:
             with torch.autocast(device_type=tokens.device.type, enabled=False):
                 embedding = pooled_embedding(flat, token_mask, self.attention, shares)
+                embedding = stem_texture_embedding(embedding, self.config.hidden_size,
+                                                   self.config.stem_channels)
             values = self.head.embedding_values(embedding)
         return values + self.geometry_shift(geometry, batch)
 
@@ -152,21 +155,44 @@ class GenePredictor(nn.Module):
         return self.predict_genes(self.encode(x, slice_mask), slice_mask, geometry,
                                   token_shares=self.token_shares(x))
 
-    def gene_maps(self, tokens: torch.Tensor, gene_indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
-        """(B, S, T, hidden) tokens -> (B, S, n_sel, grid, grid) per-token values of the
-        chosen genes (no dropout, float32): each gene's map over each slice."""
+    def gene_maps(self, tokens: torch.Tensor, gene_indices: Sequence[int] | torch.Tensor,
+                  token_shares: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, S, T, hidden) tokens (every slice real) -> (B, S, n_sel, grid, grid) per-token
+        values of the chosen genes (no dropout, float32): each gene's map over each slice.
+        A stem-texture model's texture SD is the patient's, the same on every token (its
+        tumour pooling needs `token_shares`)."""
         batch, n_slices, per_slice, hidden = tokens.shape
         genes = torch.as_tensor(gene_indices, dtype=torch.long, device=tokens.device)
         grid = self.config.grid_size
         with torch.autocast(device_type=tokens.device.type, enabled=False):
             flat = tokens.float().reshape(batch * n_slices, per_slice, hidden)
+            if self.config.stem_texture:
+                flat = self.texture_filled(tokens.float(), token_shares).reshape(flat.shape)
             values = self.head.values(flat, genes)  # (B*S, n_sel, T)
         return values.reshape(batch, n_slices, len(genes), grid, grid)
+
+    def texture_filled(self, tokens: torch.Tensor, token_shares: torch.Tensor | None
+                       ) -> torch.Tensor:
+        """(B, S, T, C) -> the tokens with their m**2 channels replaced by the patient's
+        texture SD (`runtime.head.map_tokens`)."""
+        batch = tokens.shape[0]
+        flat = tokens.reshape(batch, -1, tokens.shape[-1])
+        mask = torch.ones(flat.shape[:2], dtype=torch.bool, device=tokens.device)
+        shares = token_shares.reshape(batch, -1) if token_shares is not None else None
+        if self.config.pooling == "tumour" and shares is None:
+            raise ValueError("a tumour-pooling model's map needs each token's share of tumour")
+        embedding = stem_texture_embedding(
+            pooled_embedding(flat, mask, self.attention, shares), self.config.hidden_size,
+            self.config.stem_channels)
+        start = self.config.hidden_size + self.config.stem_channels
+        filled = tokens.clone()
+        filled[..., start:] = embedding[:, None, None, start:]
+        return filled
 
     def token_values(self, x: torch.Tensor, slice_mask: torch.Tensor,
                      gene_indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
         """Encode and map in one call: -> (B, S, n_sel, grid, grid)."""
-        return self.gene_maps(self.encode(x, slice_mask), gene_indices)
+        return self.gene_maps(self.encode(x, slice_mask), gene_indices, self.token_shares(x))
 
     def set_output_bias(self, mean: np.ndarray | torch.Tensor | Sequence[float]) -> None:
         """Start the head at the training mean of each gene (HE2RNA)."""

@@ -130,6 +130,28 @@ def tumour_mean(flat: np.ndarray, shares: np.ndarray) -> np.ndarray:
     return shares @ flat / total if total > 0 else flat.mean(axis=0)
 
 
+def stem_texture_embedding(embedding: np.ndarray, hidden: int, channels: int) -> np.ndarray:
+    """[tokens' mean, mean of m, mean of m**2] -> [tokens' mean, mean of m, SD of m]
+    (`model.head.stem_texture_embedding`)."""
+    if not channels:
+        return embedding
+    mean = embedding[hidden:hidden + channels]
+    sd = np.sqrt(np.maximum(embedding[hidden + channels:] - mean * mean, 0))
+    return np.concatenate([embedding[:hidden + channels], sd])
+
+
+def map_tokens(tokens: np.ndarray, config, embedding: np.ndarray) -> np.ndarray:
+    """Tokens for a stem-texture model's gene maps: the m**2 channels replaced by the
+    patient's texture SD (the end of its pooled `embedding`), the same on every token as
+    the geometry's share (`GenePredictor.gene_maps`); others' tokens as they are."""
+    if not config.stem_texture:
+        return tokens
+    tokens = tokens.copy()
+    start = config.hidden_size + config.stem_channels
+    tokens[..., start:] = embedding[start:]
+    return tokens
+
+
 class PooledHead:
     """tokens (S, T, hidden) of one patient -> a value per gene: the gene layer on their
     mean (`attention` None), gated-attention-weighted mean, or mean weighted by each
@@ -137,10 +159,12 @@ class PooledHead:
     `model.head.pooled_embedding`."""
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray, attention: GatedAttention | None,
-                 tumour_channel: int | None = None, grid: int = 14):
+                 tumour_channel: int | None = None, grid: int = 14,
+                 stem_texture: tuple[int, int] = (0, 0)):
         self.weight = np.ascontiguousarray(weight, dtype=np.float32)  # (genes, hidden)
         self.bias = np.asarray(bias, dtype=np.float32)
         self.attention, self.tumour_channel, self.grid = attention, tumour_channel, grid
+        self.stem_texture = stem_texture  # (hidden size, stem channels); (0, 0): none
 
     @classmethod
     def from_safetensors(cls, path: Path, config) -> "PooledHead":
@@ -148,13 +172,17 @@ class PooledHead:
         attention = GatedAttention.from_safetensors(path) if config.pooling == "attention" else None
         tumour_channel = (int(_read(path, ("tumour_channel",))["tumour_channel"])
                           if config.pooling == "tumour" else None)
-        return cls(weight, bias, attention, tumour_channel, config.grid_size)
+        return cls(weight, bias, attention, tumour_channel, config.grid_size,
+                   (config.hidden_size, config.stem_channels))
 
     @property
     def n_genes(self) -> int:
         return len(self.weight)
 
     def embedding(self, tokens: np.ndarray, images: np.ndarray | None = None) -> np.ndarray:
+        return stem_texture_embedding(self.pooled(tokens, images), *self.stem_texture)
+
+    def pooled(self, tokens: np.ndarray, images: np.ndarray | None = None) -> np.ndarray:
         flat = np.ascontiguousarray(tokens.reshape(-1, tokens.shape[-1]), dtype=np.float32)
         if self.attention is not None:
             return self.attention.weights(flat) @ flat

@@ -59,7 +59,7 @@ class FrozenTokens:
 
 def encoder_key(model: GenePredictor) -> str:
     """The frozen encoder's content (its weights), for the token cache's folder name."""
-    digest = hashlib.sha256()
+    digest = hashlib.sha256(f"token_size {model.config.token_size}".encode())
     for name, tensor in sorted(model.encoder.state_dict().items()):
         digest.update(name.encode())
         digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
@@ -230,12 +230,13 @@ RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-2, 5, 15))  # as the radiomi
 def pooled_token(frozen: FrozenTokens, patient: str) -> np.ndarray:
     """(hidden,) a patient's mean token, weighted by each token's share of tumour for
     tumour pooling (`model.head.pooled_embedding`)."""
-    from RadioGenomicsLib.runtime.head import tumour_mean
+    from RadioGenomicsLib.runtime.head import stem_texture_embedding, tumour_mean
 
     tokens = frozen.tokens[patient].astype(np.float32).reshape(-1, frozen.tokens[patient].shape[-1])
-    if not frozen.shares:
-        return tokens.mean(axis=0)
-    return tumour_mean(tokens, frozen.shares[patient].reshape(-1))
+    pooled = (tumour_mean(tokens, frozen.shares[patient].reshape(-1)) if frozen.shares
+              else tokens.mean(axis=0))
+    config = frozen.encoder.config
+    return stem_texture_embedding(pooled, config.hidden_size, config.stem_channels)
 
 
 def patient_features(frozen: FrozenTokens, patients: Sequence[str], geometry: bool) -> np.ndarray:
@@ -246,14 +247,41 @@ def patient_features(frozen: FrozenTokens, patients: Sequence[str], geometry: bo
     return features
 
 
+def per_gene_ridge(x: np.ndarray, targets: np.ndarray, optional: int = 0
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """RidgeCV on standardised features, the penalty chosen per gene by leave-one-out:
+    (coefficients (genes, features), intercepts, alphas). With `optional` > 0 each gene
+    also gets the fit without the first `optional` columns and keeps the one of lower
+    leave-one-out error: beside a stem-texture token's few texture values, the
+    transformer's random 192-column token took the shared penalty and lost CT's texture
+    (BENCHMARKS.md)."""
+    from sklearn.linear_model import RidgeCV
+
+    def fit(columns: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        ridge = RidgeCV(alphas=np.asarray(RIDGE_ALPHAS), alpha_per_target=True,
+                        store_cv_results=bool(optional))
+        ridge.fit(x[:, columns], targets)
+        coefficients = np.zeros((targets.shape[1], x.shape[1]))
+        coefficients[:, columns] = np.atleast_2d(ridge.coef_)
+        error = ridge.cv_results_.mean(axis=0).min(axis=-1) if optional else None
+        return (coefficients, np.broadcast_to(ridge.intercept_, (targets.shape[1],)),
+                np.broadcast_to(ridge.alpha_, (targets.shape[1],)), error)
+
+    coefficients, intercepts, alphas, error = fit(slice(None))
+    if not optional:
+        return coefficients, intercepts, alphas
+    without = fit(slice(optional, None))
+    better = without[3] < error
+    return (np.where(better[:, None], without[0], coefficients),
+            np.where(better, without[1], intercepts), np.where(better, without[2], alphas))
+
+
 def fit_ridge_head(recipe: Recipe, fold: int, frozen: FrozenTokens, train, validation
                    ) -> tuple[dict[str, torch.Tensor], FoldState]:
     """The gene layer (and geometry layer) of a mean- or tumour-pooling model in closed
     form: ridge on the standardised pooled token [and geometry] of every training patient
     (the validation patients too: the penalty is chosen per gene by leave-one-out, no
     early stopping), written into a GenePredictor whose value is exactly the ridge's."""
-    from sklearn.linear_model import RidgeCV
-
     if recipe.model.pooling not in LINEAR_POOLINGS:
         raise ValueError("head_solver ridge needs mean or tumour pooling (a linear model)")
     patients = list(train.patients) + list(validation.patients)
@@ -261,25 +289,26 @@ def fit_ridge_head(recipe: Recipe, fold: int, frozen: FrozenTokens, train, valid
     x = patient_features(frozen, patients, recipe.model.geometry).astype(np.float64)
     centre, scale = x.mean(axis=0), x.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)
-    ridge = RidgeCV(alphas=np.asarray(RIDGE_ALPHAS), alpha_per_target=True)
-    ridge.fit((x - centre) / scale, targets)
-    coefficients = np.atleast_2d(ridge.coef_)  # (genes, features) on standardised features
-    hidden = recipe.model.hidden_size
+    optional = recipe.model.hidden_size if recipe.model.stem_texture else 0
+    coefficients, intercepts, alphas = per_gene_ridge((x - centre) / scale, targets, optional)
+    size = recipe.model.token_size
     model = recipe.build_model(frozen.encoder.in_channels, targets.shape[1])
     model.load_state_dict({k: v for k, v in frozen.encoder.state_dict().items()
                            if k.startswith(ENCODER_PREFIX)}, strict=False)
-    weight = coefficients[:, :hidden] / scale[:hidden]
-    bias = ridge.intercept_ - weight @ centre[:hidden]
+    weight = coefficients[:, :size] / scale[:size]
+    bias = intercepts - weight @ centre[:size]
     with torch.no_grad():
         if recipe.model.geometry:  # the model standardises its geometry with these
-            model.geometry_mean.copy_(torch.from_numpy(centre[hidden:].astype(np.float32)))
-            model.geometry_std.copy_(torch.from_numpy(scale[hidden:].astype(np.float32)))
+            model.geometry_mean.copy_(torch.from_numpy(centre[size:].astype(np.float32)))
+            model.geometry_std.copy_(torch.from_numpy(scale[size:].astype(np.float32)))
             model.head.geometry.weight.copy_(torch.from_numpy(
-                coefficients[:, hidden:].astype(np.float32)))
+                coefficients[:, size:].astype(np.float32)))
         model.head.conv.weight.copy_(torch.from_numpy(weight.astype(np.float32))[:, :, None])
         model.head.conv.bias.copy_(torch.from_numpy(np.asarray(bias, np.float32)))
-    alphas = np.broadcast_to(ridge.alpha_, (targets.shape[1],))
-    state = FoldState(epoch=1, best_score=0.0, best_epoch=0, done=True, history=[
-        {"epoch": 0, "patients": len(patients), "alpha_median": float(np.median(alphas)),
-         "genes_at_largest_alpha": int((alphas == max(RIDGE_ALPHAS)).sum())}])
+    history = {"epoch": 0, "patients": len(patients), "alpha_median": float(np.median(alphas)),
+               "genes_at_largest_alpha": int((alphas == max(RIDGE_ALPHAS)).sum())}
+    if optional:
+        history["genes_without_transformer_token"] = int((coefficients[:, :optional] == 0)
+                                                         .all(axis=1).sum())
+    state = FoldState(epoch=1, best_score=0.0, best_epoch=0, done=True, history=[history])
     return model.state_dict(), state
