@@ -319,3 +319,57 @@ def test_tumour_pooling_keeps_its_mask_channel_with_the_weights():
     loaded.load_state_dict(saved)
     assert int(loaded.tumour_channel) == 2
     assert "tumour_channel" not in GenePredictor(SMALL, 3, GENES).state_dict()
+
+
+def test_stem_texture_tokens_pool_to_the_stem_maps_mean_and_sd_across_the_tumour():
+    """A stem-texture token appends its patch's mean m of each stem map and m**2; the
+    pooled value is the gene layer on [tumour mean token, tumour mean of m, tumour SD of
+    m]; the map keeps that SD on every token, so its tumour mean is the value."""
+    config = dataclasses.replace(SMALL, pooling="tumour", dropout=0.0, stem_texture=True)
+    torch.manual_seed(0)
+    model = GenePredictor(config, 2, GENES, tumour_channel=1).eval()
+    hidden, maps_c = config.hidden_size, config.resnet_width
+    x, mask = tumour_slices(), torch.ones(1, 2, dtype=torch.bool)
+    shares = model.token_shares(x)
+    with torch.no_grad():
+        tokens = model.encode(x, mask)
+        stem = model.encoder.cnn[:3](x[0])  # (2, C, 112, 112): conv1, norm, activation
+        values = model.predict_genes(tokens, mask, token_shares=shares)[0]
+        maps = model.gene_maps(tokens, list(range(GENES)), shares)[0]
+    assert tokens.shape == (1, 2, 196, hidden + 2 * maps_c) == (1, 2, 196, config.token_size)
+    patch_means = stem.reshape(2, maps_c, 14, 8, 14, 8).mean(dim=(3, 5))
+    m = patch_means.flatten(2).transpose(1, 2)  # (2, 196, C)
+    torch.testing.assert_close(tokens[0, ..., hidden:hidden + maps_c], m, rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(tokens[0, ..., hidden + maps_c:], m * m, rtol=1e-4, atol=1e-5)
+    w = shares.reshape(-1).double() / shares.sum()
+    flat = tokens[0].reshape(-1, config.token_size).double()
+    mean_m = w @ flat[:, hidden:hidden + maps_c]
+    sd_m = torch.sqrt(w @ (flat[:, hidden:hidden + maps_c] - mean_m) ** 2)
+    assert sd_m.min() > 1e-3  # noise in the image: the stem's maps vary inside the tumour
+    embedding = torch.cat([w @ flat[:, :hidden], mean_m, sd_m])
+    expected = model.head.conv.weight[:, :, 0].double() @ embedding + model.head.conv.bias
+    torch.testing.assert_close(values.double(), expected, rtol=1e-4, atol=1e-4)
+    map_mean = (maps.permute(1, 0, 2, 3).reshape(GENES, -1).double() * w).sum(dim=1)
+    torch.testing.assert_close(map_mean, values.double(), rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="share of tumour"):
+        model.gene_maps(tokens, [0])
+
+
+def test_stem_texture_needs_a_pooled_head():
+    assert not dataclasses.replace(SMALL, pooling="mean", stem_texture=True).problems()
+    problems = dataclasses.replace(SMALL, stem_texture=True).problems()  # top-k
+    assert problems and "stem_texture needs a pooled head" in problems[0]
+    with pytest.raises(InputError, match="stem_texture"):
+        ModelConfig.from_dict({**SMALL.to_dict(), "stem_texture": "yes"})
+
+
+def test_the_token_cache_tells_stem_texture_tokens_apart():
+    """Same encoder weights, wider tokens: the frozen-token cache must not serve one
+    model's tokens to the other."""
+    from RadioGenomicsLib.training.frozen import encoder_key
+
+    plain, texture = model_with("mean"), GenePredictor(
+        dataclasses.replace(SMALL, pooling="mean", attention_dim=16, stem_texture=True), 2, GENES)
+    texture.encoder.load_state_dict(plain.encoder.state_dict())
+    assert encoder_key(plain) == encoder_key(model_with("mean"))
+    assert encoder_key(plain) != encoder_key(texture)

@@ -258,16 +258,18 @@ def test_numpy_heads_equal_the_models(pooling, tmp_path):
         shift(None)
 
 
-def test_numpy_tumour_pooling_equals_the_models(tmp_path):
+@pytest.mark.parametrize("stem_texture", [False, True])
+def test_numpy_tumour_pooling_equals_the_models(tmp_path, stem_texture):
     """Tumour pooling without torch: the token shares from the slices' mask channel (kept
-    with the weights) and the share-weighted mean, as GenePredictor computes them."""
+    with the weights) and the share-weighted mean, as GenePredictor computes them; with
+    stem texture also the SD of its stem means across the tumour, and the map's tokens."""
     from safetensors.torch import save_file
 
     from RadioGenomicsLib.model import GenePredictor
-    from RadioGenomicsLib.runtime.head import read_head, token_shares
+    from RadioGenomicsLib.runtime.head import map_tokens, read_head, token_shares
 
     config = ModelConfig.from_dict({**ModelConfig.preset("small").to_dict(),
-                                    "pooling": "tumour"})
+                                    "pooling": "tumour", "stem_texture": stem_texture})
     torch.manual_seed(0)
     model = GenePredictor(config, 2, 50, tumour_channel=1).eval()
     save_file({k: v.contiguous() for k, v in model.state_dict().items()},
@@ -275,8 +277,11 @@ def test_numpy_tumour_pooling_equals_the_models(tmp_path):
     images = np.zeros((3, 2, 224, 224), np.float32)
     images[:, 0] = np.random.default_rng(0).normal(size=(3, 224, 224))
     images[:, 1, 40:100, 60:130] = 1  # partly covered patches at every edge
-    tokens = torch.randn(1, 3, config.grid_size ** 2, config.hidden_size,
+    tokens = torch.randn(1, 3, config.grid_size ** 2, config.token_size,
                          generator=torch.Generator().manual_seed(1))
+    if stem_texture:  # the stem's means and their squares, as the encoder gives them
+        start = config.hidden_size + config.stem_channels
+        tokens[..., start:] = tokens[..., config.hidden_size:start] ** 2
     mask = torch.ones(1, 3, dtype=torch.bool)
     shares = model.token_shares(torch.from_numpy(images)[None])
     np.testing.assert_allclose(token_shares(images[:, 1], config.grid_size),
@@ -287,10 +292,17 @@ def test_numpy_tumour_pooling_equals_the_models(tmp_path):
     assert head.tumour_channel == 1
     np.testing.assert_allclose(head.gene_values(tokens.numpy()[0], images), expected,
                                rtol=1e-5, atol=1e-5)
-    whole_crop = head.weight @ tokens.numpy()[0].reshape(-1, config.hidden_size).mean(0)
+    whole_crop = head.weight @ tokens.numpy()[0].reshape(-1, config.token_size).mean(0)
     assert np.abs(whole_crop + head.bias - expected).max() > 1e-3
     with pytest.raises(ValueError, match="tumour mask channel"):
         head.gene_values(tokens.numpy()[0])
+    # the map's tokens: the patient's texture SD on every token (or the tokens as they are)
+    filled = map_tokens(tokens.numpy()[0], config, head.embedding(tokens.numpy()[0], images))
+    with torch.no_grad():
+        maps = model.gene_maps(tokens, list(range(50)), shares)[0]  # (S, genes, grid, grid)
+    np.testing.assert_allclose(filled @ head.weight.T + head.bias,
+                               maps.flatten(2).transpose(1, 2).numpy(), rtol=1e-4, atol=1e-4)
+    assert np.array_equal(filled, tokens.numpy()[0]) != stem_texture
 
 
 def _top(table: pd.DataFrame, n: int = 20) -> list[str]:

@@ -424,12 +424,11 @@ def fit_ridge_on_45_and_5(recipe, frozen, patients, targets):
             self.targets = targets[index].astype(np.float32)
 
     best, state = fit_ridge_head(recipe, 0, frozen, Part(range(45)), Part(range(45, 50)))
-    geometry = recipe.model.geometry
-    x = patient_features(frozen, patients[:50], geometry)
+    x = patient_features(frozen, patients[:50], recipe.model)
     centre, scale = x.mean(0), x.std(0)
     ridge = RidgeCV(alphas=np.asarray(RIDGE_ALPHAS), alpha_per_target=True).fit(
         (x - centre) / scale, targets[:50])
-    return best, state, ridge.predict((patient_features(frozen, patients[50:], geometry)
+    return best, state, ridge.predict((patient_features(frozen, patients[50:], recipe.model)
                                        - centre) / scale)
 
 
@@ -506,7 +505,8 @@ def test_the_ridge_head_with_tumour_pooling_reads_the_tumour_tokens_only():
     np.testing.assert_allclose(predicted, expected, rtol=1e-3, atol=1e-3)
     assert np.corrcoef(predicted[:, 0], targets[50:, 0])[0, 1] > 0.8
     whole_crop = FrozenTokens(frozen.encoder, tokens, geometry)
-    mean_feature = patient_features(whole_crop, patients, False)[:, 0]
+    whole_crop_config = dataclass_replace(config, pooling="mean")
+    mean_feature = patient_features(whole_crop, patients, whole_crop_config)[:, 0]
     assert abs(np.corrcoef(mean_feature, signal)[0, 1]) < 0.5  # the margin drowns it
 
 
@@ -632,3 +632,29 @@ def test_fusion_stacks_the_embedding_and_the_radiomics_inside_the_folds(monkeypa
     again = fusion_oof(dataclass_replace(inputs, targets=changed), load_recipe("frozen-ridge"),
                        frozen, "manifest.csv")
     assert again.loc["P0", "GA"] == pytest.approx(oof.loc["P0", "GA"])
+
+
+def test_the_ridge_drops_the_optional_block_per_gene_where_leave_one_out_prefers():
+    """per_gene_ridge with `optional`: a gene carried by a few columns drops the 150 noise
+    columns before them (zero weights there, a better held-out fit); a gene carried by
+    those columns keeps them; without `optional` it is sklearn's RidgeCV."""
+    from sklearn.linear_model import RidgeCV
+
+    from RadioGenomicsLib.training.frozen import RIDGE_ALPHAS, per_gene_ridge
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 153))
+    y = np.c_[x[:, 150] + 0.7 * rng.normal(size=200), x[:, 0] + 0.7 * rng.normal(size=200)]
+    train, test = slice(0, 120), slice(120, None)
+    coefficients, intercepts, alphas = per_gene_ridge(x[train], y[train], optional=150)
+    assert np.all(coefficients[0, :150] == 0) and abs(coefficients[0, 150]) > 0.5
+    assert abs(coefficients[1, 0]) > 0.3
+    full, _, _ = per_gene_ridge(x[train], y[train])
+    predicted = x[test] @ coefficients.T + intercepts
+    kept = x[test] @ full.T
+    assert (np.corrcoef(predicted[:, 0], y[test, 0])[0, 1]
+            > np.corrcoef(kept[:, 0], y[test, 0])[0, 1] + 0.02)
+    reference = RidgeCV(alphas=np.asarray(RIDGE_ALPHAS), alpha_per_target=True).fit(x[train],
+                                                                                   y[train])
+    np.testing.assert_allclose(full, reference.coef_, rtol=1e-6, atol=1e-9)
+    assert alphas.shape == (2,)

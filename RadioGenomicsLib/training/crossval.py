@@ -196,7 +196,7 @@ def fusion_oof(inputs: TrainingInputs, recipe: Recipe, frozen, manifest: str,
                                 FeatureCache(cache_dir or default_cache_dir()),
                                 manifest).loc[patients]
     radiomics, _ = usable_features(radiomics)
-    embedding = patient_features(frozen, patients, recipe.model.geometry)
+    embedding = patient_features(frozen, patients, recipe.model)
     features = pd.concat([pd.DataFrame(embedding, index=patients,
                                        columns=[f"embedding_{i}" for i in range(embedding.shape[1])]),
                           radiomics], axis=1)

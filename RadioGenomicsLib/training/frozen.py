@@ -25,7 +25,7 @@ import torch
 from torch import nn
 
 from RadioGenomicsLib.atomic import atomic_path
-from RadioGenomicsLib.model import GenePredictor
+from RadioGenomicsLib.model import GenePredictor, ModelConfig
 from RadioGenomicsLib.model.predictor import slices_per_pass
 from RadioGenomicsLib.progress import ProgressBar, progress
 from RadioGenomicsLib.training.checkpoint import FoldState
@@ -227,22 +227,23 @@ def fit_head_fold(recipe: Recipe, fold: int, frozen: FrozenTokens, train, valida
 RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-2, 5, 15))  # as the radiomics baseline
 
 
-def pooled_token(frozen: FrozenTokens, patient: str) -> np.ndarray:
-    """(hidden,) a patient's mean token, weighted by each token's share of tumour for
-    tumour pooling (`model.head.pooled_embedding`)."""
+def pooled_token(frozen: FrozenTokens, patient: str, config: ModelConfig) -> np.ndarray:
+    """(token_size,) a patient's mean token, weighted by each token's share of tumour for
+    tumour pooling, its stem means' SD in place of their squares' mean for a stem-texture
+    model (`model.head.pooled_embedding`, `stem_texture_embedding`)."""
     from RadioGenomicsLib.runtime.head import stem_texture_embedding, tumour_mean
 
     tokens = frozen.tokens[patient].astype(np.float32).reshape(-1, frozen.tokens[patient].shape[-1])
     pooled = (tumour_mean(tokens, frozen.shares[patient].reshape(-1)) if frozen.shares
               else tokens.mean(axis=0))
-    config = frozen.encoder.config
     return stem_texture_embedding(pooled, config.hidden_size, config.stem_channels)
 
 
-def patient_features(frozen: FrozenTokens, patients: Sequence[str], geometry: bool) -> np.ndarray:
-    """(patients, hidden [+ n_geometry]) the pooled token of each patient [and its geometry]."""
-    features = np.stack([pooled_token(frozen, p) for p in patients])
-    if geometry:
+def patient_features(frozen: FrozenTokens, patients: Sequence[str], config: ModelConfig
+                     ) -> np.ndarray:
+    """(patients, token_size [+ n_geometry]) each patient's pooled token [and geometry]."""
+    features = np.stack([pooled_token(frozen, p, config) for p in patients])
+    if config.geometry:
         features = np.c_[features, np.stack([frozen.geometry[p] for p in patients])]
     return features
 
@@ -286,7 +287,7 @@ def fit_ridge_head(recipe: Recipe, fold: int, frozen: FrozenTokens, train, valid
         raise ValueError("head_solver ridge needs mean or tumour pooling (a linear model)")
     patients = list(train.patients) + list(validation.patients)
     targets = np.concatenate([train.targets, validation.targets]).astype(np.float64)
-    x = patient_features(frozen, patients, recipe.model.geometry).astype(np.float64)
+    x = patient_features(frozen, patients, recipe.model).astype(np.float64)
     centre, scale = x.mean(axis=0), x.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)
     optional = recipe.model.hidden_size if recipe.model.stem_texture else 0
