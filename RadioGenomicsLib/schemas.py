@@ -58,6 +58,7 @@ MODEL = {
         "attention_dim": _int(1, 8192),
         "geometry": {"type": "boolean"},
         "stem_texture": {"type": "boolean"},
+        "core_texture": {"type": "boolean"},
     },
 }
 

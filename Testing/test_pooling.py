@@ -355,6 +355,64 @@ def test_stem_texture_tokens_pool_to_the_stem_maps_mean_and_sd_across_the_tumour
         model.gene_maps(tokens, [0])
 
 
+def test_core_texture_adds_the_stem_sd_over_the_tumours_core():
+    """`core_texture`: a core token has its patch and 8 neighbours all tumour (row 3,
+    columns 4-5 of the test tumour's 3 x 4 block); the embedding appends m's SD over the
+    core tokens; numpy gives the same weights; a tumour one token thin has no core and
+    falls back to all its tokens."""
+    from RadioGenomicsLib.model.config import CORE_TRACE
+    from RadioGenomicsLib.model.head import core_shares
+    from RadioGenomicsLib.runtime.head import core_shares as numpy_core_shares
+
+    config = dataclasses.replace(SMALL, pooling="tumour", dropout=0.0, stem_texture=True,
+                                 core_texture=True)
+    assert config.embedding_size == config.token_size + config.resnet_width
+    torch.manual_seed(0)
+    model = GenePredictor(config, 2, GENES, tumour_channel=1).eval()
+    hidden, maps_c = config.hidden_size, config.resnet_width
+    x, mask = tumour_slices(), torch.ones(1, 2, dtype=torch.bool)
+    shares = model.token_shares(x)
+    core = core_shares(shares, 14)
+    core_grid = core.reshape(2, 14, 14)
+    assert core_grid[:, 3, 4:6].eq(1 + CORE_TRACE).all()
+    assert core_grid[:, 2, 3].eq(CORE_TRACE).all() and core_grid[:, 8, 8].eq(CORE_TRACE / 2).all()
+    assert core_grid.sum() == pytest.approx(2 * (2 + CORE_TRACE * 12.5))
+    np.testing.assert_allclose(numpy_core_shares(shares[0].numpy(), 14), core[0].numpy())
+    with torch.no_grad():
+        tokens = model.encode(x, mask)
+        values = model.predict_genes(tokens, mask, token_shares=shares)[0]
+        maps = model.gene_maps(tokens, list(range(GENES)), shares)[0]
+    flat = tokens[0].reshape(-1, config.token_size).double()
+    m = flat[:, hidden:hidden + maps_c]
+
+    def weighted_sd(weights):
+        w = weights.reshape(-1).double() / weights.sum()
+        return torch.sqrt(w @ (m - w @ m) ** 2)
+
+    w = shares.reshape(-1).double() / shares.sum()
+    core_sd = weighted_sd(core)
+    assert (core_sd - weighted_sd(shares)).abs().max() > 1e-3
+    embedding = torch.cat([w @ flat[:, :hidden], w @ m, weighted_sd(shares), core_sd])
+    expected = model.head.conv.weight[:, :, 0].double() @ embedding + model.head.conv.bias
+    torch.testing.assert_close(values.double(), expected, rtol=1e-4, atol=1e-4)
+    map_mean = (maps.permute(1, 0, 2, 3).reshape(GENES, -1).double() * w).sum(dim=1)
+    torch.testing.assert_close(map_mean, values.double(), rtol=1e-4, atol=1e-4)
+    thin = torch.zeros(2, 196)
+    thin[:, 30:34] = 1  # one row of four tokens: no core
+    torch.testing.assert_close(core_shares(thin, 14), CORE_TRACE * thin)
+
+
+def test_core_texture_needs_stem_texture_and_tumour_pooling():
+    assert not dataclasses.replace(SMALL, pooling="tumour", stem_texture=True,
+                                   core_texture=True).problems()
+    for pooling, stem in (("tumour", False), ("mean", True)):
+        problems = dataclasses.replace(SMALL, pooling=pooling, stem_texture=stem,
+                                       core_texture=True).problems()
+        assert problems and "core_texture needs stem_texture and tumour pooling" in problems[-1]
+    with pytest.raises(InputError, match="core_texture"):
+        ModelConfig.from_dict({**SMALL.to_dict(), "core_texture": 1})
+
+
 def test_stem_texture_needs_a_pooled_head():
     assert not dataclasses.replace(SMALL, pooling="mean", stem_texture=True).problems()
     problems = dataclasses.replace(SMALL, stem_texture=True).problems()  # top-k

@@ -258,18 +258,21 @@ def test_numpy_heads_equal_the_models(pooling, tmp_path):
         shift(None)
 
 
-@pytest.mark.parametrize("stem_texture", [False, True])
-def test_numpy_tumour_pooling_equals_the_models(tmp_path, stem_texture):
+@pytest.mark.parametrize("stem_texture, core_texture", [(False, False), (True, False),
+                                                        (True, True)])
+def test_numpy_tumour_pooling_equals_the_models(tmp_path, stem_texture, core_texture):
     """Tumour pooling without torch: the token shares from the slices' mask channel (kept
     with the weights) and the share-weighted mean, as GenePredictor computes them; with
-    stem texture also the SD of its stem means across the tumour, and the map's tokens."""
+    stem texture also the SD of its stem means across the tumour [and its core], and the
+    map's tokens."""
     from safetensors.torch import save_file
 
     from RadioGenomicsLib.model import GenePredictor
     from RadioGenomicsLib.runtime.head import map_tokens, read_head, token_shares
 
     config = ModelConfig.from_dict({**ModelConfig.preset("small").to_dict(),
-                                    "pooling": "tumour", "stem_texture": stem_texture})
+                                    "pooling": "tumour", "stem_texture": stem_texture,
+                                    "core_texture": core_texture})
     torch.manual_seed(0)
     model = GenePredictor(config, 2, 50, tumour_channel=1).eval()
     save_file({k: v.contiguous() for k, v in model.state_dict().items()},
@@ -292,7 +295,9 @@ def test_numpy_tumour_pooling_equals_the_models(tmp_path, stem_texture):
     assert head.tumour_channel == 1
     np.testing.assert_allclose(head.gene_values(tokens.numpy()[0], images), expected,
                                rtol=1e-5, atol=1e-5)
-    whole_crop = head.weight @ tokens.numpy()[0].reshape(-1, config.token_size).mean(0)
+    hidden = config.hidden_size
+    whole_crop = (head.weight[:, :hidden]
+                  @ tokens.numpy()[0, ..., :hidden].reshape(-1, hidden).mean(0))
     assert np.abs(whole_crop + head.bias - expected).max() > 1e-3
     with pytest.raises(ValueError, match="tumour mask channel"):
         head.gene_values(tokens.numpy()[0])

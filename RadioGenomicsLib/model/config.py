@@ -12,6 +12,9 @@ from RadioGenomicsLib.errors import InputError, read_json_object
 
 # The R50 hybrid downsamples by 16: a 224x224 slice gives a 14x14 token grid.
 CNN_STRIDE = 16
+# a core token's weight beside its share of the core: a tumour with no core (too small)
+# takes its m's core SD over all its tokens
+CORE_TRACE = 1e-3
 POOLINGS = ("topk", "mean", "attention", "tumour")
 
 
@@ -54,6 +57,10 @@ class ModelConfig:
     # (tumour's) patches. The fine texture inside a tumour survives the stem but not the
     # deeper stages, the 16-px tokens or the transformer (BENCHMARKS.md, CT heterogeneity)
     stem_texture: bool = False
+    # with stem_texture and tumour pooling: m's SD also across the tumour's core, the tokens
+    # whose patch and 8 neighbours are all tumour. At the edge the tumour's contrast with
+    # its surroundings outweighs its own texture in the stem's maps (BENCHMARKS.md)
+    core_texture: bool = False
     # most memory the head's per-token values may take at once (genes are chunked to fit)
     head_memory_mb: float = 256.0
 
@@ -85,6 +92,12 @@ class ModelConfig:
         """Channels of a token: the transformer's hidden size [+ the stem's texture]."""
         return self.hidden_size + 2 * self.stem_channels
 
+    @property
+    def embedding_size(self) -> int:
+        """Channels of a pooled patient embedding, the gene layer's input: the token's, with
+        m's SD in place of m**2's mean [+ m's SD across the tumour's core]."""
+        return self.token_size + (self.stem_channels if self.core_texture else 0)
+
     def problems(self) -> list[str]:
         found = []
         if self.image_size <= 0 or self.image_size % CNN_STRIDE:
@@ -108,6 +121,9 @@ class ModelConfig:
         if self.stem_texture and self.pooling == "topk":
             found.append("stem_texture needs a pooled head (mean, attention or tumour pooling): "
                          "its SD is taken across the pooled tokens")
+        if self.core_texture and not (self.stem_texture and self.pooling == "tumour"):
+            found.append("core_texture needs stem_texture and tumour pooling: it is the stem "
+                         "texture's SD across the tumour's core")
         if self.attention_dim < 1:
             found.append("attention_dim must be >= 1")
         return found

@@ -21,6 +21,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from RadioGenomicsLib.model.config import CORE_TRACE
+
 BYTES_PER_VALUE = 4  # the head runs in float32, also under autocast
 
 
@@ -169,13 +171,32 @@ def pooled_embedding(tokens: torch.Tensor, token_mask: torch.Tensor,
     return torch.einsum("bn,bnh->bh", weights, tokens)
 
 
-def stem_texture_embedding(embedding: torch.Tensor, hidden: int, channels: int) -> torch.Tensor:
+def stem_texture_embedding(embedding: torch.Tensor, hidden: int, channels: int,
+                           core: torch.Tensor | None = None) -> torch.Tensor:
     """A pooled stem-texture token (..., hidden + 2 C): [tokens' mean, mean of m, mean of
     m**2] -> [tokens' mean, mean of m, SD of m] across the pooled tokens (with their
-    weights; config.stem_texture)."""
+    weights; config.stem_texture). `core` (..., 2 C), the means of m and m**2 over the
+    tumour's core (`core_shares`; config.core_texture), appends m's SD there."""
     if not channels:
         return embedding
-    mean = embedding[..., hidden:hidden + channels]
-    square = embedding[..., hidden + channels:]
-    sd = torch.sqrt((square - mean * mean).clamp(min=0))
-    return torch.cat([embedding[..., :hidden + channels], sd], dim=-1)
+    parts = [embedding[..., :hidden + channels], _sd(embedding[..., hidden:])]
+    if core is not None:
+        parts.append(_sd(core))
+    return torch.cat(parts, dim=-1)
+
+
+def _sd(means: torch.Tensor) -> torch.Tensor:
+    """(..., 2 C) the means of m and of m**2 -> (..., C) m's SD."""
+    mean, square = means.chunk(2, dim=-1)
+    return torch.sqrt((square - mean * mean).clamp(min=0))
+
+
+def core_shares(shares: torch.Tensor, grid: int) -> torch.Tensor:
+    """(..., grid * grid) each token's share of tumour, per slice -> the token's weight in
+    the tumour's core: the least share over its 3 x 3 neighbourhood on the slice (1 only
+    where the patch and its neighbours are all tumour) plus CORE_TRACE of its own share,
+    so that a tumour too small for a core falls back to all its tokens
+    (`runtime.head.core_shares`)."""
+    flat = shares.float().reshape(-1, 1, grid, grid)
+    least = -nn.functional.max_pool2d(-flat, 3, stride=1, padding=1)  # padding never wins
+    return (least + CORE_TRACE * flat).reshape(shares.shape)

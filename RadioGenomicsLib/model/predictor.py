@@ -10,8 +10,8 @@ from torch import nn
 
 from RadioGenomicsLib.model.config import CNN_STRIDE, ModelConfig
 from RadioGenomicsLib.model.encoder import HybridEncoder
-from RadioGenomicsLib.model.head import (GatedAttention, GeneHead, pooled_embedding,
-                                         stem_texture_embedding)
+from RadioGenomicsLib.model.head import (GatedAttention, GeneHead, core_shares,
+                                         pooled_embedding, stem_texture_embedding)
 
 N_GEOMETRY = 4  # len(preprocess.GEOMETRY_FEATURES): without sub-region geometry
 
@@ -44,7 +44,7 @@ class GenePredictor(nn.Module):
         self.in_channels = in_channels
         self.n_geometry = n_geometry  # len(preprocess.geometry_names(settings))
         self.encoder = HybridEncoder(config, in_channels)
-        self.head = GeneHead(config.token_size, n_genes, config.head_dropout)
+        self.head = GeneHead(config.embedding_size, n_genes, config.head_dropout)
         self.attention = (GatedAttention(config.token_size, config.attention_dim)
                           if config.pooling == "attention" else None)
         if config.geometry:
@@ -115,11 +115,22 @@ class GenePredictor(nn.Module):
                                memory_mb or self.config.head_memory_mb)
         else:
             with torch.autocast(device_type=tokens.device.type, enabled=False):
-                embedding = pooled_embedding(flat, token_mask, self.attention, shares)
-                embedding = stem_texture_embedding(embedding, self.config.hidden_size,
-                                                   self.config.stem_channels)
+                embedding = self.embedding(flat, token_mask, shares)
             values = self.head.embedding_values(embedding)
         return values + self.geometry_shift(geometry, batch)
+
+    def embedding(self, flat: torch.Tensor, token_mask: torch.Tensor,
+                  shares: torch.Tensor | None) -> torch.Tensor:
+        """(B, N, token_size) tokens, (B, N) valid ones [and shares of tumour] -> (B,
+        embedding_size) the pooled patient embedding [with the stem texture's SDs]."""
+        embedding = pooled_embedding(flat, token_mask, self.attention, shares)
+        core = None
+        if self.config.core_texture:
+            weights = core_shares(shares, self.config.grid_size)
+            core = pooled_embedding(flat[..., self.config.hidden_size:], token_mask, None,
+                                    weights)
+        return stem_texture_embedding(embedding, self.config.hidden_size,
+                                      self.config.stem_channels, core)
 
     def geometry_shift(self, geometry: torch.Tensor | None, batch: int) -> torch.Tensor:
         """(B, genes) what the tumour's geometry adds to each gene (0 without geometry)."""
@@ -167,27 +178,25 @@ class GenePredictor(nn.Module):
         with torch.autocast(device_type=tokens.device.type, enabled=False):
             flat = tokens.float().reshape(batch * n_slices, per_slice, hidden)
             if self.config.stem_texture:
-                flat = self.texture_filled(tokens.float(), token_shares).reshape(flat.shape)
+                flat = self.texture_filled(tokens.float(), token_shares).reshape(
+                    batch * n_slices, per_slice, -1)
             values = self.head.values(flat, genes)  # (B*S, n_sel, T)
         return values.reshape(batch, n_slices, len(genes), grid, grid)
 
     def texture_filled(self, tokens: torch.Tensor, token_shares: torch.Tensor | None
                        ) -> torch.Tensor:
-        """(B, S, T, C) -> the tokens with their m**2 channels replaced by the patient's
-        texture SD (`runtime.head.map_tokens`)."""
+        """(B, S, T, token_size) -> (B, S, T, embedding_size) the tokens with their m**2
+        channels replaced by the patient's texture SD [and core SD] (`runtime.head.map_tokens`)."""
         batch = tokens.shape[0]
         flat = tokens.reshape(batch, -1, tokens.shape[-1])
         mask = torch.ones(flat.shape[:2], dtype=torch.bool, device=tokens.device)
         shares = token_shares.reshape(batch, -1) if token_shares is not None else None
         if self.config.pooling == "tumour" and shares is None:
             raise ValueError("a tumour-pooling model's map needs each token's share of tumour")
-        embedding = stem_texture_embedding(
-            pooled_embedding(flat, mask, self.attention, shares), self.config.hidden_size,
-            self.config.stem_channels)
+        embedding = self.embedding(flat, mask, shares)
         start = self.config.hidden_size + self.config.stem_channels
-        filled = tokens.clone()
-        filled[..., start:] = embedding[:, None, None, start:]
-        return filled
+        texture = embedding[:, None, None, start:].expand(*tokens.shape[:3], -1)
+        return torch.cat([tokens[..., :start], texture], dim=-1)
 
     def token_values(self, x: torch.Tensor, slice_mask: torch.Tensor,
                      gene_indices: Sequence[int] | torch.Tensor) -> torch.Tensor:

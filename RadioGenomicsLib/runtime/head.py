@@ -21,6 +21,8 @@ from typing import Callable, Sequence, Union
 
 import numpy as np
 
+from RadioGenomicsLib.model.config import CORE_TRACE
+
 BYTES_PER_VALUE = 4
 # (weight chunk (g, hidden), tokens (n, hidden), k) -> (g, k) the k largest of weight @ tokens.T,
 # in descending order
@@ -130,14 +132,44 @@ def tumour_mean(flat: np.ndarray, shares: np.ndarray) -> np.ndarray:
     return shares @ flat / total if total > 0 else flat.mean(axis=0)
 
 
-def stem_texture_embedding(embedding: np.ndarray, hidden: int, channels: int) -> np.ndarray:
-    """[tokens' mean, mean of m, mean of m**2] -> [tokens' mean, mean of m, SD of m]
+def stem_texture_embedding(embedding: np.ndarray, hidden: int, channels: int,
+                           core: np.ndarray | None = None) -> np.ndarray:
+    """[tokens' mean, mean of m, mean of m**2] -> [tokens' mean, mean of m, SD of m
+    [, SD of m over the tumour's core from `core`, its means of m and m**2]]
     (`model.head.stem_texture_embedding`)."""
     if not channels:
         return embedding
-    mean = embedding[hidden:hidden + channels]
-    sd = np.sqrt(np.maximum(embedding[hidden + channels:] - mean * mean, 0))
-    return np.concatenate([embedding[:hidden + channels], sd])
+    parts = [embedding[:hidden + channels], _sd(embedding[hidden:])]
+    if core is not None:
+        parts.append(_sd(core))
+    return np.concatenate(parts)
+
+
+def _sd(means: np.ndarray) -> np.ndarray:
+    """(2 C,) the means of m and of m**2 -> (C,) m's SD."""
+    mean, square = np.split(means, 2)
+    return np.sqrt(np.maximum(square - mean * mean, 0))
+
+
+def core_shares(shares: np.ndarray, grid: int) -> np.ndarray:
+    """(S, grid * grid) each token's share of tumour -> its weight in the tumour's core
+    (`model.head.core_shares`)."""
+    from scipy import ndimage
+
+    least = ndimage.minimum_filter(shares.reshape(-1, grid, grid), size=(1, 3, 3),
+                                   mode="nearest")
+    return (least + CORE_TRACE * shares.reshape(least.shape)).reshape(shares.shape)
+
+
+def texture_embedding(flat: np.ndarray, pooled: np.ndarray, shares: np.ndarray | None,
+                      config) -> np.ndarray:
+    """A patient's (S * T, token_size) tokens, their `pooled` mean and (S, T) shares of
+    tumour -> its embedding, with the stem texture's SDs for a stem-texture model."""
+    core = None
+    if config.core_texture:
+        weights = core_shares(shares, config.grid_size).reshape(-1)
+        core = tumour_mean(flat[:, config.hidden_size:], weights)
+    return stem_texture_embedding(pooled, config.hidden_size, config.stem_channels, core)
 
 
 def map_tokens(tokens: np.ndarray, config, embedding: np.ndarray) -> np.ndarray:
@@ -146,10 +178,9 @@ def map_tokens(tokens: np.ndarray, config, embedding: np.ndarray) -> np.ndarray:
     the geometry's share (`GenePredictor.gene_maps`); others' tokens as they are."""
     if not config.stem_texture:
         return tokens
-    tokens = tokens.copy()
     start = config.hidden_size + config.stem_channels
-    tokens[..., start:] = embedding[start:]
-    return tokens
+    texture = np.broadcast_to(embedding[start:], tokens.shape[:-1] + (len(embedding) - start,))
+    return np.concatenate([tokens[..., :start], texture], axis=-1)
 
 
 class PooledHead:
@@ -159,12 +190,10 @@ class PooledHead:
     `model.head.pooled_embedding`."""
 
     def __init__(self, weight: np.ndarray, bias: np.ndarray, attention: GatedAttention | None,
-                 tumour_channel: int | None = None, grid: int = 14,
-                 stem_texture: tuple[int, int] = (0, 0)):
-        self.weight = np.ascontiguousarray(weight, dtype=np.float32)  # (genes, hidden)
+                 tumour_channel: int | None, config):
+        self.weight = np.ascontiguousarray(weight, dtype=np.float32)  # (genes, embedding)
         self.bias = np.asarray(bias, dtype=np.float32)
-        self.attention, self.tumour_channel, self.grid = attention, tumour_channel, grid
-        self.stem_texture = stem_texture  # (hidden size, stem channels); (0, 0): none
+        self.attention, self.tumour_channel, self.config = attention, tumour_channel, config
 
     @classmethod
     def from_safetensors(cls, path: Path, config) -> "PooledHead":
@@ -172,26 +201,24 @@ class PooledHead:
         attention = GatedAttention.from_safetensors(path) if config.pooling == "attention" else None
         tumour_channel = (int(_read(path, ("tumour_channel",))["tumour_channel"])
                           if config.pooling == "tumour" else None)
-        return cls(weight, bias, attention, tumour_channel, config.grid_size,
-                   (config.hidden_size, config.stem_channels))
+        return cls(weight, bias, attention, tumour_channel, config)
 
     @property
     def n_genes(self) -> int:
         return len(self.weight)
 
     def embedding(self, tokens: np.ndarray, images: np.ndarray | None = None) -> np.ndarray:
-        return stem_texture_embedding(self.pooled(tokens, images), *self.stem_texture)
-
-    def pooled(self, tokens: np.ndarray, images: np.ndarray | None = None) -> np.ndarray:
         flat = np.ascontiguousarray(tokens.reshape(-1, tokens.shape[-1]), dtype=np.float32)
         if self.attention is not None:
-            return self.attention.weights(flat) @ flat
+            return texture_embedding(flat, self.attention.weights(flat) @ flat, None,
+                                     self.config)
         if self.tumour_channel is None:
-            return flat.mean(axis=0)
+            return texture_embedding(flat, flat.mean(axis=0), None, self.config)
         if images is None:
             raise ValueError("tumour pooling needs the slices (their tumour mask channel)")
-        shares = token_shares(images[:, self.tumour_channel], self.grid)
-        return tumour_mean(flat, shares.reshape(-1))
+        shares = token_shares(images[:, self.tumour_channel], self.config.grid_size)
+        return texture_embedding(flat, tumour_mean(flat, shares.reshape(-1)), shares,
+                                 self.config)
 
     def gene_values(self, tokens: np.ndarray, images: np.ndarray | None = None) -> np.ndarray:
         return self.weight @ self.embedding(tokens, images) + self.bias

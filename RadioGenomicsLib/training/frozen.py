@@ -228,20 +228,20 @@ RIDGE_ALPHAS = tuple(float(a) for a in np.logspace(-2, 5, 15))  # as the radiomi
 
 
 def pooled_token(frozen: FrozenTokens, patient: str, config: ModelConfig) -> np.ndarray:
-    """(token_size,) a patient's mean token, weighted by each token's share of tumour for
-    tumour pooling, its stem means' SD in place of their squares' mean for a stem-texture
-    model (`model.head.pooled_embedding`, `stem_texture_embedding`)."""
-    from RadioGenomicsLib.runtime.head import stem_texture_embedding, tumour_mean
+    """(embedding_size,) a patient's mean token, weighted by each token's share of tumour
+    for tumour pooling, its stem means' SD in place of their squares' mean for a
+    stem-texture model [and their SD over the tumour's core] (`GenePredictor.embedding`)."""
+    from RadioGenomicsLib.runtime.head import texture_embedding, tumour_mean
 
     tokens = frozen.tokens[patient].astype(np.float32).reshape(-1, frozen.tokens[patient].shape[-1])
-    pooled = (tumour_mean(tokens, frozen.shares[patient].reshape(-1)) if frozen.shares
-              else tokens.mean(axis=0))
-    return stem_texture_embedding(pooled, config.hidden_size, config.stem_channels)
+    shares = frozen.shares[patient] if frozen.shares else None
+    pooled = tumour_mean(tokens, shares.reshape(-1)) if frozen.shares else tokens.mean(axis=0)
+    return texture_embedding(tokens, pooled, shares, config)
 
 
 def patient_features(frozen: FrozenTokens, patients: Sequence[str], config: ModelConfig
                      ) -> np.ndarray:
-    """(patients, token_size [+ n_geometry]) each patient's pooled token [and geometry]."""
+    """(patients, embedding_size [+ n_geometry]) each patient's embedding [and geometry]."""
     features = np.stack([pooled_token(frozen, p, config) for p in patients])
     if config.geometry:
         features = np.c_[features, np.stack([frozen.geometry[p] for p in patients])]
@@ -292,7 +292,7 @@ def fit_ridge_head(recipe: Recipe, fold: int, frozen: FrozenTokens, train, valid
     scale = np.where(scale > 0, scale, 1.0)
     optional = recipe.model.hidden_size if recipe.model.stem_texture else 0
     coefficients, intercepts, alphas = per_gene_ridge((x - centre) / scale, targets, optional)
-    size = recipe.model.token_size
+    size = recipe.model.embedding_size
     model = recipe.build_model(frozen.encoder.in_channels, targets.shape[1])
     model.load_state_dict({k: v for k, v in frozen.encoder.state_dict().items()
                            if k.startswith(ENCODER_PREFIX)}, strict=False)
