@@ -230,9 +230,19 @@ def _model_text(model: dict[str, Any]) -> str:
     return (f"{model.get('name', '?')}: R50 stages {model.get('resnet_layers')} "
             f"(width {model.get('resnet_width')}), {model.get('num_layers')} transformer "
             f"layers of {model.get('hidden_size')} ({model.get('num_heads')} heads), "
-            f"{size}x{size} slices -> {grid}x{grid} tokens, " + (
-                f"top-k {model.get('top_k')}" if model.get("pooling", "topk") == "topk"
-                else f"{model['pooling']} pooling"))
+            f"{size}x{size} slices -> {grid}x{grid} tokens, " + ", ".join(_head_parts(model)))
+
+
+def _head_parts(model: dict[str, Any]) -> list[str]:
+    """What the gene head reads, in a few words each."""
+    pooling = model.get("pooling", "topk")
+    parts = [f"top-k {model.get('top_k')}" if pooling == "topk" else f"{pooling} pooling"]
+    if model.get("geometry"):
+        parts.append("the mask's geometry")
+    if model.get("stem_texture"):
+        parts.append("the stem's texture" + (" over the tumour and its core"
+                                             if model.get("core_texture") else ""))
+    return parts
 
 
 def _marker_text(row: dict[str, Any]) -> str:

@@ -223,6 +223,19 @@ def test_info_prints_what_a_user_needs(bundle_path, run_cli):
     assert [m["gene_name"] for m in summary["marker_genes"]] == ["EGFR", "TP53"]
 
 
+def test_the_card_says_what_the_gene_head_reads():
+    """`info`'s model line names the pooling and what else the head reads."""
+    from RadioGenomicsLib.card import _model_text
+    from RadioGenomicsLib.training.recipe import PRESETS
+
+    assert _model_text(PRESETS["paper"].model.to_dict()).endswith(
+        "top-k [1, 2, 5, 10, 20, 50, 100]")
+    assert _model_text(PRESETS["frozen-ridge"].model.to_dict()).endswith(
+        "mean pooling, the mask's geometry")
+    assert _model_text(PRESETS["frozen-ridge-ct"].model.to_dict()).endswith(
+        "tumour pooling, the mask's geometry, the stem's texture over the tumour and its core")
+
+
 def test_the_markers_are_the_bundles_own(bundle_path, tmp_path, run_cli):
     """One marker list: the bundle's (its recipe's), the library's only by default."""
     from RadioGenomicsLib.card import read_card
