@@ -231,20 +231,23 @@ def predict_patients(bundle, studies: Sequence[Study], settings: CohortSettings,
     workers = min(workers, len(studies))
     threads = threads_per_worker(workers, ranks_here)
     context = multiprocessing.get_context("spawn")
-    with _worker_environment(threads):  # the workers start at the first submits
-        pool = ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=(
-            str(bundle.path), settings, str(out), str(runs), threads))
-        futures = [pool.submit(_predict_in_worker, patient, inputs) for patient, inputs in studies]
+    pool = ProcessPoolExecutor(workers, context, initializer=_start_worker, initargs=(
+        str(bundle.path), settings, str(out), str(runs), threads))
+    futures = []
     try:
+        with _worker_environment(threads):  # the workers start at the first submits
+            futures = [pool.submit(_predict_in_worker, patient, inputs)
+                       for patient, inputs in studies]
         for future in as_completed(futures):
-            try:
-                yield future.result()
-            except BrokenProcessPool:  # every unfinished patient's future says so
-                unfinished = sum(not f.done() or f.cancelled() or f.exception() is not None
-                                 for f in futures)
-                raise InputError(None, f"a worker process ended abruptly (killed, out of "
-                                       f"memory?): {unfinished} patients not predicted, no "
-                                       f"{PREDICTIONS_FILE} written; try fewer --workers") from None
+            yield future.result()
+    # a worker killed while the pool starts breaks a submit (or the pipe that hands the
+    # new process its start-up data); later, every unfinished patient's future says so
+    except (BrokenProcessPool, BrokenPipeError):
+        predicted = sum(f.done() and not f.cancelled() and f.exception() is None
+                        for f in futures)
+        raise InputError(None, f"a worker process ended abruptly (killed, out of memory?): "
+                               f"{len(studies) - predicted} patients not predicted, no "
+                               f"{PREDICTIONS_FILE} written; try fewer --workers") from None
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 

@@ -34,9 +34,15 @@ GEOMETRY_FEATURES = ("log_mm_per_pixel", "log1p_area_mm2", "log1p_tumour_slices"
 # the tumour) and its share of the tumour's volume (what the baseline's sub-region
 # features measure, and the mean token of 16 slices does not keep)
 REGION_GEOMETRY = ("log1p_volume_ml", "share")
+# with `shape_geometry`, after GEOMETRY_FEATURES: the tumour's 3-D shape (ITK's label shape
+# statistics at the model's spacing): roundness (the surface of a ball of the same volume
+# over the tumour's surface, 1 for a ball), log elongation and log flatness (square roots
+# of the principal moments' ratios), log(1 + surface in mm2). Irregular, spiculated
+# tumours score low roundness; 16 slices' areas do not tell it
+SHAPE_GEOMETRY = ("roundness", "log_elongation", "log_flatness", "log1p_surface_mm2")
 # settings added after bundles and slice caches were written: left out of `to_dict` while
 # at their default, so that earlier bundles' settings and cache keys stay the same
-LATER_SETTINGS = {"region_geometry": False, "ct_windows": []}
+LATER_SETTINGS = {"region_geometry": False, "ct_windows": [], "shape_geometry": False}
 
 
 @dataclass(frozen=True)
@@ -60,6 +66,8 @@ class PreprocessSettings:
     region_labels: tuple[int, ...] = ()
     # the geometry (a model with `geometry`) also gets each region label's volume and share
     region_geometry: bool = False
+    # the geometry also gets the tumour's 3-D shape (SHAPE_GEOMETRY)
+    shape_geometry: bool = False
     # CT only: one more input channel per (centre, width) window in HU, as a radiologist
     # reads CT: the window mapped onto -1..1, HU outside it clipped. Z-scored over the body,
     # the 10-90 HU between a tumour's necrotic core and its rim are a few hundredths of
@@ -114,12 +122,13 @@ def mask_channel_names(settings: dict) -> list[str]:
 
 def geometry_names(settings: dict | PreprocessSettings) -> list[str]:
     """The geometry values a model with `geometry` reads, in order (settings as a dict, as a
-    bundle keeps them; a bundle without `region_geometry` has the 4 GEOMETRY_FEATURES)."""
+    bundle keeps them; a bundle without either setting has the 4 GEOMETRY_FEATURES)."""
     if isinstance(settings, PreprocessSettings):
         settings = settings.to_dict()
+    shape = SHAPE_GEOMETRY if settings.get("shape_geometry") else ()
     regions = settings.get("region_labels", ()) if settings.get("region_geometry") else ()
-    return list(GEOMETRY_FEATURES) + [f"label {label} {name}" for label in regions
-                                      for name in REGION_GEOMETRY]
+    return [*GEOMETRY_FEATURES, *shape] + [f"label {label} {name}" for label in regions
+                                           for name in REGION_GEOMETRY]
 
 
 def model_channels(channels: Sequence[str], settings: dict) -> int:
@@ -154,12 +163,20 @@ class Slices:
     tumour_volume_ml: float = 0.0
     # per settings' region label: its volume inside the tumour (ml, at the model's spacing)
     region_volumes_ml: tuple[float, ...] = ()
+    # tumour_shape(): roundness, elongation, flatness, surface in mm2
+    shape: tuple[float, ...] = ()
 
     def geometry(self) -> np.ndarray:
         """This tumour's values of geometry_names(settings) (float32)."""
         mm_per_pixel = np.linalg.norm(self.pixel_to_lps[:, :3, 0], axis=1).mean()
         values = [np.log(mm_per_pixel), np.log1p(self.tumour_area_mm2.mean()),
                   np.log1p(self.tumour_slices), np.log1p(self.tumour_volume_ml)]
+        if self.settings.get("shape_geometry"):
+            if len(self.shape) != len(SHAPE_GEOMETRY):
+                raise ValueError("these slices have no tumour shape (written before "
+                                 "shape_geometry): preprocess the study again")
+            roundness, elongation, flatness, surface = self.shape
+            values += [roundness, np.log(elongation), np.log(flatness), np.log1p(surface)]
         if self.settings.get("region_geometry") and self.settings.get("region_labels"):
             if len(self.region_volumes_ml) != len(self.settings["region_labels"]):
                 raise ValueError("these slices have no sub-region volumes (written before "
@@ -189,7 +206,8 @@ class Slices:
                         {"reference": self.reference, "settings": self.settings,
                          "region": self.region, "tumour_slices": self.tumour_slices,
                          "tumour_volume_ml": self.tumour_volume_ml,
-                         "region_volumes_ml": list(self.region_volumes_ml)})))
+                         "region_volumes_ml": list(self.region_volumes_ml),
+                         "shape": list(self.shape)})))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Slices:
@@ -201,7 +219,8 @@ class Slices:
                            tuple(str(c) for c in data["channels"]), meta["reference"],
                            meta["settings"], meta["region"], int(meta.get("tumour_slices", 0)),
                            float(meta.get("tumour_volume_ml", 0.0)),
-                           tuple(float(v) for v in meta.get("region_volumes_ml", ())))
+                           tuple(float(v) for v in meta.get("region_volumes_ml", ())),
+                           tuple(float(v) for v in meta.get("shape", ())))
         except (OSError, KeyError, ValueError) as error:
             raise InputError(path, f"not a slices file written by preprocess ({error})") from None
 
@@ -346,6 +365,27 @@ def _ct_windows(hu: np.ndarray, settings: PreprocessSettings) -> list[np.ndarray
             for centre, width in settings.ct_windows]
 
 
+# a one-slice (or one-row) tumour has a zero principal moment: its elongation or flatness
+# is capped here rather than infinite
+MAX_AXIS_RATIO = 100.0
+
+
+def tumour_shape(tumour: sitk.Image) -> tuple[float, float, float, float]:
+    """Roundness, elongation, flatness and surface (mm2) of a tumour mask's voxels > 0."""
+    label = sitk.Cast(tumour > 0, sitk.sitkUInt8)
+    statistics = sitk.LabelShapeStatisticsImageFilter()
+    statistics.Execute(label)
+    if not statistics.HasLabel(1):
+        raise ValueError("the tumour mask is empty")
+
+    def ratio(value: float) -> float:
+        return float(np.clip(np.nan_to_num(value, nan=MAX_AXIS_RATIO, posinf=MAX_AXIS_RATIO),
+                             1.0, MAX_AXIS_RATIO))
+
+    return (float(statistics.GetRoundness(1)), ratio(statistics.GetElongation(1)),
+            ratio(statistics.GetFlatness(1)), float(statistics.GetPerimeter(1)))
+
+
 def preprocess(study: Study, settings: PreprocessSettings | None = None) -> Slices:
     settings = settings or PreprocessSettings()
     linear, nearest = sitk.sitkLinear, sitk.sitkNearestNeighbor
@@ -392,4 +432,5 @@ def preprocess(study: Study, settings: PreprocessSettings | None = None) -> Slic
                   region_note, int(tumour_zyx.any(axis=other).sum()),
                   float(tumour_zyx.sum() * voxel_ml),
                   tuple(float((tumour_zyx & (sitk.GetArrayViewFromImage(region) > 0)).sum()
-                              * voxel_ml) for region in regions))
+                              * voxel_ml) for region in regions),
+                  tumour_shape(tumour) if settings.shape_geometry else ())

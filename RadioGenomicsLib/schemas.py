@@ -80,6 +80,7 @@ PREPROCESSING = {
         "region_labels": {"type": "array", "items": _int(1, 65535), "uniqueItems": True,
                           "maxItems": 16},
         "region_geometry": {"type": "boolean"},  # each region label's volume and share
+        "shape_geometry": {"type": "boolean"},  # the tumour's 3-D shape
         "ct_windows": {"type": "array", "maxItems": 8,  # (centre, width) HU
                        "items": {"type": "array", "minItems": 2, "maxItems": 2,
                                  "items": _number(-5000, 5000)}},

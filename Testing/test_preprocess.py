@@ -11,8 +11,9 @@ import SimpleITK as sitk
 from RadioGenomicsLib import masks
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.imaging import load_study, read_volume, resample_isotropic
-from RadioGenomicsLib.preprocess import (PreprocessSettings, Slices, geometry_names,
-                                         mask_channel_names, preprocess, zscore)
+from RadioGenomicsLib.preprocess import (MAX_AXIS_RATIO, PreprocessSettings, Slices,
+                                         geometry_names, mask_channel_names, preprocess,
+                                         tumour_shape, zscore)
 
 
 @pytest.fixture(scope="module")
@@ -336,3 +337,81 @@ def test_sub_regions_of_a_slicer_segmentation_are_refused(slicerio_data):
     image, segmentation = slicerio_data / "CTChest4.nrrd", slicerio_data / "Segmentation.seg.nrrd"
     with pytest.raises(InputError, match=r"\.seg\.nrrd.*labelmap"):
         load_study({"ct": image}, segmentation, keep_labels=True)
+
+
+def _ellipsoid_study(tmp_path, semi_axes_mm, spacing=(1.0, 1.0, 1.0), ragged=0.0):
+    """A study whose tumour is an ellipsoid of `semi_axes_mm` (x, y, z), some of its shell
+    voxels (within 3 mm outside) added at random with probability `ragged`."""
+    shape = (48, 64, 64)  # z, y, x voxels
+    z, y, x = (np.mgrid[:shape[0], :shape[1], :shape[2]].astype(float)
+               * np.array(spacing[::-1])[:, None, None, None])
+    centre = np.array(shape) * np.array(spacing[::-1]) / 2
+    inside = sum(((axis - c) / a) ** 2 for axis, c, a in
+                 zip((x, y, z), centre[::-1], semi_axes_mm))
+    shell = sum(((axis - c) / (a + 3)) ** 2 for axis, c, a in
+                zip((x, y, z), centre[::-1], semi_axes_mm)) < 1
+    rng = np.random.default_rng(0)
+    tumour = (inside < 1) | (shell & (rng.random(shape) < ragged))
+    for name, array in (("seg", tumour.astype(np.uint8)),
+                        ("t1", rng.normal(100, 10, shape).astype(np.float32))):
+        image = sitk.GetImageFromArray(array)
+        image.SetSpacing(spacing)
+        sitk.WriteImage(image, str(tmp_path / f"{name}.nrrd"))
+    return load_study({"t1": tmp_path / "t1.nrrd"}, tmp_path / "seg.nrrd")
+
+
+def test_shape_geometry_is_the_tumours_roundness_elongation_flatness_and_surface(tmp_path):
+    """With shape_geometry the 4 shape values follow the 4 geometry values: a ball is round
+    (roundness 1, axis ratios 1, surface 4 pi r2), an ellipsoid of semi-axes 20, 10 and 10
+    mm on 2 x 2 x 3 mm voxels has elongation 2 and flatness 1 (in voxels it would be 1.5
+    flat), a ragged ball is far less round; the values are
+    saved with the slices; without the setting, the 4 values and the settings' dict (a
+    cache key) as before, and slices written before it refuse to make them up."""
+    settings = PreprocessSettings(max_slices=4, region="none", shape_geometry=True)
+    names = geometry_names(settings)
+    assert names[4:] == ["roundness", "log_elongation", "log_flatness", "log1p_surface_mm2"]
+
+    ball = preprocess(_ellipsoid_study(tmp_path, (12, 12, 12)), settings)
+    roundness, elongation, flatness, surface = ball.shape
+    assert roundness == pytest.approx(1.0, abs=0.03)
+    assert elongation == pytest.approx(1.0, abs=0.03) and flatness == pytest.approx(1.0, abs=0.03)
+    assert surface == pytest.approx(4 * np.pi * 12 ** 2, rel=0.05)
+    geometry = ball.geometry()
+    assert geometry.shape == (8,)
+    np.testing.assert_allclose(geometry[4:], [roundness, np.log(elongation), np.log(flatness),
+                                              np.log1p(surface)], rtol=1e-6)
+
+    # 2 x 2 x 3 mm voxels, as the synthetic CT has: the statistics are in mm
+    ellipsoid = preprocess(_ellipsoid_study(tmp_path, (20, 10, 10), spacing=(2.0, 2.0, 3.0)),
+                           PreprocessSettings(spacing_mm=0.0, max_slices=4, region="none",
+                                              shape_geometry=True))
+    assert ellipsoid.shape[1] == pytest.approx(2.0, rel=0.05)
+    assert ellipsoid.shape[2] == pytest.approx(1.0, abs=0.1)
+    assert ellipsoid.shape[0] < 0.95
+
+    ragged = preprocess(_ellipsoid_study(tmp_path, (12, 12, 12), ragged=0.3), settings)
+    assert ragged.shape[0] < 0.6 * roundness and ragged.shape[3] > 1.5 * surface
+
+    ball.save(tmp_path / "new.npz")
+    np.testing.assert_array_equal(Slices.load(tmp_path / "new.npz").geometry(), geometry)
+    before = PreprocessSettings(max_slices=4, region="none")
+    assert "shape_geometry" not in before.to_dict() and len(geometry_names(before)) == 4
+    with np.load(tmp_path / "new.npz") as data:
+        arrays = dict(data)
+    meta = json.loads(str(arrays["meta"]))
+    del meta["shape"]
+    arrays["meta"] = np.array(json.dumps(meta))  # shape_geometry on, the shape missing
+    np.savez_compressed(tmp_path / "stale.npz", **arrays)
+    with pytest.raises(ValueError, match="no tumour shape"):
+        Slices.load(tmp_path / "stale.npz").geometry()
+    arrays["meta"] = np.array(json.dumps({**meta, "settings": before.to_dict()}))
+    np.savez_compressed(tmp_path / "old.npz", **arrays)
+    np.testing.assert_array_equal(Slices.load(tmp_path / "old.npz").geometry(), geometry[:4])
+
+
+def test_a_one_slice_tumour_has_a_finite_shape():
+    """A tumour one voxel thick has a zero principal moment: its axis ratios stay finite."""
+    mask = np.zeros((5, 20, 20), np.uint8)
+    mask[2, 5:15, 5:12] = 1
+    values = tumour_shape(sitk.GetImageFromArray(mask))
+    assert np.all(np.isfinite(values)) and all(1.0 <= v <= MAX_AXIS_RATIO for v in values[1:3])

@@ -24,7 +24,7 @@ from RadioGenomicsLib.bundle import load_bundle, make_untrained_bundle, sha256_o
 from RadioGenomicsLib.errors import InputError  # noqa: E402
 from RadioGenomicsLib.imaging import load_study  # noqa: E402
 from RadioGenomicsLib.model import ModelConfig, top_k_mean  # noqa: E402
-from RadioGenomicsLib.preprocess import PreprocessSettings, preprocess  # noqa: E402
+from RadioGenomicsLib.preprocess import PreprocessSettings, geometry_names, preprocess  # noqa: E402
 from RadioGenomicsLib.runtime import precision as check  # noqa: E402
 from RadioGenomicsLib.runtime import runners  # noqa: E402
 from RadioGenomicsLib.runtime.head import numpy_top_values, top_k_means  # noqa: E402
@@ -404,6 +404,10 @@ def test_the_frozen_ridge_presets_train_export_and_predict_light(tmp_path, run_c
                            "--cache", tmp_path / "cache", "--device", "cpu", "--export")
     assert code == 0 and "fold models exported as ONNX" in out
     assert runtime.has_exports(load_bundle(bundle)) and load_bundle(bundle).config.geometry
+    # the CT preset's geometry has the tumour's 3-D shape after the 4 values
+    names = geometry_names(load_bundle(bundle).metadata.preprocessing)
+    assert names[4:] == (["roundness", "log_elongation", "log_flatness", "log1p_surface_mm2"]
+                         if preset == "frozen-ridge-ct" else [])
     # the folds share the frozen encoder, and so its export
     assert (bundle / "fold_0.onnx").read_bytes() == (bundle / "fold_1.onnx").read_bytes()
     study = pd.read_csv(cohort / "manifest.csv").iloc[0]
