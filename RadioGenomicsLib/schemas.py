@@ -112,6 +112,7 @@ TRAINING = {
         "refit": {"type": "boolean"},
         "head_solver": {"enum": ["adamw", "ridge"]},
         "fusion": {"type": "boolean"},
+        "token_columns": {"enum": ["per_gene", "none"]},
     },
 }
 

@@ -291,7 +291,12 @@ def fit_ridge_head(recipe: Recipe, fold: int, frozen: FrozenTokens, train, valid
     centre, scale = x.mean(axis=0), x.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)
     optional = recipe.model.hidden_size if recipe.model.stem_texture else 0
-    coefficients, intercepts, alphas = per_gene_ridge((x - centre) / scale, targets, optional)
+    standard = (x - centre) / scale
+    if optional and recipe.training.token_columns == "none":
+        coefficients, intercepts, alphas = per_gene_ridge(standard[:, optional:], targets)
+        coefficients = np.c_[np.zeros((len(coefficients), optional)), coefficients]
+    else:
+        coefficients, intercepts, alphas = per_gene_ridge(standard, targets, optional)
     size = recipe.model.embedding_size
     model = recipe.build_model(frozen.encoder.in_channels, targets.shape[1])
     model.load_state_dict({k: v for k, v in frozen.encoder.state_dict().items()

@@ -34,6 +34,9 @@ TRANSFORM_NAMES = {"log10p1": "log10(1+x)", "log2p1": "log2(1+x)", "none": "x"}
 GROUPINGS = ("patient", "site")
 ENCODER_MODES = ("train", "frozen")
 HEAD_SOLVERS = ("adamw", "ridge")
+# which genes' ridge fits read the transformer token's columns beside a stem-texture
+# model's texture and geometry: those where leave-one-out prefers them, or none
+TOKEN_COLUMNS = ("per_gene", "none")
 
 
 @dataclass(frozen=True)
@@ -80,6 +83,17 @@ class TrainSettings:
     # geometry]) with the radiomics baseline's features, one ridge per gene fitted inside
     # the same training folds, reported as its own method (<bundle>/fusion-report)
     fusion: bool = False
+    # head_solver "ridge" on a stem-texture model: the transformer token's columns in each
+    # gene's fit where leave-one-out prefers ("per_gene") or never ("none")
+    token_columns: str = "per_gene"
+
+    def to_dict(self) -> dict[str, Any]:
+        """The settings; token_columns only when not its default, so that the recipes and
+        checkpoints written before it keep their fingerprints."""
+        values = dataclasses.asdict(self)
+        if values["token_columns"] == "per_gene":
+            del values["token_columns"]
+        return values
 
     def problems(self) -> list[str]:
         found = []
@@ -89,6 +103,9 @@ class TrainSettings:
             found.append("head_epochs and head_patience must be >= 1, head_learning_rate > 0")
         if self.head_solver not in HEAD_SOLVERS:
             found.append(f"head_solver {self.head_solver!r}: choose {' or '.join(HEAD_SOLVERS)}")
+        if self.token_columns not in TOKEN_COLUMNS:
+            found.append(f"token_columns {self.token_columns!r}: choose "
+                         f"{' or '.join(TOKEN_COLUMNS)}")
         if self.fusion and self.encoder != "frozen":
             found.append("fusion needs encoder \"frozen\" (a trained encoder saw every fold)")
         if self.group_by not in GROUPINGS:
@@ -117,7 +134,7 @@ class Recipe:
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "model": self.model.to_dict(),
                 "preprocessing": self.preprocessing.to_dict(),
-                "training": dataclasses.asdict(self.training),
+                "training": self.training.to_dict(),
                 "target": {"value": self.value, "transform": self.transform},
                 "markers": list(self.markers)}
 
@@ -130,6 +147,10 @@ class Recipe:
         if self.training.head_solver == "ridge" and self.model.pooling not in LINEAR_POOLINGS:
             found.append(f"head_solver ridge needs {' or '.join(LINEAR_POOLINGS)} pooling "
                          "(a linear model of the pooled token)")
+        if self.training.token_columns == "none" and not (
+                self.training.head_solver == "ridge" and self.model.stem_texture):
+            found.append("token_columns \"none\" needs head_solver ridge and a stem_texture "
+                         "model (whose texture and geometry the gene fits read instead)")
         return found
 
     def fingerprint(self) -> str:
@@ -216,7 +237,10 @@ PRESETS: dict[str, Recipe] = {
     # With the tumour's 3-D shape in the geometry (shape_geometry): on the seed-4 cohort
     # (after its report) PyRadiomics' 14 shape features alone found 38 of 40 infiltration
     # genes, whose r the model trailed by 0.10; seed 0: the infiltration genes' mean r
-    # 0.532 where 0.482 (the baseline 0.545), 120 linked genes either way
+    # 0.532 where 0.482 (the baseline 0.545), 120 linked genes either way. With the shape
+    # carrying the ground-glass halo's irregular outline, the transformer token's columns
+    # no longer earn their place in any gene's fit (token_columns "none"): seed 0, 125
+    # linked genes where 120, heterogeneity 20 where 17
     "frozen-ridge-ct": Recipe(
         "frozen-ridge-ct", dataclasses.replace(ModelConfig.preset("small"), pooling="tumour",
                                                geometry=True, stem_texture=True,
@@ -224,7 +248,7 @@ PRESETS: dict[str, Recipe] = {
         PreprocessSettings(spacing_mm=0.0, max_slices=16, slice_choice="spread",
                            tumour_channel=True, ct_windows=((40.0, 100.0),),
                            shape_geometry=True),
-        TrainSettings(encoder="frozen", head_solver="ridge")),
+        TrainSettings(encoder="frozen", head_solver="ridge", token_columns="none")),
 }
 
 
