@@ -660,3 +660,90 @@ def test_the_ridge_drops_the_optional_block_per_gene_where_leave_one_out_prefers
                                                                                    y[train])
     np.testing.assert_allclose(full, reference.coef_, rtol=1e-6, atol=1e-9)
     assert alphas.shape == (2,)
+
+
+@pytest.mark.parametrize("token_columns", ["per_gene", "none"])
+def test_token_columns_none_keeps_the_transformer_token_out_of_every_genes_fit(token_columns):
+    """A stem-texture ridge head with token_columns "none": zero weights on the
+    transformer token's columns for every gene (a gene that only they carry is lost), the
+    written model predicting exactly sklearn's RidgeCV on the texture and geometry; with
+    "per_gene" that gene keeps them."""
+    from sklearn.linear_model import RidgeCV
+
+    from RadioGenomicsLib.model import GenePredictor, ModelConfig
+    from RadioGenomicsLib.training.frozen import (RIDGE_ALPHAS, FrozenTokens, fit_ridge_head,
+                                                  frozen_encoder, patient_features,
+                                                  predict_tokens)
+    from RadioGenomicsLib.training.recipe import load_recipe
+
+    rng = np.random.default_rng(4)
+    config = ModelConfig.from_dict({**ModelConfig.preset("small").to_dict(), **RECIPE["model"],
+                                    "pooling": "tumour", "geometry": True,
+                                    "stem_texture": True})
+    base = load_recipe("small")
+    recipe = dataclass_replace(
+        base, model=config,
+        preprocessing=dataclass_replace(base.preprocessing, tumour_channel=True),
+        training=dataclass_replace(base.training, encoder="frozen", head_solver="ridge",
+                                   token_columns=token_columns))
+    assert recipe.problems() == []
+    hidden, stem = config.hidden_size, config.stem_channels
+    patients = [f"P{i}" for i in range(90)]
+    in_token, in_texture = rng.normal(size=90), rng.normal(size=90)
+    share = np.zeros((2, 196), np.float32)
+    share[:, :40] = 1.0
+    tokens, shares = {}, {}
+    for i, p in enumerate(patients):
+        stack = rng.normal(size=(2, 196, config.token_size))
+        stack[:, :40, 0] += in_token[i]  # a transformer column
+        stack[:, :40, hidden] *= np.exp(in_texture[i])  # m's spread across the tumour
+        stack[:, :, hidden + stem:] = stack[:, :, hidden:hidden + stem] ** 2
+        tokens[p], shares[p] = stack.astype(np.float16), share
+    targets = np.c_[in_token + rng.normal(0, 0.3, 90), in_texture + rng.normal(0, 0.3, 90)]
+    geometry = {p: rng.normal(size=4).astype(np.float32) for p in patients}
+    frozen = FrozenTokens(frozen_encoder(recipe, 2, 2), tokens, geometry, shares)
+
+    class Part:
+        def __init__(self, index):
+            self.patients = [patients[i] for i in index]
+            self.targets = targets[index].astype(np.float32)
+
+    best, state = fit_ridge_head(recipe, 0, frozen, Part(range(55)), Part(range(55, 60)))
+    token_weights = best["head.conv.weight"][:, :hidden, 0].abs().sum(dim=1).numpy()
+    model = GenePredictor(config, 2, 2, tumour_channel=1)
+    model.load_state_dict(best)
+    predicted = predict_tokens(model, frozen, patients[60:], 8)
+    found = [np.corrcoef(predicted[:, g], targets[60:, g])[0, 1] for g in range(2)]
+    assert found[1] > 0.6  # the texture, either way
+    if token_columns == "per_gene":
+        assert token_weights[0] > 0 and found[0] > 0.6
+        return
+    assert np.all(token_weights == 0) and abs(found[0]) < 0.5
+    assert state.history[0]["genes_without_transformer_token"] == 2
+    x = patient_features(frozen, patients[:60], recipe.model)[:, hidden:]
+    centre, scale = x.mean(0), x.std(0)
+    ridge = RidgeCV(alphas=np.asarray(RIDGE_ALPHAS), alpha_per_target=True).fit(
+        (x - centre) / scale, targets[:60])
+    expected = ridge.predict((patient_features(frozen, patients[60:], recipe.model)[:, hidden:]
+                              - centre) / scale)
+    np.testing.assert_allclose(predicted, expected, rtol=1e-3, atol=1e-3)
+
+
+def test_token_columns_none_needs_a_stem_texture_ridge_head(tmp_path):
+    """token_columns "none" on a model without stem texture (or without the ridge) is
+    refused with one line; an unknown value too; the default leaves recipe fingerprints
+    as they were (it is not written)."""
+    from RadioGenomicsLib.errors import InputError
+    from RadioGenomicsLib.training.recipe import PRESETS, load_recipe
+
+    for name, document in (("plain", {"base": "frozen-ridge", "training": {"token_columns": "none"}}),
+                           ("adamw", {"base": "frozen-ridge-ct",
+                                      "training": {"head_solver": "adamw"}}),
+                           ("odd", {"base": "frozen-ridge-ct",
+                                    "training": {"token_columns": "some"}})):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps(document))
+        with pytest.raises(InputError, match="token_columns"):
+            load_recipe(path)
+    assert "token_columns" not in PRESETS["frozen-ridge"].to_dict()["training"]
+    assert PRESETS["frozen-ridge-ct"].to_dict()["training"]["token_columns"] == "none"

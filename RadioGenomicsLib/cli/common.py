@@ -51,8 +51,9 @@ def add_cohort_arguments(parser: argparse.ArgumentParser, out_help: str) -> None
                              "and share in the geometry; frozen-ridge-ct: for CT, the "
                              "tumour's tokens pooled, a 40/100 HU window and the mask as "
                              "channels, the texture of the encoder's stem over the tumour "
-                             "and its core, the tumour's 3-D shape in the geometry, at "
-                             "the study's own spacing) or "
+                             "and its core, the tumour's 3-D shape in the geometry, the "
+                             "transformer token left out of the ridge, at the study's "
+                             "own spacing) or "
                              "a JSON recipe (see training/)")
     parser.add_argument("--folds", type=int, help="cross-validation folds (recipe: 5)")
     parser.add_argument("--seed", type=int, help="seed of the folds, batches and weights")
