@@ -380,20 +380,24 @@ def test_a_head_on_frozen_tokens_learns_what_the_tokens_carry():
     targets = np.c_[signal @ [[1.0], [0.5]], rng.normal(size=(90, 1))].astype(np.float32)
     geometry = {p: rng.normal(size=4).astype(np.float32) for p in patients}
 
-    class Part:
-        def __init__(self, index):
-            self.patients = [patients[i] for i in index]
-            self.targets = targets[index]
-
     from RadioGenomicsLib.training.frozen import FrozenTokens, frozen_encoder
 
     frozen = FrozenTokens(frozen_encoder(recipe, 1, 2), tokens, geometry)
-    best, state = fit_head_fold(recipe, 0, frozen, Part(range(50)), Part(range(50, 60)))
+    best, state = fit_head_fold(recipe, 0, frozen, fold_part(patients, targets, range(50)),
+                                fold_part(patients, targets, range(50, 60)))
     model = model_from_state(recipe, best)
     predicted = predict_tokens(model, frozen, patients[60:], 8)
     assert np.corrcoef(predicted[:, 0], targets[60:, 0])[0, 1] > 0.9
     assert abs(np.corrcoef(predicted[:, 1], targets[60:, 1])[0, 1]) < 0.5
     assert 0 <= state.best_epoch < len(state.history) <= 200
+
+
+def fold_part(patients, targets, index):
+    """What fit_head_fold and fit_ridge_head read of a fold part: its patients and targets."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(patients=[patients[i] for i in index],
+                           targets=np.asarray(targets[index], np.float32))
 
 
 def dataclass_replace(obj, **changes):
@@ -410,26 +414,23 @@ def model_from_state(recipe, state):
     return model
 
 
-def fit_ridge_on_45_and_5(recipe, frozen, patients, targets):
-    """fit_ridge_head on patients 0-44 (training) and 45-49 (validation), and sklearn's
-    RidgeCV on their standardised pooled tokens [and geometry]: (weights, state, what
-    RidgeCV predicts for patients 50 on)."""
+def fit_ridge_and_reference(recipe, frozen, patients, targets, fitted=50, columns=slice(None)):
+    """fit_ridge_head on the first `fitted` patients (the last 5 of them for validation),
+    and sklearn's RidgeCV on their standardised pooled tokens [and geometry] (`columns` of
+    them): (weights, state, what RidgeCV predicts for the patients after them)."""
     from sklearn.linear_model import RidgeCV
 
     from RadioGenomicsLib.training.frozen import RIDGE_ALPHAS, fit_ridge_head, patient_features
 
-    class Part:
-        def __init__(self, index):
-            self.patients = [patients[i] for i in index]
-            self.targets = targets[index].astype(np.float32)
-
-    best, state = fit_ridge_head(recipe, 0, frozen, Part(range(45)), Part(range(45, 50)))
-    x = patient_features(frozen, patients[:50], recipe.model)
+    best, state = fit_ridge_head(recipe, 0, frozen,
+                                 fold_part(patients, targets, range(fitted - 5)),
+                                 fold_part(patients, targets, range(fitted - 5, fitted)))
+    x = patient_features(frozen, patients[:fitted], recipe.model)[:, columns]
     centre, scale = x.mean(0), x.std(0)
     ridge = RidgeCV(alphas=np.asarray(RIDGE_ALPHAS), alpha_per_target=True).fit(
-        (x - centre) / scale, targets[:50])
-    return best, state, ridge.predict((patient_features(frozen, patients[50:], recipe.model)
-                                       - centre) / scale)
+        (x - centre) / scale, targets[:fitted])
+    return best, state, ridge.predict(
+        (patient_features(frozen, patients[fitted:], recipe.model)[:, columns] - centre) / scale)
 
 
 def test_the_ridge_head_is_the_ridge_written_into_the_model():
@@ -457,7 +458,7 @@ def test_the_ridge_head_is_the_ridge_written_into_the_model():
     targets = np.c_[signal + rng.normal(0, 0.3, 70), volume, rng.normal(size=70)]
 
     frozen = FrozenTokens(frozen_encoder(recipe, 1, 3), tokens, geometry)
-    best, state, expected = fit_ridge_on_45_and_5(recipe, frozen, patients, targets)
+    best, state, expected = fit_ridge_and_reference(recipe, frozen, patients, targets)
     model = model_from_state(recipe, best)
     predicted = predict_tokens(model, frozen, patients[50:], 8)
     np.testing.assert_allclose(predicted, expected, rtol=1e-3, atol=1e-3)
@@ -498,7 +499,7 @@ def test_the_ridge_head_with_tumour_pooling_reads_the_tumour_tokens_only():
 
     geometry = {p: np.zeros(4, np.float32) for p in patients}  # not read: no geometry
     frozen = FrozenTokens(frozen_encoder(recipe, 2, 2), tokens, geometry, shares)
-    best, _, expected = fit_ridge_on_45_and_5(recipe, frozen, patients, targets)
+    best, _, expected = fit_ridge_and_reference(recipe, frozen, patients, targets)
     model = GenePredictor(config, 2, 2, tumour_channel=1)
     model.load_state_dict(best)
     predicted = predict_tokens(model, frozen, patients[50:], 8)
@@ -668,12 +669,8 @@ def test_token_columns_none_keeps_the_transformer_token_out_of_every_genes_fit(t
     transformer token's columns for every gene (a gene that only they carry is lost), the
     written model predicting exactly sklearn's RidgeCV on the texture and geometry; with
     "per_gene" that gene keeps them."""
-    from sklearn.linear_model import RidgeCV
-
     from RadioGenomicsLib.model import GenePredictor, ModelConfig
-    from RadioGenomicsLib.training.frozen import (RIDGE_ALPHAS, FrozenTokens, fit_ridge_head,
-                                                  frozen_encoder, patient_features,
-                                                  predict_tokens)
+    from RadioGenomicsLib.training.frozen import FrozenTokens, frozen_encoder, predict_tokens
     from RadioGenomicsLib.training.recipe import load_recipe
 
     rng = np.random.default_rng(4)
@@ -702,13 +699,8 @@ def test_token_columns_none_keeps_the_transformer_token_out_of_every_genes_fit(t
     targets = np.c_[in_token + rng.normal(0, 0.3, 90), in_texture + rng.normal(0, 0.3, 90)]
     geometry = {p: rng.normal(size=4).astype(np.float32) for p in patients}
     frozen = FrozenTokens(frozen_encoder(recipe, 2, 2), tokens, geometry, shares)
-
-    class Part:
-        def __init__(self, index):
-            self.patients = [patients[i] for i in index]
-            self.targets = targets[index].astype(np.float32)
-
-    best, state = fit_ridge_head(recipe, 0, frozen, Part(range(55)), Part(range(55, 60)))
+    best, state, expected = fit_ridge_and_reference(recipe, frozen, patients, targets,
+                                                    fitted=60, columns=slice(hidden, None))
     token_weights = best["head.conv.weight"][:, :hidden, 0].abs().sum(dim=1).numpy()
     model = GenePredictor(config, 2, 2, tumour_channel=1)
     model.load_state_dict(best)
@@ -720,12 +712,6 @@ def test_token_columns_none_keeps_the_transformer_token_out_of_every_genes_fit(t
         return
     assert np.all(token_weights == 0) and abs(found[0]) < 0.5
     assert state.history[0]["genes_without_transformer_token"] == 2
-    x = patient_features(frozen, patients[:60], recipe.model)[:, hidden:]
-    centre, scale = x.mean(0), x.std(0)
-    ridge = RidgeCV(alphas=np.asarray(RIDGE_ALPHAS), alpha_per_target=True).fit(
-        (x - centre) / scale, targets[:60])
-    expected = ridge.predict((patient_features(frozen, patients[60:], recipe.model)[:, hidden:]
-                              - centre) / scale)
     np.testing.assert_allclose(predicted, expected, rtol=1e-3, atol=1e-3)
 
 

@@ -135,7 +135,7 @@ def tumour_mean(flat: np.ndarray, shares: np.ndarray) -> np.ndarray:
 def stem_texture_embedding(embedding: np.ndarray, hidden: int, channels: int,
                            core: np.ndarray | None = None) -> np.ndarray:
     """[tokens' mean, mean of m, mean of m**2] -> [tokens' mean, mean of m, SD of m
-    [, SD of m over the tumour's core from `core`, its means of m and m**2]]
+    [, SD of m over the tumour's core]], `core` being the means of m and m**2 there
     (`model.head.stem_texture_embedding`)."""
     if not channels:
         return embedding
@@ -209,16 +209,17 @@ class PooledHead:
 
     def embedding(self, tokens: np.ndarray, images: np.ndarray | None = None) -> np.ndarray:
         flat = np.ascontiguousarray(tokens.reshape(-1, tokens.shape[-1]), dtype=np.float32)
+        shares = None
         if self.attention is not None:
-            return texture_embedding(flat, self.attention.weights(flat) @ flat, None,
-                                     self.config)
-        if self.tumour_channel is None:
-            return texture_embedding(flat, flat.mean(axis=0), None, self.config)
-        if images is None:
+            pooled = self.attention.weights(flat) @ flat
+        elif self.tumour_channel is None:
+            pooled = flat.mean(axis=0)
+        elif images is None:
             raise ValueError("tumour pooling needs the slices (their tumour mask channel)")
-        shares = token_shares(images[:, self.tumour_channel], self.config.grid_size)
-        return texture_embedding(flat, tumour_mean(flat, shares.reshape(-1)), shares,
-                                 self.config)
+        else:
+            shares = token_shares(images[:, self.tumour_channel], self.config.grid_size)
+            pooled = tumour_mean(flat, shares.reshape(-1))
+        return texture_embedding(flat, pooled, shares, self.config)
 
     def gene_values(self, tokens: np.ndarray, images: np.ndarray | None = None) -> np.ndarray:
         return self.weight @ self.embedding(tokens, images) + self.bias

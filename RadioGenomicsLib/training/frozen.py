@@ -235,7 +235,7 @@ def pooled_token(frozen: FrozenTokens, patient: str, config: ModelConfig) -> np.
 
     tokens = frozen.tokens[patient].astype(np.float32).reshape(-1, frozen.tokens[patient].shape[-1])
     shares = frozen.shares[patient] if frozen.shares else None
-    pooled = tumour_mean(tokens, shares.reshape(-1)) if frozen.shares else tokens.mean(axis=0)
+    pooled = tumour_mean(tokens, shares.reshape(-1)) if shares is not None else tokens.mean(axis=0)
     return texture_embedding(tokens, pooled, shares, config)
 
 
@@ -248,30 +248,35 @@ def patient_features(frozen: FrozenTokens, patients: Sequence[str], config: Mode
     return features
 
 
-def per_gene_ridge(x: np.ndarray, targets: np.ndarray, optional: int = 0
+def per_gene_ridge(x: np.ndarray, targets: np.ndarray, optional: int = 0,
+                   optional_columns: str = "per_gene"
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """RidgeCV on standardised features, the penalty chosen per gene by leave-one-out:
     (coefficients (genes, features), intercepts, alphas). With `optional` > 0 each gene
     also gets the fit without the first `optional` columns and keeps the one of lower
-    leave-one-out error: beside a stem-texture token's few texture values, the
+    leave-one-out error (`optional_columns` "per_gene"), or every gene takes that fit
+    ("none"; zero weights there): beside a stem-texture token's few texture values, the
     transformer's random 192-column token took the shared penalty and lost CT's texture
     (BENCHMARKS.md)."""
     from sklearn.linear_model import RidgeCV
 
-    def fit(columns: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def fit(columns: slice, errors: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray,
+                                                   np.ndarray | None]:
         ridge = RidgeCV(alphas=np.asarray(RIDGE_ALPHAS), alpha_per_target=True,
-                        store_cv_results=bool(optional))
+                        store_cv_results=errors)
         ridge.fit(x[:, columns], targets)
         coefficients = np.zeros((targets.shape[1], x.shape[1]))
         coefficients[:, columns] = np.atleast_2d(ridge.coef_)
-        error = ridge.cv_results_.mean(axis=0).min(axis=-1) if optional else None
+        error = ridge.cv_results_.mean(axis=0).min(axis=-1) if errors else None
         return (coefficients, np.broadcast_to(ridge.intercept_, (targets.shape[1],)),
                 np.broadcast_to(ridge.alpha_, (targets.shape[1],)), error)
 
-    coefficients, intercepts, alphas, error = fit(slice(None))
+    if optional and optional_columns == "none":
+        return fit(slice(optional, None), False)[:3]
+    coefficients, intercepts, alphas, error = fit(slice(None), bool(optional))
     if not optional:
         return coefficients, intercepts, alphas
-    without = fit(slice(optional, None))
+    without = fit(slice(optional, None), True)
     better = without[3] < error
     return (np.where(better[:, None], without[0], coefficients),
             np.where(better, without[1], intercepts), np.where(better, without[2], alphas))
@@ -291,12 +296,8 @@ def fit_ridge_head(recipe: Recipe, fold: int, frozen: FrozenTokens, train, valid
     centre, scale = x.mean(axis=0), x.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)
     optional = recipe.model.hidden_size if recipe.model.stem_texture else 0
-    standard = (x - centre) / scale
-    if optional and recipe.training.token_columns == "none":
-        coefficients, intercepts, alphas = per_gene_ridge(standard[:, optional:], targets)
-        coefficients = np.c_[np.zeros((len(coefficients), optional)), coefficients]
-    else:
-        coefficients, intercepts, alphas = per_gene_ridge(standard, targets, optional)
+    coefficients, intercepts, alphas = per_gene_ridge((x - centre) / scale, targets, optional,
+                                                      recipe.training.token_columns)
     size = recipe.model.embedding_size
     model = recipe.build_model(frozen.encoder.in_channels, targets.shape[1])
     model.load_state_dict({k: v for k, v in frozen.encoder.state_dict().items()
