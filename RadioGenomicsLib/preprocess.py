@@ -40,9 +40,16 @@ REGION_GEOMETRY = ("log1p_volume_ml", "share")
 # of the principal moments' ratios), log(1 + surface in mm2). Irregular, spiculated
 # tumours score low roundness; 16 slices' areas do not tell it
 SHAPE_GEOMETRY = ("roundness", "log_elongation", "log_flatness", "log1p_surface_mm2")
+# with `intensity_geometry`, after the shape: first-order statistics of the tumour's voxels
+# in its first channel (HU for a CT, the z-scored values otherwise), as radiomics' first-order
+# features have them: a CT window clips a textured tumour's tails, which these keep
+INTENSITY_PERCENTILES = (10, 25, 50, 75, 90)
+INTENSITY_GEOMETRY = ("intensity_mean", "intensity_sd",
+                      *(f"intensity_p{q}" for q in INTENSITY_PERCENTILES))
 # settings added after bundles and slice caches were written: left out of `to_dict` while
 # at their default, so that earlier bundles' settings and cache keys stay the same
-LATER_SETTINGS = {"region_geometry": False, "ct_windows": [], "shape_geometry": False}
+LATER_SETTINGS = {"region_geometry": False, "ct_windows": [], "shape_geometry": False,
+                  "intensity_geometry": False}
 
 
 @dataclass(frozen=True)
@@ -68,6 +75,9 @@ class PreprocessSettings:
     region_geometry: bool = False
     # the geometry also gets the tumour's 3-D shape (SHAPE_GEOMETRY)
     shape_geometry: bool = False
+    # the geometry also gets first-order statistics of the tumour's intensities
+    # (INTENSITY_GEOMETRY)
+    intensity_geometry: bool = False
     # CT only: one more input channel per (centre, width) window in HU, as a radiologist
     # reads CT: the window mapped onto -1..1, HU outside it clipped. Z-scored over the body,
     # the 10-90 HU between a tumour's necrotic core and its rim are a few hundredths of
@@ -126,8 +136,9 @@ def geometry_names(settings: dict | PreprocessSettings) -> list[str]:
     if isinstance(settings, PreprocessSettings):
         settings = settings.to_dict()
     shape = SHAPE_GEOMETRY if settings.get("shape_geometry") else ()
+    intensity = INTENSITY_GEOMETRY if settings.get("intensity_geometry") else ()
     regions = settings.get("region_labels", ()) if settings.get("region_geometry") else ()
-    return [*GEOMETRY_FEATURES, *shape] + [f"label {label} {name}" for label in regions
+    return [*GEOMETRY_FEATURES, *shape, *intensity] + [f"label {label} {name}" for label in regions
                                            for name in REGION_GEOMETRY]
 
 
@@ -165,6 +176,8 @@ class Slices:
     region_volumes_ml: tuple[float, ...] = ()
     # tumour_shape(): roundness, elongation, flatness, surface in mm2
     shape: tuple[float, ...] = ()
+    # tumour_intensity(): the values of INTENSITY_GEOMETRY
+    intensity: tuple[float, ...] = ()
 
     def geometry(self) -> np.ndarray:
         """This tumour's values of geometry_names(settings) (float32)."""
@@ -177,6 +190,11 @@ class Slices:
                                  "shape_geometry): preprocess the study again")
             roundness, elongation, flatness, surface = self.shape
             values += [roundness, np.log(elongation), np.log(flatness), np.log1p(surface)]
+        if self.settings.get("intensity_geometry"):
+            if len(self.intensity) != len(INTENSITY_GEOMETRY):
+                raise ValueError("these slices have no tumour intensities (written before "
+                                 "intensity_geometry): preprocess the study again")
+            values += list(self.intensity)
         if self.settings.get("region_geometry") and self.settings.get("region_labels"):
             if len(self.region_volumes_ml) != len(self.settings["region_labels"]):
                 raise ValueError("these slices have no sub-region volumes (written before "
@@ -207,7 +225,7 @@ class Slices:
                          "region": self.region, "tumour_slices": self.tumour_slices,
                          "tumour_volume_ml": self.tumour_volume_ml,
                          "region_volumes_ml": list(self.region_volumes_ml),
-                         "shape": list(self.shape)})))
+                         "shape": list(self.shape), "intensity": list(self.intensity)})))
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> Slices:
@@ -220,7 +238,8 @@ class Slices:
                            meta["settings"], meta["region"], int(meta.get("tumour_slices", 0)),
                            float(meta.get("tumour_volume_ml", 0.0)),
                            tuple(float(v) for v in meta.get("region_volumes_ml", ())),
-                           tuple(float(v) for v in meta.get("shape", ())))
+                           tuple(float(v) for v in meta.get("shape", ())),
+                           tuple(float(v) for v in meta.get("intensity", ())))
         except (OSError, KeyError, ValueError) as error:
             raise InputError(path, f"not a slices file written by preprocess ({error})") from None
 
@@ -386,6 +405,24 @@ def tumour_shape(tumour: sitk.Image) -> tuple[float, float, float, float]:
             ratio(statistics.GetFlatness(1)), float(statistics.GetPerimeter(1)))
 
 
+def tumour_intensity(image: sitk.Image, tumour: sitk.Image) -> tuple[float, ...]:
+    """INTENSITY_GEOMETRY of an image's voxels where the tumour mask (same grid) is > 0."""
+    values = sitk.GetArrayViewFromImage(image)[sitk.GetArrayViewFromImage(tumour) > 0]
+    if values.size == 0:
+        raise ValueError("the tumour mask is empty")
+    values = values.astype(np.float64)
+    return (float(values.mean()), float(values.std()),
+            *(float(v) for v in np.percentile(values, INTENSITY_PERCENTILES)))
+
+
+def _intensity(study: Study, hu: sitk.Image, channels: dict[str, sitk.Image],
+               tumour: sitk.Image) -> tuple[float, ...]:
+    """A CT's tumour intensities in HU (physical units, as the windows read them); another
+    study's in its first channel as the model reads it (z-scored: raw MR units are arbitrary)."""
+    first = hu if study.modality == "ct" else next(iter(channels.values()))
+    return tumour_intensity(first, tumour)
+
+
 def preprocess(study: Study, settings: PreprocessSettings | None = None) -> Slices:
     settings = settings or PreprocessSettings()
     linear, nearest = sitk.sitkLinear, sitk.sitkNearestNeighbor
@@ -433,4 +470,5 @@ def preprocess(study: Study, settings: PreprocessSettings | None = None) -> Slic
                   float(tumour_zyx.sum() * voxel_ml),
                   tuple(float((tumour_zyx & (sitk.GetArrayViewFromImage(region) > 0)).sum()
                               * voxel_ml) for region in regions),
-                  tumour_shape(tumour) if settings.shape_geometry else ())
+                  tumour_shape(tumour) if settings.shape_geometry else (),
+                  _intensity(study, hu, channels, tumour) if settings.intensity_geometry else ())

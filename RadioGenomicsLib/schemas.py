@@ -81,6 +81,7 @@ PREPROCESSING = {
                           "maxItems": 16},
         "region_geometry": {"type": "boolean"},  # each region label's volume and share
         "shape_geometry": {"type": "boolean"},  # the tumour's 3-D shape
+        "intensity_geometry": {"type": "boolean"},  # first-order statistics of its intensities
         "ct_windows": {"type": "array", "maxItems": 8,  # (centre, width) HU
                        "items": {"type": "array", "minItems": 2, "maxItems": 2,
                                  "items": _number(-5000, 5000)}},

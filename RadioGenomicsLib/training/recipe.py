@@ -240,14 +240,17 @@ PRESETS: dict[str, Recipe] = {
     # 0.532 where 0.482 (the baseline 0.545), 120 linked genes either way. With the shape
     # carrying the ground-glass halo's irregular outline, the transformer token's columns
     # no longer earn their place in any gene's fit (token_columns "none"): seed 0, 125
-    # linked genes where 120, heterogeneity 20 where 17
+    # linked genes where 120, heterogeneity 20 where 17. With first-order statistics of the
+    # tumour's HU in the geometry (intensity_geometry; the 40/100 HU window clips a textured
+    # tumour's tails, and the stem's maps of the clipped window miss them): seed 0, 130
+    # linked genes where 125, heterogeneity 25 where 20 (400 patients: 154 where 151)
     "frozen-ridge-ct": Recipe(
         "frozen-ridge-ct", dataclasses.replace(ModelConfig.preset("small"), pooling="tumour",
                                                geometry=True, stem_texture=True,
                                                core_texture=True),
         PreprocessSettings(spacing_mm=0.0, max_slices=16, slice_choice="spread",
                            tumour_channel=True, ct_windows=((40.0, 100.0),),
-                           shape_geometry=True),
+                           shape_geometry=True, intensity_geometry=True),
         TrainSettings(encoder="frozen", head_solver="ridge", token_columns="none")),
 }
 
