@@ -415,3 +415,54 @@ def test_a_one_slice_tumour_has_a_finite_shape():
     mask[2, 5:15, 5:12] = 1
     values = tumour_shape(sitk.GetImageFromArray(mask))
     assert np.all(np.isfinite(values)) and all(1.0 <= v <= MAX_AXIS_RATIO for v in values[1:3])
+
+
+def _box_study(tmp_path, channel: str):
+    """A 40 x 40 x 40 mm study (1 mm voxels) whose 10 x 10 x 10 mm tumour holds the values
+    0..999 in a shuffled order, in a body of -1000 (air) and 40 (soft tissue)."""
+    volume = np.full((40, 40, 40), -1000.0, np.float32)
+    volume[5:35, 5:35, 5:35] = 40.0
+    volume[15:25, 15:25, 15:25] = np.random.default_rng(0).permutation(1000).reshape(10, 10, 10)
+    tumour = np.zeros(volume.shape, np.uint8)
+    tumour[15:25, 15:25, 15:25] = 1
+    for name, array in (("seg", tumour), (channel, volume)):
+        sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / f"{name}.nrrd"))
+    return load_study({channel: tmp_path / f"{channel}.nrrd"}, tmp_path / "seg.nrrd"), volume
+
+
+def test_intensity_geometry_is_the_tumours_first_order_statistics(tmp_path):
+    """With intensity_geometry 7 values follow the shape's: the tumour's mean, SD and 10th,
+    25th, 50th, 75th and 90th percentiles, in HU for a CT (0..999 HU: 499.5, 288.7, 99.9,
+    ..., 899.1) whatever the z-scoring, in the z-scored first channel for an MRI; saved
+    with the slices; slices written before it refuse to make them up."""
+    settings = PreprocessSettings(spacing_mm=0.0, max_slices=4, region="none",
+                                  shape_geometry=True, intensity_geometry=True)
+    names = geometry_names(settings)
+    assert names[8:] == ["intensity_mean", "intensity_sd", "intensity_p10", "intensity_p25",
+                         "intensity_p50", "intensity_p75", "intensity_p90"]
+    study, volume = _box_study(tmp_path, "ct")
+    ct = preprocess(study, settings)
+    expected = [499.5, np.sqrt((1000 ** 2 - 1) / 12), 99.9, 249.75, 499.5, 749.25, 899.1]
+    np.testing.assert_allclose(ct.intensity, expected, rtol=1e-6)
+    geometry = ct.geometry()
+    assert geometry.shape == (15,)
+    np.testing.assert_allclose(geometry[8:], expected, rtol=1e-6)
+    assert geometry[4] == pytest.approx(ct.shape[0])  # the shape stays where it was
+
+    mri = preprocess(_box_study(tmp_path, "t1")[0], settings)  # z-scored over the image
+    mean, sd = volume.mean(), volume.std()
+    np.testing.assert_allclose(mri.intensity, [(expected[0] - mean) / sd, expected[1] / sd,
+                                               *((np.array(expected[2:]) - mean) / sd)],
+                               rtol=1e-4)
+
+    ct.save(tmp_path / "new.npz")
+    np.testing.assert_array_equal(Slices.load(tmp_path / "new.npz").geometry(), geometry)
+    assert "intensity_geometry" not in PreprocessSettings().to_dict()
+    with np.load(tmp_path / "new.npz") as data:
+        arrays = dict(data)
+    meta = json.loads(str(arrays["meta"]))
+    del meta["intensity"]
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez_compressed(tmp_path / "stale.npz", **arrays)
+    with pytest.raises(ValueError, match="no tumour intensities"):
+        Slices.load(tmp_path / "stale.npz").geometry()

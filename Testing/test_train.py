@@ -513,14 +513,14 @@ def test_the_ridge_head_with_tumour_pooling_reads_the_tumour_tokens_only():
 
 def test_mask_channels_and_fusion_train_predict_and_report(tmp_path, cohort, workspace, run_cli):
     """A frozen ridge model reading the tumour and BraTS sub-region masks as channels, with
-    the tumour's 3-D shape and each sub-region's volume and share in its geometry: its
-    bundle takes 4 + 4 channels and 4 + 4 + 6 geometry values and predicts a study from the files (torch and the light
-    head alike); the fusion method's report lies beside the model's, on the same patients
+    the tumour's 3-D shape, its intensities and each sub-region's volume and share in its
+    geometry: its bundle takes 4 + 4 channels and 4 + 4 + 7 + 6 geometry values and
+    predicts a study from the files (torch and the light head alike); the fusion method's report lies beside the model's, on the same patients
     and genes."""
     recipe = dict(RECIPE, model={**RECIPE["model"], "pooling": "mean", "geometry": True},
                   preprocessing={**RECIPE["preprocessing"], "tumour_channel": True,
                                  "region_labels": [1, 2, 4], "region_geometry": True,
-                                 "shape_geometry": True},
+                                 "shape_geometry": True, "intensity_geometry": True},
                   training={**RECIPE["training"], "encoder": "frozen", "head_solver": "ridge",
                             "fusion": True})
     (tmp_path / "masks.json").write_text(json.dumps(recipe))
@@ -530,8 +530,8 @@ def test_mask_channels_and_fusion_train_predict_and_report(tmp_path, cohort, wor
     assert code == 0, stderr[-800:]
     weights = load_file(out / "fold_0.safetensors")
     assert weights["encoder.cnn.conv1.weight"].shape[1] == 8
-    assert weights["geometry_mean"].shape == (14,)
-    assert weights["head.geometry.weight"].shape[1] == 14
+    assert weights["geometry_mean"].shape == (21,)
+    assert weights["head.geometry.weight"].shape[1] == 21
     assert weights["head.geometry.weight"][:, 4:].abs().sum() > 0  # the ridge uses them
     model = pd.read_csv(out / "report" / "oof_predictions.tsv", sep="\t", index_col=0)
     fusion = pd.read_csv(out / "fusion-report" / "oof_predictions.tsv", sep="\t", index_col=0)
@@ -547,9 +547,12 @@ def test_mask_channels_and_fusion_train_predict_and_report(tmp_path, cohort, wor
     assert len(pd.read_csv(tmp_path / "g.csv")) == len(model.columns)
     run, bundle = open_run(tmp_path / "g.run")
     geometry = np.asarray(run.info["geometry"], np.float32)
-    assert geometry.shape == (14,) and np.allclose(geometry, run.slices.geometry())
+    assert geometry.shape == (21,) and np.allclose(geometry, run.slices.geometry())
     assert 0 < geometry[4] <= 1.05 and geometry[7] > 0  # roundness, log(1 + surface)
-    assert np.isclose(geometry[9] + geometry[11] + geometry[13], 1.0, atol=0.02)  # shares
+    # the tumour's z-scored T1: SD > 0, percentiles in order around the median
+    assert geometry[9] > 0 and geometry[10] <= geometry[11] <= geometry[12] <= geometry[13] \
+        <= geometry[14] and geometry[10] < geometry[14]
+    assert np.isclose(geometry[16] + geometry[18] + geometry[20], 1.0, atol=0.02)  # shares
     fold = bundle.model(0)
     with torch.no_grad():
         shift = fold.geometry_shift(torch.from_numpy(geometry)[None], 1)[0].numpy()
