@@ -224,21 +224,29 @@ def _pairs(mapping: dict[str, Any], skip: tuple[str, ...] = ()) -> str:
     return ", ".join(items) or "(none given)"
 
 
-def _model_text(model: dict[str, Any]) -> str:
+def _model_text(model: dict[str, Any], preprocessing: dict[str, Any] | None = None) -> str:
     size = model.get("image_size", 224)
     grid = size // 16
     return (f"{model.get('name', '?')}: R50 stages {model.get('resnet_layers')} "
             f"(width {model.get('resnet_width')}), {model.get('num_layers')} transformer "
             f"layers of {model.get('hidden_size')} ({model.get('num_heads')} heads), "
-            f"{size}x{size} slices -> {grid}x{grid} tokens, " + ", ".join(_head_parts(model)))
+            f"{size}x{size} slices -> {grid}x{grid} tokens, "
+            + ", ".join(_head_parts(model, preprocessing or {})))
 
 
-def _head_parts(model: dict[str, Any]) -> list[str]:
+# what the geometry settings add to the mask's 4 geometry values, in a few words
+GEOMETRY_EXTRAS = (("shape_geometry", "the tumour's 3-D shape"),
+                   ("intensity_geometry", "its intensity statistics"),
+                   ("region_geometry", "sub-region volumes and shares"))
+
+
+def _head_parts(model: dict[str, Any], preprocessing: dict[str, Any]) -> list[str]:
     """What the gene head reads, in a few words each."""
     pooling = model.get("pooling", "topk")
     parts = [f"top-k {model.get('top_k')}" if pooling == "topk" else f"{pooling} pooling"]
     if model.get("geometry"):
-        parts.append("the mask's geometry")
+        extras = [text for key, text in GEOMETRY_EXTRAS if preprocessing.get(key)]
+        parts.append("the mask's geometry" + (f" (with {', '.join(extras)})" if extras else ""))
     if model.get("stem_texture"):
         parts.append("the stem's texture" + (" over the tumour and its core"
                                              if model.get("core_texture") else ""))
@@ -270,7 +278,7 @@ def card_text(card: BundleCard, width: int = 80, weights_checked: bool = False) 
                    f"{card.library_version}, created {card.created})"),
         ("Channels", f"{', '.join(card.channels)} (give each: --image NAME=PATH)"),
         ("Preprocessing", _pairs(card.preprocessing)),
-        ("Model", _model_text(card.model)),
+        ("Model", _model_text(card.model, card.preprocessing)),
         ("Target", f"{card.target_transform} of {card.target_units}"),
         ("Genes", str(card.genes)),
         ("Folds", f"{card.folds}" + (" (weight files present, sha256 checked)"

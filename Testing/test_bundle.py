@@ -232,8 +232,13 @@ def test_the_card_says_what_the_gene_head_reads():
         "top-k [1, 2, 5, 10, 20, 50, 100]")
     assert _model_text(PRESETS["frozen-ridge"].model.to_dict()).endswith(
         "mean pooling, the mask's geometry")
-    assert _model_text(PRESETS["frozen-ridge-ct"].model.to_dict()).endswith(
-        "tumour pooling, the mask's geometry, the stem's texture over the tumour and its core")
+    ct = PRESETS["frozen-ridge-ct"]
+    assert _model_text(ct.model.to_dict(), ct.preprocessing.to_dict()).endswith(
+        "tumour pooling, the mask's geometry (with the tumour's 3-D shape, its intensity "
+        "statistics), the stem's texture over the tumour and its core")
+    brats = PRESETS["frozen-ridge-brats"]
+    assert _model_text(brats.model.to_dict(), brats.preprocessing.to_dict()).endswith(
+        "mean pooling, the mask's geometry (with sub-region volumes and shares)")
 
 
 def test_the_markers_are_the_bundles_own(bundle_path, tmp_path, run_cli):
