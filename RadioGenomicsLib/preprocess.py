@@ -138,8 +138,8 @@ def geometry_names(settings: dict | PreprocessSettings) -> list[str]:
     shape = SHAPE_GEOMETRY if settings.get("shape_geometry") else ()
     intensity = INTENSITY_GEOMETRY if settings.get("intensity_geometry") else ()
     regions = settings.get("region_labels", ()) if settings.get("region_geometry") else ()
-    return [*GEOMETRY_FEATURES, *shape, *intensity] + [f"label {label} {name}" for label in regions
-                                           for name in REGION_GEOMETRY]
+    return [*GEOMETRY_FEATURES, *shape, *intensity] + [
+        f"label {label} {name}" for label in regions for name in REGION_GEOMETRY]
 
 
 def model_channels(channels: Sequence[str], settings: dict) -> int:

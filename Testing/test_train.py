@@ -515,8 +515,8 @@ def test_mask_channels_and_fusion_train_predict_and_report(tmp_path, cohort, wor
     """A frozen ridge model reading the tumour and BraTS sub-region masks as channels, with
     the tumour's 3-D shape, its intensities and each sub-region's volume and share in its
     geometry: its bundle takes 4 + 4 channels and 4 + 4 + 7 + 6 geometry values and
-    predicts a study from the files (torch and the light head alike); the fusion method's report lies beside the model's, on the same patients
-    and genes."""
+    predicts a study from the files (torch and the light head alike); the fusion method's
+    report lies beside the model's, on the same patients and genes."""
     recipe = dict(RECIPE, model={**RECIPE["model"], "pooling": "mean", "geometry": True},
                   preprocessing={**RECIPE["preprocessing"], "tumour_channel": True,
                                  "region_labels": [1, 2, 4], "region_geometry": True,
