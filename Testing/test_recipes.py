@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -67,3 +68,24 @@ def test_bad_recipes(tmp_path, document, message):
 def test_unknown_preset():
     with pytest.raises(InputError, match="neither a preset"):
         load_recipe("huge")
+
+
+BEYOND = {"tcga-gbm": "frozen-ridge-brats", "tcga-lgg": "frozen-ridge-brats",
+          "tcga-brca": "frozen-ridge", "tcga-luad": "frozen-ridge-ct"}
+
+
+@pytest.mark.parametrize("stem", sorted(BEYOND))
+def test_each_cohort_has_a_beyond_the_paper_variant(stem):
+    """training/beyond/COHORT.json: the cohort's target, markers and normalisation region
+    on the CPU preset that fits its images (BraTS labels, a plain tumour mask, CT)."""
+    folder = Path(__file__).parent.parent / "training"
+    paper, beyond = load_recipe(folder / f"{stem}.json"), load_recipe(folder / "beyond" /
+                                                                       f"{stem}.json")
+    preset = PRESETS[BEYOND[stem]]
+    assert beyond.name == f"{stem}-beyond"
+    assert beyond.model == preset.model and beyond.training == preset.training
+    assert beyond.preprocessing == dataclasses.replace(
+        preset.preprocessing, region=paper.preprocessing.region,
+        skull_strip=paper.preprocessing.skull_strip)
+    assert (beyond.value, beyond.transform, beyond.markers) == (paper.value, paper.transform,
+                                                                paper.markers)
