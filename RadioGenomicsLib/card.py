@@ -237,6 +237,7 @@ def _model_text(model: dict[str, Any], preprocessing: dict[str, Any] | None = No
 # what the geometry settings add to the mask's 4 geometry values, in a few words
 GEOMETRY_EXTRAS = (("shape_geometry", "the tumour's 3-D shape"),
                    ("intensity_geometry", "its intensity statistics"),
+                   ("shell_mm", "those of a shell around it"),
                    ("region_geometry", "sub-region volumes and shares"))
 
 

@@ -46,10 +46,15 @@ SHAPE_GEOMETRY = ("roundness", "log_elongation", "log_flatness", "log1p_surface_
 INTENSITY_PERCENTILES = (10, 25, 50, 75, 90)
 INTENSITY_GEOMETRY = ("intensity_mean", "intensity_sd",
                       *(f"intensity_p{q}" for q in INTENSITY_PERCENTILES))
+# with `shell_mm` > 0, after those: the same units' statistics of the voxels within
+# shell_mm outside the tumour, what surrounds it (a lung tumour's ground-glass halo, which
+# a soft-tissue window clips and the segmentation leaves out)
+SHELL_PERCENTILES = (10, 50, 90)
+SHELL_GEOMETRY = ("shell_mean", "shell_sd", *(f"shell_p{q}" for q in SHELL_PERCENTILES))
 # settings added after bundles and slice caches were written: left out of `to_dict` while
 # at their default, so that earlier bundles' settings and cache keys stay the same
 LATER_SETTINGS = {"region_geometry": False, "ct_windows": [], "shape_geometry": False,
-                  "intensity_geometry": False}
+                  "intensity_geometry": False, "shell_mm": 0.0}
 
 
 @dataclass(frozen=True)
@@ -78,6 +83,9 @@ class PreprocessSettings:
     # the geometry also gets first-order statistics of the tumour's intensities
     # (INTENSITY_GEOMETRY)
     intensity_geometry: bool = False
+    # > 0: the geometry also gets the statistics of a shell this thick around the tumour
+    # (SHELL_GEOMETRY)
+    shell_mm: float = 0.0
     # CT only: one more input channel per (centre, width) window in HU, as a radiologist
     # reads CT: the window mapped onto -1..1, HU outside it clipped. Z-scored over the body,
     # the 10-90 HU between a tumour's necrotic core and its rim are a few hundredths of
@@ -96,7 +104,7 @@ class PreprocessSettings:
         if any(width <= 0 for _, width in self.ct_windows):
             raise InputError(None, f"ct_windows {list(self.ct_windows)}: every width must be "
                                    "positive")
-        if self.size < 16 or self.max_slices < 1 or self.spacing_mm < 0:
+        if self.size < 16 or self.max_slices < 1 or self.spacing_mm < 0 or self.shell_mm < 0:
             raise InputError(None, "preprocessing settings out of range "
                                    f"(size {self.size}, max_slices {self.max_slices}, "
                                    f"spacing {self.spacing_mm})")
@@ -137,8 +145,9 @@ def geometry_names(settings: dict | PreprocessSettings) -> list[str]:
         settings = settings.to_dict()
     shape = SHAPE_GEOMETRY if settings.get("shape_geometry") else ()
     intensity = INTENSITY_GEOMETRY if settings.get("intensity_geometry") else ()
+    shell = SHELL_GEOMETRY if settings.get("shell_mm") else ()
     regions = settings.get("region_labels", ()) if settings.get("region_geometry") else ()
-    return [*GEOMETRY_FEATURES, *shape, *intensity] + [
+    return [*GEOMETRY_FEATURES, *shape, *intensity, *shell] + [
         f"label {label} {name}" for label in regions for name in REGION_GEOMETRY]
 
 
@@ -176,7 +185,7 @@ class Slices:
     region_volumes_ml: tuple[float, ...] = ()
     # tumour_shape(): roundness, elongation, flatness, surface in mm2
     shape: tuple[float, ...] = ()
-    # tumour_intensity(): the values of INTENSITY_GEOMETRY
+    # tumour_intensity(): the values of INTENSITY_GEOMETRY [, then SHELL_GEOMETRY's]
     intensity: tuple[float, ...] = ()
 
     def geometry(self) -> np.ndarray:
@@ -190,10 +199,12 @@ class Slices:
                                  "shape_geometry): preprocess the study again")
             roundness, elongation, flatness, surface = self.shape
             values += [roundness, np.log(elongation), np.log(flatness), np.log1p(surface)]
-        if self.settings.get("intensity_geometry"):
-            if len(self.intensity) != len(INTENSITY_GEOMETRY):
-                raise ValueError("these slices have no tumour intensities (written before "
-                                 "intensity_geometry): preprocess the study again")
+        intensity = self._intensity_names()
+        if intensity:
+            if len(self.intensity) != len(intensity):
+                raise ValueError("these slices have no tumour or shell intensities (written "
+                                 "before intensity_geometry or shell_mm): preprocess the "
+                                 "study again")
             values += list(self.intensity)
         if self.settings.get("region_geometry") and self.settings.get("region_labels"):
             if len(self.region_volumes_ml) != len(self.settings["region_labels"]):
@@ -202,6 +213,10 @@ class Slices:
             for volume in self.region_volumes_ml:
                 values += [np.log1p(volume), volume / max(self.tumour_volume_ml, 1e-9)]
         return np.array(values, dtype=np.float32)
+
+    def _intensity_names(self) -> tuple[str, ...]:
+        return ((INTENSITY_GEOMETRY if self.settings.get("intensity_geometry") else ())
+                + (SHELL_GEOMETRY if self.settings.get("shell_mm") else ()))
 
     def to_lps(self, index: int, column: float, row: float) -> np.ndarray:
         """LPS mm of a (continuous) pixel position in slice `index`."""
@@ -405,22 +420,44 @@ def tumour_shape(tumour: sitk.Image) -> tuple[float, float, float, float]:
             ratio(statistics.GetFlatness(1)), float(statistics.GetPerimeter(1)))
 
 
-def tumour_intensity(image: sitk.Image, tumour: sitk.Image) -> tuple[float, ...]:
-    """INTENSITY_GEOMETRY of an image's voxels where the tumour mask (same grid) is > 0."""
-    values = sitk.GetArrayViewFromImage(image)[sitk.GetArrayViewFromImage(tumour) > 0]
+def _first_order(values: np.ndarray, percentiles: tuple[int, ...], what: str
+                 ) -> tuple[float, ...]:
+    """Mean, SD and the percentiles of some voxels' values."""
     if values.size == 0:
-        raise ValueError("the tumour mask is empty")
+        raise ValueError(f"{what} holds no voxel")
     values = values.astype(np.float64)
     return (float(values.mean()), float(values.std()),
-            *(float(v) for v in np.percentile(values, INTENSITY_PERCENTILES)))
+            *(float(v) for v in np.percentile(values, percentiles)))
+
+
+def tumour_intensity(image: sitk.Image, tumour: sitk.Image) -> tuple[float, ...]:
+    """INTENSITY_GEOMETRY of an image's voxels where the tumour mask (same grid) is > 0."""
+    inside = sitk.GetArrayViewFromImage(tumour) > 0
+    return _first_order(sitk.GetArrayViewFromImage(image)[inside], INTENSITY_PERCENTILES,
+                        "the tumour mask")
+
+
+def shell_intensity(image: sitk.Image, tumour: sitk.Image, mm: float) -> tuple[float, ...]:
+    """SHELL_GEOMETRY of an image's voxels within `mm` outside the tumour mask: the mask
+    dilated by a ball of that radius (at least one voxel along each axis), less the mask."""
+    mask = sitk.Cast(tumour > 0, sitk.sitkUInt8)
+    radius = [max(1, round(mm / spacing)) for spacing in mask.GetSpacing()]
+    # a copy, not a view: a view of the temporary dilated image would outlive its buffer
+    grown = sitk.GetArrayFromImage(sitk.BinaryDilate(mask, radius)) > 0
+    shell = grown & (sitk.GetArrayViewFromImage(mask) == 0)
+    return _first_order(sitk.GetArrayViewFromImage(image)[shell], SHELL_PERCENTILES,
+                        f"the {mm:g} mm shell around the tumour")
 
 
 def _intensity(study: Study, hu: sitk.Image, channels: dict[str, sitk.Image],
-               tumour: sitk.Image) -> tuple[float, ...]:
-    """A CT's tumour intensities in HU (physical units, as the windows read them); another
-    study's in its first channel as the model reads it (z-scored: raw MR units are arbitrary)."""
+               tumour: sitk.Image, settings: PreprocessSettings) -> tuple[float, ...]:
+    """A CT's tumour [and shell] intensities in HU (physical units, as the windows read
+    them); another study's in its first channel as the model reads it (z-scored: raw MR
+    units are arbitrary)."""
     first = hu if study.modality == "ct" else next(iter(channels.values()))
-    return tumour_intensity(first, tumour)
+    inside = tumour_intensity(first, tumour) if settings.intensity_geometry else ()
+    around = shell_intensity(first, tumour, settings.shell_mm) if settings.shell_mm else ()
+    return inside + around
 
 
 def preprocess(study: Study, settings: PreprocessSettings | None = None) -> Slices:
@@ -471,4 +508,4 @@ def preprocess(study: Study, settings: PreprocessSettings | None = None) -> Slic
                   tuple(float((tumour_zyx & (sitk.GetArrayViewFromImage(region) > 0)).sum()
                               * voxel_ml) for region in regions),
                   tumour_shape(tumour) if settings.shape_geometry else (),
-                  _intensity(study, hu, channels, tumour) if settings.intensity_geometry else ())
+                  _intensity(study, hu, channels, tumour, settings))

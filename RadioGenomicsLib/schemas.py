@@ -82,6 +82,7 @@ PREPROCESSING = {
         "region_geometry": {"type": "boolean"},  # each region label's volume and share
         "shape_geometry": {"type": "boolean"},  # the tumour's 3-D shape
         "intensity_geometry": {"type": "boolean"},  # first-order statistics of its intensities
+        "shell_mm": _number(0, 100),  # and of a shell this thick around it (0: none)
         "ct_windows": {"type": "array", "maxItems": 8,  # (centre, width) HU
                        "items": {"type": "array", "minItems": 2, "maxItems": 2,
                                  "items": _number(-5000, 5000)}},

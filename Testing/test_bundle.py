@@ -235,7 +235,8 @@ def test_the_card_says_what_the_gene_head_reads():
     ct = PRESETS["frozen-ridge-ct"]
     assert _model_text(ct.model.to_dict(), ct.preprocessing.to_dict()).endswith(
         "tumour pooling, the mask's geometry (with the tumour's 3-D shape, its intensity "
-        "statistics), the stem's texture over the tumour and its core")
+        "statistics, those of a shell around it), the stem's texture over the tumour and its "
+        "core")
     brats = PRESETS["frozen-ridge-brats"]
     assert _model_text(brats.model.to_dict(), brats.preprocessing.to_dict()).endswith(
         "mean pooling, the mask's geometry (with sub-region volumes and shares)")

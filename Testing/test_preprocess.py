@@ -464,5 +464,39 @@ def test_intensity_geometry_is_the_tumours_first_order_statistics(tmp_path):
     del meta["intensity"]
     arrays["meta"] = np.array(json.dumps(meta))
     np.savez_compressed(tmp_path / "stale.npz", **arrays)
-    with pytest.raises(ValueError, match="no tumour intensities"):
+    with pytest.raises(ValueError, match="no tumour or shell intensities"):
         Slices.load(tmp_path / "stale.npz").geometry()
+
+
+def test_shell_geometry_is_what_surrounds_the_tumour(tmp_path):
+    """With shell_mm the statistics of the voxels within that many mm outside the tumour
+    follow the intensities': a 10 mm cube of 0..999 HU in soft tissue (40 HU) 5 mm from
+    air (-1000 HU) has a 2 mm shell of soft tissue alone, whatever the tumour holds, and
+    an 8 mm shell that reaches the air; without the setting nothing changes."""
+    volume = np.full((40, 40, 40), -1000.0, np.float32)
+    volume[10:30, 10:30, 10:30] = 40.0
+    volume[15:25, 15:25, 15:25] = np.arange(1000).reshape(10, 10, 10)
+    tumour = np.zeros(volume.shape, np.uint8)
+    tumour[15:25, 15:25, 15:25] = 1
+    for name, array in (("seg", tumour), ("ct", volume)):
+        sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / f"{name}.nrrd"))
+    study = load_study({"ct": tmp_path / "ct.nrrd"}, tmp_path / "seg.nrrd")
+
+    def settings(**extra):
+        return PreprocessSettings(spacing_mm=0.0, max_slices=4, region="none", **extra)
+
+    near = preprocess(study, settings(shell_mm=2.0))
+    assert geometry_names(settings(shell_mm=2.0))[4:] == ["shell_mean", "shell_sd",
+                                                          "shell_p10", "shell_p50", "shell_p90"]
+    np.testing.assert_allclose(near.intensity, [40.0, 0.0, 40.0, 40.0, 40.0], atol=1e-9)
+    mean, sd, p10, p50, p90 = preprocess(study, settings(shell_mm=8.0)).intensity
+    assert p10 == -1000.0 and p50 == p90 == 40.0 and -1000.0 < mean < 40.0 and sd > 100
+    both = preprocess(study, settings(intensity_geometry=True, shell_mm=2.0))
+    np.testing.assert_allclose(both.geometry()[4:], [499.5, np.sqrt((1000 ** 2 - 1) / 12),
+                                                     99.9, 249.75, 499.5, 749.25, 899.1,
+                                                     40.0, 0.0, 40.0, 40.0, 40.0],
+                               rtol=1e-6, atol=1e-9)
+    assert "shell_mm" not in settings().to_dict() and len(preprocess(study, settings())
+                                                          .geometry()) == 4
+    with pytest.raises(InputError, match="preprocessing settings out of range"):
+        settings(shell_mm=-1.0)

@@ -404,11 +404,12 @@ def test_the_frozen_ridge_presets_train_export_and_predict_light(tmp_path, run_c
                            "--cache", tmp_path / "cache", "--device", "cpu", "--export")
     assert code == 0 and "fold models exported as ONNX" in out
     assert runtime.has_exports(load_bundle(bundle)) and load_bundle(bundle).config.geometry
-    # the CT preset's geometry has the tumour's 3-D shape and HU statistics after the 4 values
+    # the CT preset's geometry: the tumour's 3-D shape, its HU and its shell's after the 4
     names = geometry_names(load_bundle(bundle).metadata.preprocessing)
     assert names[4:] == (["roundness", "log_elongation", "log_flatness", "log1p_surface_mm2",
                           "intensity_mean", "intensity_sd", "intensity_p10", "intensity_p25",
-                          "intensity_p50", "intensity_p75", "intensity_p90"]
+                          "intensity_p50", "intensity_p75", "intensity_p90", "shell_mean",
+                          "shell_sd", "shell_p10", "shell_p50", "shell_p90"]
                          if preset == "frozen-ridge-ct" else [])
     # the folds share the frozen encoder, and so its export
     assert (bundle / "fold_0.onnx").read_bytes() == (bundle / "fold_1.onnx").read_bytes()

@@ -51,8 +51,8 @@ def add_cohort_arguments(parser: argparse.ArgumentParser, out_help: str) -> None
                              "and share in the geometry; frozen-ridge-ct: for CT, the "
                              "tumour's tokens pooled, a 40/100 HU window and the mask as "
                              "channels, the texture of the encoder's stem over the tumour "
-                             "and its core, the tumour's 3-D shape and its HU statistics in "
-                             "the geometry, the "
+                             "and its core, the tumour's 3-D shape and the HU statistics of "
+                             "it and of a 4 mm shell around it in the geometry, the "
                              "transformer token left out of the ridge, at the study's "
                              "own spacing) or "
                              "a JSON recipe (see training/)")
