@@ -115,6 +115,7 @@ TRAINING = {
         "head_solver": {"enum": ["adamw", "ridge"]},
         "fusion": {"type": "boolean"},
         "token_columns": {"enum": ["per_gene", "none"]},
+        "texture_columns": {"enum": ["always", "per_gene"]},
     },
 }
 

@@ -640,21 +640,24 @@ def test_fusion_stacks_the_embedding_and_the_radiomics_inside_the_folds(monkeypa
     assert again.loc["P0", "GA"] == pytest.approx(oof.loc["P0", "GA"])
 
 
-def test_the_ridge_drops_the_optional_block_per_gene_where_leave_one_out_prefers():
-    """per_gene_ridge with `optional`: a gene carried by a few columns drops the 150 noise
-    columns before them (zero weights there, a better held-out fit); a gene carried by
-    those columns keeps them; without `optional` it is sklearn's RidgeCV."""
+def test_the_ridge_drops_leading_blocks_per_gene_where_leave_one_out_prefers():
+    """per_gene_ridge with several starts: a gene carried by the last 3 columns drops the
+    150 noise columns and the 3 before them (zero weights there, a better held-out fit);
+    a gene carried by the first columns keeps them; one carried by the middle block keeps
+    it and drops the first; with one start it is sklearn's RidgeCV."""
     from sklearn.linear_model import RidgeCV
 
     from RadioGenomicsLib.training.frozen import RIDGE_ALPHAS, per_gene_ridge
 
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(200, 153))
-    y = np.c_[x[:, 150] + 0.7 * rng.normal(size=200), x[:, 0] + 0.7 * rng.normal(size=200)]
+    x = rng.normal(size=(200, 156))
+    noise = 0.7 * rng.normal(size=(200, 3))
+    y = np.c_[x[:, 153], x[:, 0], x[:, 150]] + noise
     train, test = slice(0, 120), slice(120, None)
-    coefficients, intercepts, alphas = per_gene_ridge(x[train], y[train], optional=150)
-    assert np.all(coefficients[0, :150] == 0) and abs(coefficients[0, 150]) > 0.5
-    assert abs(coefficients[1, 0]) > 0.3
+    coefficients, intercepts, alphas = per_gene_ridge(x[train], y[train], starts=(0, 150, 153))
+    assert np.all(coefficients[0, :153] == 0) and abs(coefficients[0, 153]) > 0.5
+    assert abs(coefficients[1, 0]) > 0.15  # kept, shrunk by the shared penalty
+    assert np.all(coefficients[2, :150] == 0) and abs(coefficients[2, 150]) > 0.5
     full, _, _ = per_gene_ridge(x[train], y[train])
     predicted = x[test] @ coefficients.T + intercepts
     kept = x[test] @ full.T
@@ -663,11 +666,13 @@ def test_the_ridge_drops_the_optional_block_per_gene_where_leave_one_out_prefers
     reference = RidgeCV(alphas=np.asarray(RIDGE_ALPHAS), alpha_per_target=True).fit(x[train],
                                                                                    y[train])
     np.testing.assert_allclose(full, reference.coef_, rtol=1e-6, atol=1e-9)
-    assert alphas.shape == (2,)
+    assert alphas.shape == (3,)
 
 
-@pytest.mark.parametrize("token_columns", ["per_gene", "none"])
-def test_token_columns_none_keeps_the_transformer_token_out_of_every_genes_fit(token_columns):
+@pytest.mark.parametrize("token_columns, texture_columns",
+                         [("per_gene", "always"), ("none", "always"), ("none", "per_gene")])
+def test_token_columns_none_keeps_the_transformer_token_out_of_every_genes_fit(
+        token_columns, texture_columns):
     """A stem-texture ridge head with token_columns "none": zero weights on the
     transformer token's columns for every gene (a gene that only they carry is lost), the
     written model predicting exactly sklearn's RidgeCV on the texture and geometry; with
@@ -685,7 +690,8 @@ def test_token_columns_none_keeps_the_transformer_token_out_of_every_genes_fit(t
         base, model=config,
         preprocessing=dataclass_replace(base.preprocessing, tumour_channel=True),
         training=dataclass_replace(base.training, encoder="frozen", head_solver="ridge",
-                                   token_columns=token_columns))
+                                   token_columns=token_columns,
+                                   texture_columns=texture_columns))
     assert recipe.problems() == []
     hidden, stem = config.hidden_size, config.stem_channels
     patients = [f"P{i}" for i in range(90)]
@@ -715,6 +721,11 @@ def test_token_columns_none_keeps_the_transformer_token_out_of_every_genes_fit(t
         return
     assert np.all(token_weights == 0) and abs(found[0]) < 0.5
     assert state.history[0]["genes_without_transformer_token"] == 2
+    if texture_columns == "per_gene":  # the texture gene keeps the texture
+        texture_weights = best["head.conv.weight"][:, hidden:, 0].abs().sum(dim=1).numpy()
+        assert texture_weights[1] > 0
+        return
+    assert state.history[0]["genes_without_stem_texture"] == 0
     np.testing.assert_allclose(predicted, expected, rtol=1e-3, atol=1e-3)
 
 
@@ -734,5 +745,14 @@ def test_token_columns_none_needs_a_stem_texture_ridge_head(tmp_path):
         path.write_text(json.dumps(document))
         with pytest.raises(InputError, match="token_columns"):
             load_recipe(path)
+    for name, document in (("plain", {"base": "frozen-ridge",
+                                       "training": {"texture_columns": "per_gene"}}),
+                           ("odd", {"base": "frozen-ridge-ct",
+                                    "training": {"texture_columns": "never"}})):
+        path = tmp_path / f"texture-{name}.json"
+        path.write_text(json.dumps(document))
+        with pytest.raises(InputError, match="texture_columns"):
+            load_recipe(path)
     assert "token_columns" not in PRESETS["frozen-ridge"].to_dict()["training"]
+    assert "texture_columns" not in PRESETS["frozen-ridge"].to_dict()["training"]
     assert PRESETS["frozen-ridge-ct"].to_dict()["training"]["token_columns"] == "none"

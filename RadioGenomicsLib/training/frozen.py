@@ -248,38 +248,45 @@ def patient_features(frozen: FrozenTokens, patients: Sequence[str], config: Mode
     return features
 
 
-def per_gene_ridge(x: np.ndarray, targets: np.ndarray, optional: int = 0,
-                   optional_columns: str = "per_gene"
+def per_gene_ridge(x: np.ndarray, targets: np.ndarray, starts: Sequence[int] = (0,)
                    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """RidgeCV on standardised features, the penalty chosen per gene by leave-one-out:
-    (coefficients (genes, features), intercepts, alphas). With `optional` > 0 each gene
-    also gets the fit without the first `optional` columns and keeps the one of lower
-    leave-one-out error (`optional_columns` "per_gene"), or every gene takes that fit
-    ("none"; zero weights there): beside a stem-texture token's few texture values, the
-    transformer's random 192-column token took the shared penalty and lost CT's texture
-    (BENCHMARKS.md)."""
+    (coefficients (genes, features), intercepts, alphas). Each of `starts` is a fit on the
+    columns from there on (zero weights before); with several, each gene keeps the fit of
+    lowest leave-one-out error: beside a stem-texture token's few texture values, the
+    transformer's random 192-column token took the shared penalty and lost CT's texture,
+    and at 200 patients the stem's texture columns can crowd out the geometry's hand
+    statistics (BENCHMARKS.md)."""
     from sklearn.linear_model import RidgeCV
 
-    def fit(columns: slice, errors: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray,
-                                                   np.ndarray | None]:
+    def fit(start: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray | None]:
         ridge = RidgeCV(alphas=np.asarray(RIDGE_ALPHAS), alpha_per_target=True,
-                        store_cv_results=errors)
-        ridge.fit(x[:, columns], targets)
+                        store_cv_results=len(starts) > 1)
+        ridge.fit(x[:, start:], targets)
         coefficients = np.zeros((targets.shape[1], x.shape[1]))
-        coefficients[:, columns] = np.atleast_2d(ridge.coef_)
-        error = ridge.cv_results_.mean(axis=0).min(axis=-1) if errors else None
+        coefficients[:, start:] = np.atleast_2d(ridge.coef_)
+        error = ridge.cv_results_.mean(axis=0).min(axis=-1) if len(starts) > 1 else None
         return (coefficients, np.broadcast_to(ridge.intercept_, (targets.shape[1],)),
                 np.broadcast_to(ridge.alpha_, (targets.shape[1],)), error)
 
-    if optional and optional_columns == "none":
-        return fit(slice(optional, None), False)[:3]
-    coefficients, intercepts, alphas, error = fit(slice(None), bool(optional))
-    if not optional:
-        return coefficients, intercepts, alphas
-    without = fit(slice(optional, None), True)
-    better = without[3] < error
-    return (np.where(better[:, None], without[0], coefficients),
-            np.where(better, without[1], intercepts), np.where(better, without[2], alphas))
+    fits = [fit(start) for start in starts]
+    if len(fits) == 1:
+        return fits[0][:3]
+    best = np.argmin(np.stack([f[3] for f in fits]), axis=0)  # per gene, the first on ties
+    genes = np.arange(targets.shape[1])
+    return (np.stack([f[0] for f in fits])[best, genes], np.stack([f[1] for f in fits])[best, genes],
+            np.stack([f[2] for f in fits])[best, genes])
+
+
+def ridge_starts(recipe: Recipe) -> tuple[int, ...]:
+    """per_gene_ridge's candidate fits for a model's embedding [token H | stem texture |
+    geometry]: token_columns drops the token's columns per gene or always, texture_columns
+    the stem texture's per gene (after the token's) or never."""
+    if not recipe.model.stem_texture:
+        return (0,)
+    hidden, texture_end = recipe.model.hidden_size, recipe.model.embedding_size
+    starts = (0, hidden) if recipe.training.token_columns == "per_gene" else (hidden,)
+    return starts + ((texture_end,) if recipe.training.texture_columns == "per_gene" else ())
 
 
 def fit_ridge_head(recipe: Recipe, fold: int, frozen: FrozenTokens, train, validation
@@ -295,9 +302,8 @@ def fit_ridge_head(recipe: Recipe, fold: int, frozen: FrozenTokens, train, valid
     x = patient_features(frozen, patients, recipe.model).astype(np.float64)
     centre, scale = x.mean(axis=0), x.std(axis=0)
     scale = np.where(scale > 0, scale, 1.0)
-    optional = recipe.model.hidden_size if recipe.model.stem_texture else 0
-    coefficients, intercepts, alphas = per_gene_ridge((x - centre) / scale, targets, optional,
-                                                      recipe.training.token_columns)
+    coefficients, intercepts, alphas = per_gene_ridge((x - centre) / scale, targets,
+                                                      ridge_starts(recipe))
     size = recipe.model.embedding_size
     model = recipe.build_model(frozen.encoder.in_channels, targets.shape[1])
     model.load_state_dict({k: v for k, v in frozen.encoder.state_dict().items()
@@ -314,8 +320,11 @@ def fit_ridge_head(recipe: Recipe, fold: int, frozen: FrozenTokens, train, valid
         model.head.conv.bias.copy_(torch.from_numpy(np.asarray(bias, np.float32)))
     history = {"epoch": 0, "patients": len(patients), "alpha_median": float(np.median(alphas)),
                "genes_at_largest_alpha": int((alphas == max(RIDGE_ALPHAS)).sum())}
-    if optional:
-        history["genes_without_transformer_token"] = int((coefficients[:, :optional] == 0)
+    if recipe.model.stem_texture:
+        hidden, texture_end = recipe.model.hidden_size, recipe.model.embedding_size
+        history["genes_without_transformer_token"] = int((coefficients[:, :hidden] == 0)
                                                          .all(axis=1).sum())
+        history["genes_without_stem_texture"] = int(
+            (coefficients[:, hidden:texture_end] == 0).all(axis=1).sum())
     state = FoldState(epoch=1, best_score=0.0, best_epoch=0, done=True, history=[history])
     return model.state_dict(), state

@@ -37,6 +37,7 @@ HEAD_SOLVERS = ("adamw", "ridge")
 # which genes' ridge fits read the transformer token's columns beside a stem-texture
 # model's texture and geometry: those where leave-one-out prefers them, or none
 TOKEN_COLUMNS = ("per_gene", "none")
+TEXTURE_COLUMNS = ("always", "per_gene")
 
 
 @dataclass(frozen=True)
@@ -86,13 +87,17 @@ class TrainSettings:
     # head_solver "ridge" on a stem-texture model: the transformer token's columns in each
     # gene's fit where leave-one-out prefers ("per_gene") or never ("none")
     token_columns: str = "per_gene"
+    # the same for the stem texture's columns: in every gene's fit ("always") or where
+    # leave-one-out prefers ("per_gene"), beside the geometry alone
+    texture_columns: str = "always"
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings; token_columns only when not its default, so that the recipes and
-        checkpoints written before it keep their fingerprints."""
+        """The settings; token_columns and texture_columns only when not at their default,
+        so that the recipes and checkpoints written before them keep their fingerprints."""
         values = dataclasses.asdict(self)
-        if values["token_columns"] == "per_gene":
-            del values["token_columns"]
+        for name, default in (("token_columns", "per_gene"), ("texture_columns", "always")):
+            if values[name] == default:
+                del values[name]
         return values
 
     def problems(self) -> list[str]:
@@ -106,6 +111,9 @@ class TrainSettings:
         if self.token_columns not in TOKEN_COLUMNS:
             found.append(f"token_columns {self.token_columns!r}: choose "
                          f"{' or '.join(TOKEN_COLUMNS)}")
+        if self.texture_columns not in TEXTURE_COLUMNS:
+            found.append(f"texture_columns {self.texture_columns!r}: choose "
+                         f"{' or '.join(TEXTURE_COLUMNS)}")
         if self.fusion and self.encoder != "frozen":
             found.append("fusion needs encoder \"frozen\" (a trained encoder saw every fold)")
         if self.group_by not in GROUPINGS:
@@ -151,6 +159,10 @@ class Recipe:
                 self.training.head_solver == "ridge" and self.model.stem_texture):
             found.append("token_columns \"none\" needs head_solver ridge and a stem_texture "
                          "model (whose texture and geometry the gene fits read instead)")
+        if self.training.texture_columns == "per_gene" and not (
+                self.training.head_solver == "ridge" and self.model.stem_texture):
+            found.append("texture_columns \"per_gene\" needs head_solver ridge and a "
+                         "stem_texture model")
         return found
 
     def fingerprint(self) -> str:
