@@ -729,29 +729,24 @@ def test_token_columns_none_keeps_the_transformer_token_out_of_every_genes_fit(
     np.testing.assert_allclose(predicted, expected, rtol=1e-3, atol=1e-3)
 
 
-def test_token_columns_none_needs_a_stem_texture_ridge_head(tmp_path):
-    """token_columns "none" on a model without stem texture (or without the ridge) is
-    refused with one line; an unknown value too; the default leaves recipe fingerprints
-    as they were (it is not written)."""
+def test_token_and_texture_columns_need_a_stem_texture_ridge_head(tmp_path):
+    """token_columns "none" or texture_columns "per_gene" on a model without stem texture
+    (or without the ridge) is refused with one line; unknown values too; the defaults
+    leave recipe fingerprints as they were (they are not written)."""
     from RadioGenomicsLib.errors import InputError
     from RadioGenomicsLib.training.recipe import PRESETS, load_recipe
 
-    for name, document in (("plain", {"base": "frozen-ridge", "training": {"token_columns": "none"}}),
-                           ("adamw", {"base": "frozen-ridge-ct",
-                                      "training": {"head_solver": "adamw"}}),
-                           ("odd", {"base": "frozen-ridge-ct",
-                                    "training": {"token_columns": "some"}})):
+    refused = (("plain", {"token_columns": "none"}, "frozen-ridge", "token_columns"),
+               ("adamw", {"head_solver": "adamw"}, "frozen-ridge-ct", "token_columns"),
+               ("odd", {"token_columns": "some"}, "frozen-ridge-ct", "token_columns"),
+               ("plain-texture", {"texture_columns": "per_gene"}, "frozen-ridge",
+                "texture_columns"),
+               ("odd-texture", {"texture_columns": "never"}, "frozen-ridge-ct",
+                "texture_columns"))
+    for name, training, base, message in refused:
         path = tmp_path / f"{name}.json"
-        path.write_text(json.dumps(document))
-        with pytest.raises(InputError, match="token_columns"):
-            load_recipe(path)
-    for name, document in (("plain", {"base": "frozen-ridge",
-                                       "training": {"texture_columns": "per_gene"}}),
-                           ("odd", {"base": "frozen-ridge-ct",
-                                    "training": {"texture_columns": "never"}})):
-        path = tmp_path / f"texture-{name}.json"
-        path.write_text(json.dumps(document))
-        with pytest.raises(InputError, match="texture_columns"):
+        path.write_text(json.dumps({"base": base, "training": training}))
+        with pytest.raises(InputError, match=message):
             load_recipe(path)
     assert "token_columns" not in PRESETS["frozen-ridge"].to_dict()["training"]
     assert "texture_columns" not in PRESETS["frozen-ridge"].to_dict()["training"]
