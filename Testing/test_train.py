@@ -742,10 +742,13 @@ def test_token_and_texture_columns_need_a_stem_texture_ridge_head(tmp_path):
                ("plain-texture", {"texture_columns": "per_gene"}, "frozen-ridge",
                 "texture_columns"),
                ("odd-texture", {"texture_columns": "never"}, "frozen-ridge-ct",
+                "texture_columns"),
+               ("no-geometry", {"texture_columns": "per_gene"}, "frozen-ridge-ct",
                 "texture_columns"))
     for name, training, base, message in refused:
         path = tmp_path / f"{name}.json"
-        path.write_text(json.dumps({"base": base, "training": training}))
+        model = {"geometry": False} if name == "no-geometry" else {}
+        path.write_text(json.dumps({"base": base, "training": training, "model": model}))
         with pytest.raises(InputError, match=message):
             load_recipe(path)
     assert "token_columns" not in PRESETS["frozen-ridge"].to_dict()["training"]

@@ -274,8 +274,7 @@ def per_gene_ridge(x: np.ndarray, targets: np.ndarray, starts: Sequence[int] = (
         return fits[0][:3]
     best = np.argmin(np.stack([f[3] for f in fits]), axis=0)  # per gene, the first on ties
     genes = np.arange(targets.shape[1])
-    return (np.stack([f[0] for f in fits])[best, genes], np.stack([f[1] for f in fits])[best, genes],
-            np.stack([f[2] for f in fits])[best, genes])
+    return tuple(np.stack([f[part] for f in fits])[best, genes] for part in range(3))
 
 
 def ridge_starts(recipe: Recipe) -> tuple[int, ...]:

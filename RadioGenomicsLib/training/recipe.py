@@ -160,9 +160,10 @@ class Recipe:
             found.append("token_columns \"none\" needs head_solver ridge and a stem_texture "
                          "model (whose texture and geometry the gene fits read instead)")
         if self.training.texture_columns == "per_gene" and not (
-                self.training.head_solver == "ridge" and self.model.stem_texture):
+                self.training.head_solver == "ridge" and self.model.stem_texture
+                and self.model.geometry):
             found.append("texture_columns \"per_gene\" needs head_solver ridge and a "
-                         "stem_texture model")
+                         "stem_texture model with geometry (the fit without the texture)")
         return found
 
     def fingerprint(self) -> str:
