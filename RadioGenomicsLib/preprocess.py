@@ -107,7 +107,7 @@ class PreprocessSettings:
         if self.size < 16 or self.max_slices < 1 or self.spacing_mm < 0 or self.shell_mm < 0:
             raise InputError(None, "preprocessing settings out of range "
                                    f"(size {self.size}, max_slices {self.max_slices}, "
-                                   f"spacing {self.spacing_mm})")
+                                   f"spacing {self.spacing_mm}, shell {self.shell_mm})")
 
     def to_dict(self) -> dict:
         values = asdict(self)
@@ -144,11 +144,15 @@ def geometry_names(settings: dict | PreprocessSettings) -> list[str]:
     if isinstance(settings, PreprocessSettings):
         settings = settings.to_dict()
     shape = SHAPE_GEOMETRY if settings.get("shape_geometry") else ()
-    intensity = INTENSITY_GEOMETRY if settings.get("intensity_geometry") else ()
-    shell = SHELL_GEOMETRY if settings.get("shell_mm") else ()
     regions = settings.get("region_labels", ()) if settings.get("region_geometry") else ()
-    return [*GEOMETRY_FEATURES, *shape, *intensity, *shell] + [
+    return [*GEOMETRY_FEATURES, *shape, *intensity_names(settings)] + [
         f"label {label} {name}" for label in regions for name in REGION_GEOMETRY]
+
+
+def intensity_names(settings: dict) -> tuple[str, ...]:
+    """The geometry's intensity values (Slices.intensity): the tumour's, then its shell's."""
+    return ((INTENSITY_GEOMETRY if settings.get("intensity_geometry") else ())
+            + (SHELL_GEOMETRY if settings.get("shell_mm") else ()))
 
 
 def model_channels(channels: Sequence[str], settings: dict) -> int:
@@ -199,7 +203,7 @@ class Slices:
                                  "shape_geometry): preprocess the study again")
             roundness, elongation, flatness, surface = self.shape
             values += [roundness, np.log(elongation), np.log(flatness), np.log1p(surface)]
-        intensity = self._intensity_names()
+        intensity = intensity_names(self.settings)
         if intensity:
             if len(self.intensity) != len(intensity):
                 raise ValueError("these slices have no tumour or shell intensities (written "
@@ -213,10 +217,6 @@ class Slices:
             for volume in self.region_volumes_ml:
                 values += [np.log1p(volume), volume / max(self.tumour_volume_ml, 1e-9)]
         return np.array(values, dtype=np.float32)
-
-    def _intensity_names(self) -> tuple[str, ...]:
-        return ((INTENSITY_GEOMETRY if self.settings.get("intensity_geometry") else ())
-                + (SHELL_GEOMETRY if self.settings.get("shell_mm") else ()))
 
     def to_lps(self, index: int, column: float, row: float) -> np.ndarray:
         """LPS mm of a (continuous) pixel position in slice `index`."""

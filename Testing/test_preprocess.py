@@ -28,6 +28,20 @@ def brain(testdata):
     return study, preprocess(study, PreprocessSettings(max_slices=12))
 
 
+def _rewritten(tmp_path, saved, name, drop, settings=None):
+    """A copy of the slices file `saved` without meta[`drop`] [and with other settings],
+    as a preprocess from before that value existed wrote it."""
+    with np.load(saved) as data:
+        arrays = dict(data)
+    meta = json.loads(str(arrays["meta"]))
+    del meta[drop]
+    if settings is not None:
+        meta["settings"] = settings
+    arrays["meta"] = np.array(json.dumps(meta))
+    np.savez_compressed(tmp_path / name, **arrays)
+    return tmp_path / name
+
+
 def test_ct_slices_shape_and_choice(lung):
     study, slices = lung
     settings = PreprocessSettings()
@@ -320,17 +334,13 @@ def test_sub_region_geometry_is_each_labels_volume_and_share_of_the_tumour(tmp_p
     old = preprocess(study, before)
     np.testing.assert_array_equal(old.geometry(), geometry[:4])
     # a slices file written before sub-region volumes existed still loads, with 4 values
-    with np.load(tmp_path / "new.npz") as data:
-        arrays = dict(data)
-    meta = json.loads(str(arrays["meta"]))
-    del meta["region_volumes_ml"]
-    arrays["meta"] = np.array(json.dumps({**meta, "settings": before.to_dict()}))
-    np.savez_compressed(tmp_path / "old.npz", **arrays)
-    np.testing.assert_array_equal(Slices.load(tmp_path / "old.npz").geometry(), geometry[:4])
-    arrays["meta"] = np.array(json.dumps(meta))  # region_geometry on, volumes missing
-    np.savez_compressed(tmp_path / "stale.npz", **arrays)
+    old = _rewritten(tmp_path, tmp_path / "new.npz", "old.npz", "region_volumes_ml",
+                     before.to_dict())
+    np.testing.assert_array_equal(Slices.load(old).geometry(), geometry[:4])
+    # region_geometry on, volumes missing
+    stale = _rewritten(tmp_path, tmp_path / "new.npz", "stale.npz", "region_volumes_ml")
     with pytest.raises(ValueError, match="no sub-region volumes"):
-        Slices.load(tmp_path / "stale.npz").geometry()
+        Slices.load(stale).geometry()
 
 
 def test_sub_regions_of_a_slicer_segmentation_are_refused(slicerio_data):
@@ -396,17 +406,12 @@ def test_shape_geometry_is_the_tumours_roundness_elongation_flatness_and_surface
     np.testing.assert_array_equal(Slices.load(tmp_path / "new.npz").geometry(), geometry)
     before = PreprocessSettings(max_slices=4, region="none")
     assert "shape_geometry" not in before.to_dict() and len(geometry_names(before)) == 4
-    with np.load(tmp_path / "new.npz") as data:
-        arrays = dict(data)
-    meta = json.loads(str(arrays["meta"]))
-    del meta["shape"]
-    arrays["meta"] = np.array(json.dumps(meta))  # shape_geometry on, the shape missing
-    np.savez_compressed(tmp_path / "stale.npz", **arrays)
+    # shape_geometry on, the shape missing
+    stale = _rewritten(tmp_path, tmp_path / "new.npz", "stale.npz", "shape")
     with pytest.raises(ValueError, match="no tumour shape"):
-        Slices.load(tmp_path / "stale.npz").geometry()
-    arrays["meta"] = np.array(json.dumps({**meta, "settings": before.to_dict()}))
-    np.savez_compressed(tmp_path / "old.npz", **arrays)
-    np.testing.assert_array_equal(Slices.load(tmp_path / "old.npz").geometry(), geometry[:4])
+        Slices.load(stale).geometry()
+    old = _rewritten(tmp_path, tmp_path / "new.npz", "old.npz", "shape", before.to_dict())
+    np.testing.assert_array_equal(Slices.load(old).geometry(), geometry[:4])
 
 
 def test_a_one_slice_tumour_has_a_finite_shape():
@@ -417,11 +422,13 @@ def test_a_one_slice_tumour_has_a_finite_shape():
     assert np.all(np.isfinite(values)) and all(1.0 <= v <= MAX_AXIS_RATIO for v in values[1:3])
 
 
-def _box_study(tmp_path, channel: str):
+def _box_study(tmp_path, channel: str, air_mm: int = 10):
     """A 40 x 40 x 40 mm study (1 mm voxels) whose 10 x 10 x 10 mm tumour holds the values
-    0..999 in a shuffled order, in a body of -1000 (air) and 40 (soft tissue)."""
+    0..999 in a shuffled order, in soft tissue (40) reaching `air_mm` from it, then air
+    (-1000)."""
     volume = np.full((40, 40, 40), -1000.0, np.float32)
-    volume[5:35, 5:35, 5:35] = 40.0
+    body = slice(15 - air_mm, 25 + air_mm)
+    volume[body, body, body] = 40.0
     volume[15:25, 15:25, 15:25] = np.random.default_rng(0).permutation(1000).reshape(10, 10, 10)
     tumour = np.zeros(volume.shape, np.uint8)
     tumour[15:25, 15:25, 15:25] = 1
@@ -458,14 +465,9 @@ def test_intensity_geometry_is_the_tumours_first_order_statistics(tmp_path):
     ct.save(tmp_path / "new.npz")
     np.testing.assert_array_equal(Slices.load(tmp_path / "new.npz").geometry(), geometry)
     assert "intensity_geometry" not in PreprocessSettings().to_dict()
-    with np.load(tmp_path / "new.npz") as data:
-        arrays = dict(data)
-    meta = json.loads(str(arrays["meta"]))
-    del meta["intensity"]
-    arrays["meta"] = np.array(json.dumps(meta))
-    np.savez_compressed(tmp_path / "stale.npz", **arrays)
+    stale = _rewritten(tmp_path, tmp_path / "new.npz", "stale.npz", "intensity")
     with pytest.raises(ValueError, match="no tumour or shell intensities"):
-        Slices.load(tmp_path / "stale.npz").geometry()
+        Slices.load(stale).geometry()
 
 
 def test_shell_geometry_is_what_surrounds_the_tumour(tmp_path):
@@ -473,14 +475,7 @@ def test_shell_geometry_is_what_surrounds_the_tumour(tmp_path):
     follow the intensities': a 10 mm cube of 0..999 HU in soft tissue (40 HU) 5 mm from
     air (-1000 HU) has a 2 mm shell of soft tissue alone, whatever the tumour holds, and
     an 8 mm shell that reaches the air; without the setting nothing changes."""
-    volume = np.full((40, 40, 40), -1000.0, np.float32)
-    volume[10:30, 10:30, 10:30] = 40.0
-    volume[15:25, 15:25, 15:25] = np.arange(1000).reshape(10, 10, 10)
-    tumour = np.zeros(volume.shape, np.uint8)
-    tumour[15:25, 15:25, 15:25] = 1
-    for name, array in (("seg", tumour), ("ct", volume)):
-        sitk.WriteImage(sitk.GetImageFromArray(array), str(tmp_path / f"{name}.nrrd"))
-    study = load_study({"ct": tmp_path / "ct.nrrd"}, tmp_path / "seg.nrrd")
+    study = _box_study(tmp_path, "ct", air_mm=5)[0]
 
     def settings(**extra):
         return PreprocessSettings(spacing_mm=0.0, max_slices=4, region="none", **extra)

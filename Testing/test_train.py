@@ -736,19 +736,17 @@ def test_token_and_texture_columns_need_a_stem_texture_ridge_head(tmp_path):
     from RadioGenomicsLib.errors import InputError
     from RadioGenomicsLib.training.recipe import PRESETS, load_recipe
 
-    refused = (("plain", {"token_columns": "none"}, "frozen-ridge", "token_columns"),
-               ("adamw", {"head_solver": "adamw"}, "frozen-ridge-ct", "token_columns"),
-               ("odd", {"token_columns": "some"}, "frozen-ridge-ct", "token_columns"),
-               ("plain-texture", {"texture_columns": "per_gene"}, "frozen-ridge",
-                "texture_columns"),
-               ("odd-texture", {"texture_columns": "never"}, "frozen-ridge-ct",
-                "texture_columns"),
-               ("no-geometry", {"texture_columns": "per_gene"}, "frozen-ridge-ct",
-                "texture_columns"))
-    for name, training, base, message in refused:
-        path = tmp_path / f"{name}.json"
-        model = {"geometry": False} if name == "no-geometry" else {}
-        path.write_text(json.dumps({"base": base, "training": training, "model": model}))
+    refused = (  # base, its model and training changed, what the refusal names
+        ("frozen-ridge", {}, {"token_columns": "none"}, "token_columns"),
+        ("frozen-ridge-ct", {}, {"head_solver": "adamw"}, "token_columns"),
+        ("frozen-ridge-ct", {}, {"token_columns": "some"}, "token_columns"),
+        ("frozen-ridge", {}, {"texture_columns": "per_gene"}, "texture_columns"),
+        ("frozen-ridge-ct", {}, {"texture_columns": "never"}, "texture_columns"),
+        ("frozen-ridge-ct", {"geometry": False}, {"texture_columns": "per_gene"},
+         "texture_columns"))
+    for number, (base, model, training, message) in enumerate(refused):
+        path = tmp_path / f"refused{number}.json"
+        path.write_text(json.dumps({"base": base, "model": model, "training": training}))
         with pytest.raises(InputError, match=message):
             load_recipe(path)
     assert "token_columns" not in PRESETS["frozen-ridge"].to_dict()["training"]

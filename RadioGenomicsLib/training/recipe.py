@@ -38,6 +38,9 @@ HEAD_SOLVERS = ("adamw", "ridge")
 # model's texture and geometry: those where leave-one-out prefers them, or none
 TOKEN_COLUMNS = ("per_gene", "none")
 TEXTURE_COLUMNS = ("always", "per_gene")
+# training settings added after recipes and checkpoints were written: left out of `to_dict`
+# at their default, so that earlier fingerprints stay the same (as preprocess.LATER_SETTINGS)
+LATER_TRAINING = {"token_columns": "per_gene", "texture_columns": "always"}
 
 
 @dataclass(frozen=True)
@@ -92,13 +95,9 @@ class TrainSettings:
     texture_columns: str = "always"
 
     def to_dict(self) -> dict[str, Any]:
-        """The settings; token_columns and texture_columns only when not at their default,
-        so that the recipes and checkpoints written before them keep their fingerprints."""
-        values = dataclasses.asdict(self)
-        for name, default in (("token_columns", "per_gene"), ("texture_columns", "always")):
-            if values[name] == default:
-                del values[name]
-        return values
+        """The settings, LATER_TRAINING's only when not at their default."""
+        return {k: v for k, v in dataclasses.asdict(self).items()
+                if k not in LATER_TRAINING or v != LATER_TRAINING[k]}
 
     def problems(self) -> list[str]:
         found = []
