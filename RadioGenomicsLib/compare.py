@@ -92,7 +92,8 @@ def _number(value) -> str:
 
 def _markdown(rows: list[dict], truth_json, reports, labels, patients: int, alpha: float) -> str:
     lines = [f"{patients} patients. Significant: Holm–Šidák adjusted p < {alpha:g}, r > 0; "
-             f"FDR: Benjamini–Hochberg q < 0.05, r > 0; better: Steiger's test, BH q < {alpha:g}.",
+             f"FDR: Benjamini–Hochberg q < 0.05 of r > 0 (one-sided); "
+             f"better: Steiger's test, BH q < {alpha:g}.",
              "", "| method | significant | FDR | r > 0.4 | median r, best decile | beats the "
              "mean predictor | median r | better than the other |",
              "|---|---|---|---|---|---|---|---|"]

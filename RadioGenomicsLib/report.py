@@ -2,7 +2,7 @@
 
 A report folder holds
 - `summary.json`: patients, genes, folds, significant_genes_0.05, significant_genes_0.01
-  (Holm-Sidak), fdr_significant_genes_0.05 (Benjamini-Hochberg), pearson_mean,
+  (Holm-Sidak), fdr_significant_genes_0.05 (Benjamini-Hochberg, one-sided), pearson_mean,
   pearson_median, pearson_min, pearson_max, genes_r_above_0.4, best_decile_median_r (these
   two do not grow with n), genes_without_r, alpha, markers ({symbol: r}), with folds
   genes_beating_mean_predictor, and per_fold (one dict of the same numbers per fold);
@@ -230,7 +230,8 @@ def print_summary(summary: Mapping, file: TextIO | None = None) -> None:
     lines = [f"{summary['patients']:,} patients, {summary['genes']:,} genes{folds}",
              f"significant genes (Holm-Sidak, r > 0): {counts(summary)}"]
     if "fdr_significant_genes_0.05" in summary:
-        lines.append(f"  Benjamini-Hochberg q < 0.05, r > 0: {summary['fdr_significant_genes_0.05']:,};"
+        lines.append(f"  Benjamini-Hochberg q < 0.05 of r > 0 (one-sided): "
+                     f"{summary['fdr_significant_genes_0.05']:,};"
                      f" genes with r > 0.4: {summary.get('genes_r_above_0.4', 0):,}")
     lines.append(f"Pearson r: {spread(summary)}")
     if "genes_beating_mean_predictor" in summary:

@@ -166,7 +166,7 @@ def test_print_summary(cohort, tmp_path):
     assert sum(line.startswith("  fold ") for line in lines) == 3
     markers = next(line for line in lines if line.startswith("markers: "))
     assert f"IDH1 {summary['markers']['IDH1']:.3f}" in markers and "EGFR n/a" in markers
-    assert f"Benjamini-Hochberg q < 0.05, r > 0: {summary['fdr_significant_genes_0.05']}" in lines[2]
+    assert f"Benjamini-Hochberg q < 0.05 of r > 0 (one-sided): {summary['fdr_significant_genes_0.05']}" in lines[2]
     assert lines[-1] == report.NEGATIVE_LEAN  # cross-validated: why null genes lean < 0
 
 

@@ -241,3 +241,36 @@ def test_compare_methods_counts_both_ways_and_the_mean_predictor():
     scaled = truth * 0.9 + rng.normal(size=(80, 6)) * 0.3
     assert beats_mean_predictor(scaled, truth, folds).all()
     assert not beats_mean_predictor(truth * -1, truth, folds).any()
+
+
+def test_negative_genes_do_not_lower_the_fdr_bar_for_positive_ones():
+    # Cross-validated predictions of unpredictable genes lean negative; their small
+    # two-sided p must not let weakly positive genes through BH (one-sided p of r > 0).
+    from RadioGenomicsLib.stats import benjamini_hochberg, gene_statistics, summarize
+
+    rng = np.random.default_rng(0)
+    n, genes = 200, 1000
+    truth = rng.standard_normal((n, genes))
+    noise = rng.standard_normal((n, genes))
+    truth -= truth.mean(axis=0)
+    noise -= noise.mean(axis=0)
+    noise -= truth * (noise * truth).sum(axis=0) / (truth * truth).sum(axis=0)  # orthogonal
+    truth /= np.linalg.norm(truth, axis=0)
+    noise /= np.linalg.norm(noise, axis=0)
+    r_wanted = np.zeros(genes)
+    r_wanted[:150] = -0.3    # the cross-validation lean of unpredictable genes
+    r_wanted[150:155] = 0.2  # two-sided p 0.0045: passes two-sided BH behind the 150, not alone
+    r_wanted[155] = 0.5      # a real link
+    r_wanted[156:] = rng.uniform(-0.05, 0.05, genes - 156)
+    predictions = r_wanted * truth + np.sqrt(1 - r_wanted ** 2) * noise
+    patients = [f"P{i:03d}" for i in range(n)]
+    columns = [f"G{j}" for j in range(genes)]
+    stats = gene_statistics(pd.DataFrame(predictions, patients, columns),
+                            pd.DataFrame(truth, patients, columns))
+    np.testing.assert_allclose(stats["pearson_r"], r_wanted, atol=1e-9)
+    two_sided = benjamini_hochberg(stats["p_value"].to_numpy())
+    assert ((two_sided < 0.05) & (stats["pearson_r"] > 0)).sum() == 6  # the old count
+    assert stats.index[(stats["q_bh"] < 0.05)].tolist() == ["G155"]
+    assert stats["q_bh"].iloc[155] == pytest.approx(stats["p_value"].iloc[155] / 2 * 1000)
+    assert (stats["q_bh"].iloc[:150] > 0.99).all()
+    assert summarize(stats, n)["fdr_significant_genes_0.05"] == 1
