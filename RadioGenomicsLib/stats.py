@@ -188,7 +188,7 @@ def gene_statistics(predictions: pd.DataFrame, truth: pd.DataFrame, alpha: float
     Holm-Sidak runs on the two-sided p, as the paper. BH runs on the one-sided p of r > 0:
     under cross-validation a non-predictive model's genes lean negative, and their small
     two-sided p would raise BH's threshold for every gene ranked after them (a permuted
-    cohort had 147 genes at r < -0.2 and let 4 positive genes through at q < 0.05). Holm's
+    cohort had 147 negative genes at q < 0.05 and let 4 positive ones through). Holm's
     step-down gains at most m / (m - k) from k rejected negative genes, less than the
     factor 2 the two-sided p costs while k < m / 2."""
     predictions, truth = check_tables(predictions, truth, names)
