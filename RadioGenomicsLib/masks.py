@@ -31,7 +31,8 @@ def _litres(mask: sitk.Image) -> float:
     return float(sitk.GetArrayViewFromImage(mask).sum()) * voxel_ml / 1000.0
 
 
-def _radius(image: sitk.Image, mm: float) -> list[int]:
+def radius_voxels(image: sitk.Image, mm: float) -> list[int]:
+    """A structuring element's radius of `mm` in voxels along each axis, at least one."""
     return [max(1, round(mm / s)) for s in image.GetSpacing()]
 
 
@@ -94,11 +95,11 @@ def _strip_skull_on_grid(t1: sitk.Image) -> sitk.Image:
     brain = head
     tissue_distance = _squared_distance_inside(tissue)  # once for every erosion radius
     for mm in EROSION_RADII_MM:
-        core = _largest_component(_ball_erode(tissue_distance, tissue, _radius(t1, mm)))
-        brain = sitk.BinaryDilate(core, _radius(t1, mm), sitk.sitkBall) * tissue
+        core = _largest_component(_ball_erode(tissue_distance, tissue, radius_voxels(t1, mm)))
+        brain = sitk.BinaryDilate(core, radius_voxels(t1, mm), sitk.sitkBall) * tissue
         if _litres(brain) <= BRAIN_MAX_HEAD_SHARE * head_litres:
             break
-    brain = sitk.BinaryMorphologicalClosing(brain, _radius(t1, 6), sitk.sitkBall)
+    brain = sitk.BinaryMorphologicalClosing(brain, radius_voxels(t1, 6), sitk.sitkBall)
     return sitk.Cast(sitk.BinaryFillhole(brain), sitk.sitkUInt8)
 
 

@@ -441,9 +441,9 @@ def shell_intensity(image: sitk.Image, tumour: sitk.Image, mm: float) -> tuple[f
     """SHELL_GEOMETRY of an image's voxels within `mm` outside the tumour mask: the mask
     dilated by a ball of that radius (at least one voxel along each axis), less the mask."""
     mask = sitk.Cast(tumour > 0, sitk.sitkUInt8)
-    radius = [max(1, round(mm / spacing)) for spacing in mask.GetSpacing()]
     # a copy, not a view: a view of the temporary dilated image would outlive its buffer
-    grown = sitk.GetArrayFromImage(sitk.BinaryDilate(mask, radius)) > 0
+    grown = sitk.GetArrayFromImage(sitk.BinaryDilate(mask, masks.radius_voxels(mask, mm),
+                                                     sitk.sitkBall)) > 0
     shell = grown & (sitk.GetArrayViewFromImage(mask) == 0)
     return _first_order(sitk.GetArrayViewFromImage(image)[shell], SHELL_PERCENTILES,
                         f"the {mm:g} mm shell around the tumour")

@@ -263,14 +263,11 @@ def test_negative_genes_do_not_lower_the_fdr_bar_for_positive_ones():
     r_wanted[155] = 0.5      # a real link
     r_wanted[156:] = rng.uniform(-0.05, 0.05, genes - 156)
     predictions = r_wanted * truth + np.sqrt(1 - r_wanted ** 2) * noise
-    patients = [f"P{i:03d}" for i in range(n)]
-    columns = [f"G{j}" for j in range(genes)]
-    stats = gene_statistics(pd.DataFrame(predictions, patients, columns),
-                            pd.DataFrame(truth, patients, columns))
+    stats = gene_statistics(*_tables(predictions, truth))
     np.testing.assert_allclose(stats["pearson_r"], r_wanted, atol=1e-9)
     two_sided = benjamini_hochberg(stats["p_value"].to_numpy())
     assert ((two_sided < 0.05) & (stats["pearson_r"] > 0)).sum() == 6  # the old count
-    assert stats.index[(stats["q_bh"] < 0.05)].tolist() == ["G155"]
+    assert stats.index[(stats["q_bh"] < 0.05)].tolist() == [stats.index[155]]
     assert stats["q_bh"].iloc[155] == pytest.approx(stats["p_value"].iloc[155] / 2 * 1000)
     assert (stats["q_bh"].iloc[:150] > 0.99).all()
     assert summarize(stats, n)["fdr_significant_genes_0.05"] == 1

@@ -855,8 +855,7 @@ def tumour_choices(path: Path) -> list[dict]:
     import numpy as np
     import SimpleITK as sitk
 
-    labels_image = sitk.ReadImage(str(path))  # kept alive: the view reads its buffer
-    values = np.unique(sitk.GetArrayViewFromImage(labels_image))
+    values = np.unique(sitk.GetArrayFromImage(sitk.ReadImage(str(path))))
     labels = [int(x) for x in values if x != 0]
     choices = [{"title": "any non-zero label", "value": ""}] if len(labels) > 1 else []
     return choices + [{"title": f"label {x}", "value": str(x)} for x in labels]
