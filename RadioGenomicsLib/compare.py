@@ -42,7 +42,8 @@ def read_report(folder: str | os.PathLike) -> tuple[dict, pd.DataFrame, pd.DataF
         raise InputError(folder, f"not an evaluation report: no {', '.join(missing)}{hint}")
     summary = read_json_object(folder / REPORT_SUMMARY)
     stats = pd.read_csv(folder / GENE_STATS_FILE, sep="\t", keep_default_na=False,
-                        na_values={c: [""] for c in ("pearson_r", "p_value", "p_adj", "q_bh")})
+                        na_values={c: [""] for c in ("pearson_r", "p_value", "p_adj", "q_bh",
+                                                         "p_perm")})
     return (summary, stats.set_index("gene_id"), read_matrix(folder / PREDICTIONS_FILE).values,
             read_matrix(folder / MEASURED_FILE).values)
 

@@ -5,11 +5,13 @@ A report folder holds
   (Holm-Sidak), fdr_significant_genes_0.05 (Benjamini-Hochberg, one-sided), pearson_mean,
   pearson_median, pearson_min, pearson_max, genes_r_above_0.4, best_decile_median_r (these
   two do not grow with n), genes_without_r, alpha, markers ({symbol: r}), with folds
-  genes_beating_mean_predictor, and per_fold (one dict of the same numbers per fold);
+  genes_beating_mean_predictor, and per_fold (one dict of the same numbers per fold); with
+  a permutation null also permutations, permutation_significant_genes_0.05 (p_perm <= 0.05,
+  r > 0) and null_max_r_95 (the 95th percentile of each permuted run's largest r);
 - `gene_stats.tsv`: gene_id, gene_name, pearson_r, p_value, p_adj, significant, q_bh,
-  beats_mean (one row per gene, in the tables' column order; significant at the report's
-  alpha; beats_mean: out-of-fold squared error below the mean predictor's, empty without
-  folds);
+  beats_mean, p_perm (one row per gene, in the tables' column order; significant at the
+  report's alpha; beats_mean: out-of-fold squared error below the mean predictor's, empty
+  without folds; p_perm: `stats.permutation_p`, empty without a permutation null);
 - `oof_predictions.tsv`: the predictions, patients x genes, first column patient_id;
 - `measured.tsv`: the measured values they were judged against, same layout (so that
   `radiogenomics compare` can test two reports gene by gene);
@@ -47,7 +49,7 @@ MEASURED_FILE = "measured.tsv"
 FIGURE_FILE = "pearson_hist.png"
 MODEL_CARD_FILE = "model_card.png"
 GENE_STATS_COLUMNS = ("gene_id", "gene_name", "pearson_r", "p_value", "p_adj", "significant",
-                      "q_bh", "beats_mean")
+                      "q_bh", "beats_mean", "p_perm")
 # why genes that cannot be predicted lean to negative r under cross-validation
 NEGATIVE_LEAN = ("Genes the model cannot predict lean to negative r: their out-of-fold "
                  "predictions stay near the training folds' mean, which is lower when the "
@@ -107,6 +109,12 @@ def plot_pearson_histogram(pearson_r: np.ndarray, significant: np.ndarray, summa
                                   ("pearson_max", "max", "--")):
             axes.axvline(summary[key], color="#222222", linestyle=style, linewidth=1.3,
                          label=f"{label} r = {summary[key]:.3f}")
+        if "null_max_r_95" in summary:
+            axes.axvline(summary["null_max_r_95"], color="#e08e0b", linestyle="-.",
+                         linewidth=1.3, label=f"r = {summary['null_max_r_95']:.3f}: what 5 % "
+                         f"of {summary['permutations']:,}\npermuted runs reach "
+                         f"({summary['permutation_significant_genes_0.05']:,} genes\n"
+                         "family-wise significant by permutation)")
         # beside the axes, with the counts as its heading: it never hides a bar or a line
         axes.legend(title=heading, loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8,
                     title_fontsize=8.5, alignment="left", frameon=False)
@@ -177,21 +185,28 @@ def write_report(out_dir: str | os.PathLike, predictions: pd.DataFrame, truth: p
                  gene_names: Mapping[str, str] | None = None, folds: pd.Series | None = None,
                  alpha: float = 0.05, markers: Sequence[str] = MARKER_GENES,
                  names: Sequence[str] = ("predictions", "truth", "folds"),
-                 command: str | None = "evaluate") -> dict:
+                 command: str | None = "evaluate", null_r: np.ndarray | None = None) -> dict:
     """Evaluate `predictions` against `truth` (patients x genes, indexed by patient id) into `out_dir`.
 
     gene_names: gene id -> symbol ("" for ids it lacks); folds: patient id -> fold label, for
     the per-fold statistics; names: how error messages call the two tables and the folds;
-    command: whose complete output the folder is (None inside another command's output).
-    Everything is checked before anything is written. Returns the summary dict.
+    command: whose complete output the folder is (None inside another command's output);
+    null_r: the out-of-fold r of the same cross-validation on permuted expression
+    (permutations x genes, the predictions' column order), for p_perm. Everything is checked before anything is written. Returns the summary dict.
     """
-    stats = gene_statistics(predictions, truth, alpha, names[:2])
+    stats = gene_statistics(predictions, truth, alpha, names[:2], null_r)
     per_fold = {} if folds is None else fold_statistics(predictions, truth, folds, alpha, names)
     fold_sizes = {} if folds is None else folds.value_counts().to_dict()
     symbols = dict(gene_names or {})
     stats.insert(0, "gene_name", [symbols.get(gene, "") for gene in stats.index])
     stats["beats_mean"] = pd.Series(pd.NA, index=stats.index, dtype="boolean")
     summary = _summary(stats, len(predictions), per_fold, fold_sizes, alpha, markers)
+    if null_r is None:
+        stats["p_perm"] = np.nan
+    else:
+        summary["permutations"] = int(len(null_r))
+        largest = np.max(np.where(np.isnan(null_r), -np.inf, null_r), axis=1)
+        summary["null_max_r_95"] = float(np.quantile(largest, 0.95))
     if folds is not None:
         beats = beats_mean_predictor(predictions, truth.loc[predictions.index,
                                                             predictions.columns], folds)
@@ -233,6 +248,11 @@ def print_summary(summary: Mapping, file: TextIO | None = None) -> None:
         lines.append(f"  Benjamini-Hochberg q < 0.05 of r > 0 (one-sided): "
                      f"{summary['fdr_significant_genes_0.05']:,};"
                      f" genes with r > 0.4: {summary.get('genes_r_above_0.4', 0):,}")
+    if "permutations" in summary:
+        lines.append(f"  permutation test ({summary['permutations']:,} permuted cross-validations,"
+                     f" family-wise p <= 0.05, r > 0): "
+                     f"{summary['permutation_significant_genes_0.05']:,}; the permuted runs' "
+                     f"largest r: {summary['null_max_r_95']:.3f} at their 95th percentile")
     lines.append(f"Pearson r: {spread(summary)}")
     if "genes_beating_mean_predictor" in summary:
         lines.append(f"genes predicted better than by the training patients' mean: "

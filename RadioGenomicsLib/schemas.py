@@ -116,6 +116,7 @@ TRAINING = {
         "fusion": {"type": "boolean"},
         "token_columns": {"enum": ["per_gene", "none"]},
         "texture_columns": {"enum": ["always", "per_gene"]},
+        "permutations": _int(0, 100_000),
     },
 }
 

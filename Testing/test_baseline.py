@@ -267,6 +267,36 @@ def test_permuted_targets_are_a_control_that_finds_nothing(result, cohort, run_c
     assert not np.allclose(measured[PLANTED[0]], original.loc[measured.index, PLANTED[0]])
 
 
+def test_the_permutation_test_calibrates_each_gene_against_the_ridges_own_null(
+        result, cohort, run_cli, tmp_path):
+    """--permutations: the ridge re-run on 39 permutations of the expression rows; the
+    planted genes stand above every permuted run's genes (p = 1/40), the null genes do
+    not pass; the report, its summary and baseline.json say how many runs; the
+    predictions are those of the run without the test."""
+    code, out, err = _run(run_cli, cohort, tmp_path / "tested", "--permutations", "39")
+    assert code == 0, err
+    folder = tmp_path / "tested"
+    stats = pd.read_csv(folder / "report" / "gene_stats.tsv", sep="\t").set_index("gene_id")
+    assert stats.loc[PLANTED, "p_perm"].tolist() == pytest.approx([1 / 40] * 3)
+    assert (stats.loc[NULLS, "p_perm"] > 0.05).all()
+    summary = json.loads((folder / "report" / "summary.json").read_text())
+    assert summary["permutations"] == 39
+    assert summary["permutation_significant_genes_0.05"] == 3
+    assert max(stats.loc[NULLS, "pearson_r"]) < summary["null_max_r_95"] < min(
+        stats.loc[PLANTED, "pearson_r"])
+    assert json.loads((folder / "baseline.json").read_text())["permutations"] == 39
+    assert "permutation test (39 permuted cross-validations" in out
+    plain = pd.read_csv(result["out"] / "report" / "gene_stats.tsv", sep="\t")
+    assert plain["p_perm"].isna().all()
+    np.testing.assert_allclose(stats["pearson_r"], plain.set_index("gene_id")["pearson_r"])
+
+
+def test_too_few_permutations_are_refused(cohort, run_cli, tmp_path):
+    code, _, err = _run(run_cli, cohort, tmp_path / "few", "--permutations", "10")
+    assert code == 2 and "permutations 10: 0 or at least 19" in err
+    assert not (tmp_path / "few").exists()
+
+
 def test_folds_by_site_need_enough_sites(cohort, run_cli, tmp_path):
     code, _, err = _run(run_cli, cohort, tmp_path / "sites", "--group-by", "site")
     assert code == 2 and "1 tissue-source site(s) cannot fill 3 folds" in err

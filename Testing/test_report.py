@@ -59,7 +59,8 @@ def test_report_files_and_contents(cohort, tmp_path):
     assert set(summary) == SUMMARY_KEYS
 
     gene_stats = pd.read_csv(out / report.GENE_STATS_FILE, sep="\t", keep_default_na=False,
-                             na_values={c: [""] for c in ("pearson_r", "p_value", "p_adj", "q_bh")})
+                             na_values={c: [""] for c in ("pearson_r", "p_value", "p_adj", "q_bh",
+                                                          "p_perm")})
     assert list(gene_stats.columns) == list(report.GENE_STATS_COLUMNS)
     assert gene_stats["gene_id"].tolist() == list(predictions.columns)
     assert gene_stats["gene_name"].tolist()[:4] == ["IDH1", "EGFR", "TP53", ""]
@@ -168,6 +169,38 @@ def test_print_summary(cohort, tmp_path):
     assert f"IDH1 {summary['markers']['IDH1']:.3f}" in markers and "EGFR n/a" in markers
     assert f"Benjamini-Hochberg q < 0.05 of r > 0 (one-sided): {summary['fdr_significant_genes_0.05']}" in lines[2]
     assert lines[-1] == report.NEGATIVE_LEAN  # cross-validated: why null genes lean < 0
+
+
+PERMUTATION_ORANGE = np.array([0xe0, 0x8e, 0x0b])
+
+
+def test_a_permutation_null_adds_p_perm_its_counts_and_its_line(cohort, tmp_path):
+    """With the null of 99 permuted runs: gene_stats' p_perm is stats.permutation_p, the
+    summary counts the genes at p_perm <= 0.05 and holds the 95th percentile of the runs'
+    largest r, print_summary says both, and Figure 2 draws that r as an orange line."""
+    predictions, truth, folds = cohort
+    null = np.random.default_rng(1).normal(0, 0.18, (99, 40))
+    summary = report.write_report(tmp_path / "tested", predictions, truth, folds=folds,
+                                  null_r=null)
+    table = pd.read_csv(tmp_path / "tested" / report.GENE_STATS_FILE, sep="\t")
+    r = table["pearson_r"].to_numpy()
+    np.testing.assert_allclose(table["p_perm"], stats.permutation_p(r, null), equal_nan=True)
+    assert np.isnan(table["p_perm"][20])  # the constant gene: no r, no p
+    assert summary["permutations"] == 99
+    assert summary["permutation_significant_genes_0.05"] == 10  # IDH1 and genes 3-11
+    assert summary["null_max_r_95"] == pytest.approx(np.quantile(null.max(axis=1), 0.95))
+    text = io.StringIO()
+    report.print_summary(summary, text)
+    assert (f"permutation test (99 permuted cross-validations, family-wise p <= 0.05, r > 0): "
+            f"10; the permuted runs' largest r: {summary['null_max_r_95']:.3f}") in text.getvalue()
+    plain = report.write_report(tmp_path / "plain", predictions, truth, folds=folds)
+    assert "permutations" not in plain
+
+    def orange(folder: str) -> int:
+        pixels = np.asarray(Image.open(tmp_path / folder / report.FIGURE_FILE).convert("RGB"), int)
+        return int((np.abs(pixels - PERMUTATION_ORANGE).sum(axis=2) < 30).sum())
+
+    assert orange("plain") == 0 and orange("tested") > 200
 
 
 # ---------------------------------------------------------------- radiogenomics evaluate

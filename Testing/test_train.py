@@ -202,6 +202,8 @@ def _copy_cohort(cohort: Path, target: Path) -> Path:
     ("empty_segmentation", "the segmentation is empty"),
     ("no_genes", "no gene is left"),
     ("resume_other_settings", "checkpoint was made with other settings"),
+    ("permutations_of_a_trained_model", "needs a closed-form head"),
+    ("too_few_permutations", "permutations 18: 0 or at least 19"),
 ])
 def test_bad_input_fails_at_the_start(tmp_path, cohort, workspace, run_cli, case, message):
     data = cohort
@@ -229,6 +231,10 @@ def test_bad_input_fails_at_the_start(tmp_path, cohort, workspace, run_cli, case
                         FoldState(epoch=1), {}, {}, {"state": {}, "param_groups": []})
         mark_complete(tmp_path / "bundle.work", "train")  # train's own work folder
         extra = ["--resume"]
+    elif case == "permutations_of_a_trained_model":
+        extra = ["--permutations", "200"]
+    elif case == "too_few_permutations":
+        extra = ["--permutations", "18"]
     out = tmp_path / "bundle"
     code, _, stderr = run_cli(*train_args(data, workspace, out, *extra))
     errors = [line for line in stderr.replace("\r", "\n").splitlines() if "error:" in line]
@@ -467,6 +473,44 @@ def test_the_ridge_head_is_the_ridge_written_into_the_model():
     assert state.history[0]["patients"] == 50  # training and validation patients both
 
 
+def test_the_permutation_null_refits_the_ridge_head_as_training_does():
+    """ridge_oof, which the permutation test re-runs on shuffled rows, predicts each
+    fold's patients as the fold model that fit_ridge_head writes (trained on the other
+    folds' training and validation patients) predicts them from the tokens."""
+    from RadioGenomicsLib.model import ModelConfig
+    from RadioGenomicsLib.training.frozen import (FrozenTokens, fit_ridge_head, frozen_encoder,
+                                                  patient_features, predict_tokens, ridge_oof,
+                                                  ridge_starts)
+    from RadioGenomicsLib.training.recipe import load_recipe
+
+    rng = np.random.default_rng(8)
+    config = ModelConfig.from_dict({**ModelConfig.preset("small").to_dict(), **RECIPE["model"],
+                                    "pooling": "mean", "geometry": True})
+    recipe = load_recipe("small")
+    recipe = dataclass_replace(recipe, model=config, training=dataclass_replace(
+        recipe.training, encoder="frozen", head_solver="ridge"))
+    patients = [f"P{i}" for i in range(60)]
+    signal = rng.normal(size=60)
+    tokens = {p: (rng.normal(size=(2, 196, 32)) + np.r_[signal[i], np.zeros(31)])
+              .astype(np.float16) for i, p in enumerate(patients)}
+    geometry = {p: rng.normal(3, 2, 4).astype(np.float32) for p in patients}
+    targets = np.c_[signal + rng.normal(0, 0.5, 60), rng.normal(size=(60, 2))]
+    frozen = FrozenTokens(frozen_encoder(recipe, 1, 3), tokens, geometry)
+    folds = np.arange(60) % 3
+    expected = np.empty_like(targets)
+    for fold in range(3):
+        others = np.flatnonzero(folds != fold)
+        best, _ = fit_ridge_head(recipe, fold, frozen, fold_part(patients, targets, others[:-4]),
+                                 fold_part(patients, targets, others[-4:]))
+        held_out = np.flatnonzero(folds == fold)
+        expected[held_out] = predict_tokens(model_from_state(recipe, best), frozen,
+                                            [patients[i] for i in held_out], 8)
+    x = patient_features(frozen, patients, recipe.model).astype(np.float64)
+    predicted = ridge_oof(x, targets, folds, ridge_starts(recipe))
+    np.testing.assert_allclose(predicted, expected, rtol=1e-3, atol=1e-3)
+    assert np.corrcoef(predicted[:, 0], targets[:, 0])[0, 1] > 0.6
+
+
 def test_the_ridge_head_with_tumour_pooling_reads_the_tumour_tokens_only():
     """Tumour pooling: the ridge fits the share-weighted mean token, the model written
     from it predicts the same on new patients, and a signal that only the tumour's tokens
@@ -526,8 +570,15 @@ def test_mask_channels_and_fusion_train_predict_and_report(tmp_path, cohort, wor
     (tmp_path / "masks.json").write_text(json.dumps(recipe))
     out = tmp_path / "masks"
     code, _, stderr = run_cli(*train_args(cohort, dict(workspace, recipe=tmp_path / "masks.json"),
-                                          out))
+                                          out, "--permutations", "19"))
     assert code == 0, stderr[-800:]
+    for report in ("report", "fusion-report"):  # both methods' own permutation test
+        summary = json.loads((out / report / "summary.json").read_text())
+        stats = pd.read_csv(out / report / "gene_stats.tsv", sep="\t")
+        assert summary["permutations"] == 19 and -1 < summary["null_max_r_95"] < 1
+        assert stats["p_perm"].between(1 / 20, 1).all()
+        assert summary["permutation_significant_genes_0.05"] == int(
+            ((stats["p_perm"] <= 0.05) & (stats["pearson_r"] > 0)).sum())
     weights = load_file(out / "fold_0.safetensors")
     assert weights["encoder.cnn.conv1.weight"].shape[1] == 8
     assert weights["geometry_mean"].shape == (21,)
@@ -610,7 +661,7 @@ def test_fusion_stacks_the_embedding_and_the_radiomics_inside_the_folds(monkeypa
     """One gene carried by the embedding, one by a radiomic feature: the fused ridge
     predicts both out of fold; the model alone (embedding) only the first."""
     from RadioGenomicsLib.training import baseline
-    from RadioGenomicsLib.training.crossval import TrainingInputs, fusion_oof
+    from RadioGenomicsLib.training.crossval import TrainingInputs, fusion_features, fusion_oof
     from RadioGenomicsLib.training.frozen import FrozenTokens
     from RadioGenomicsLib.training.recipe import load_recipe
 
@@ -628,15 +679,15 @@ def test_fusion_stacks_the_embedding_and_the_radiomics_inside_the_folds(monkeypa
     folds = pd.Series(np.arange(60) % 3, index=patients)
     inputs = TrainingInputs(pd.DataFrame(index=patients), ["t1"], targets, pd.Series(dtype=str),
                             folds, [["GA", "GB"]] * 3, [])
-    oof = fusion_oof(inputs, load_recipe("frozen-ridge"), frozen, "manifest.csv")
+    features = fusion_features(inputs, load_recipe("frozen-ridge"), frozen, "manifest.csv")
+    oof = fusion_oof(inputs, features)
     assert list(oof.index) == patients and list(oof.columns) == ["GA", "GB"]
     for gene in ("GA", "GB"):
         assert np.corrcoef(oof[gene], targets[gene])[0, 1] > 0.8
     # out of fold: a held-out patient's own target never enters its prediction
     changed = targets.copy()
     changed.loc["P0", "GA"] += 100
-    again = fusion_oof(dataclass_replace(inputs, targets=changed), load_recipe("frozen-ridge"),
-                       frozen, "manifest.csv")
+    again = fusion_oof(dataclass_replace(inputs, targets=changed), features)
     assert again.loc["P0", "GA"] == pytest.approx(oof.loc["P0", "GA"])
 
 

@@ -2,6 +2,7 @@
 
     python -m benchmarks.protocol --cohort DIR [--cohort DIR ...] --work DIR
         [--config frozen-ridge] [--variant NAME=RECIPE ...] [--seeds 0 1 2]
+        [--permutations N]
 
 For every cohort (made by `radiogenomics synth` with a seed never used for tuning) and
 every training seed: the radiomics baseline (its features cached once in WORK/cache, so
@@ -12,7 +13,8 @@ ablation recipe). Training never reads truth.json; only the scoring below does.
 Writes WORK/protocol.json (every run's score, wall and CPU time) and prints Markdown:
 per cohort and method, the linked genes found (mean ± SD over the seeds), the null genes
 called significant, the share of the baseline's count per latent factor, marker r, the
-model / baseline ratio and the time.
+model / baseline ratio and the time; with --permutations, the baseline, the model and
+the fusion also run the permutation test, and a second table counts what it passes.
 """
 
 from __future__ import annotations
@@ -86,11 +88,16 @@ def _run_once(command: list[str], out: Path) -> dict:
 
 def run_cohort(cohort: Path, work: Path, config: str, variants: dict[str, str],
                baselines: dict[str, str], seeds: list[int],
-               variant_seeds: list[int] | None = None) -> list[dict]:
+               variant_seeds: list[int] | None = None, permutations: int = 0) -> list[dict]:
     rows = []
     work.mkdir(parents=True, exist_ok=True)
     recipe = _fusion_recipe(config, work, "model")
     cache = work.parent / "cache"
+
+    def tested(method: str) -> list[str]:  # the variants may train by gradient
+        return ["--permutations", str(permutations)] if permutations and method in (
+            BASELINE, MODEL) else []
+
     for seed in seeds:
         with_variants = variant_seeds is None or seed in variant_seeds
         runs = []
@@ -98,12 +105,12 @@ def run_cohort(cohort: Path, work: Path, config: str, variants: dict[str, str],
             out = work / f"{name}_s{seed}"
             runs.append((name, out, ["baseline", *_cohort_args(cohort), "--config", path,
                                      "--seed", str(seed), "--out", str(out), "--jobs", "2",
-                                     "--cache", str(cache / "radiomics")]))
+                                     "--cache", str(cache / "radiomics"), *tested(name)]))
         for name, path in {MODEL: str(recipe), **(variants if with_variants else {})}.items():
             out = work / f"{name}_s{seed}"
             runs.append((name, out, ["train", *_cohort_args(cohort), "--config", path,
                                      "--seed", str(seed), "--out", str(out), "--device", "cpu",
-                                     "--cache", str(cache)]))
+                                     "--cache", str(cache), *tested(name)]))
         for name, out, command in runs:
             spent = _run_once(command, out)
             rows.append({"cohort": cohort.name, "method": name, "seed": seed,
@@ -150,7 +157,22 @@ def markdown(rows: list[dict]) -> str:
                 + (f"{runs['wall_s'].mean() / 60:.1f} min" if runs["wall_s"].mean() else "(in model's)")
                 + " |")
         lines.append("")
+        if "permutation_linked" in part:
+            lines += _permutation_table(part)
     return "\n".join(lines)
+
+
+def _permutation_table(part: pd.DataFrame) -> list[str]:
+    """Per method, the genes Holm-Sidak and the permutation test pass, linked and null."""
+    lines = ["| method | Holm–Šidák: linked | null | permutation test: linked | null |",
+             "|---|---|---|---|---|"]
+    for method, runs in part.groupby("method", sort=False):
+        if runs["permutation_linked"].notna().all():
+            lines.append(f"| {method} | {_mean_sd(runs['significant_linked'])} | "
+                         f"{_mean_sd(runs['null_significant'])} | "
+                         f"{_mean_sd(runs['permutation_linked'])} | "
+                         f"{_mean_sd(runs['permutation_null'])} |")
+    return lines + [""]
 
 
 def main() -> None:
@@ -165,13 +187,16 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--variant-seeds", type=int, nargs="+",
                         help="run the variants on these seeds only (default: every seed)")
+    parser.add_argument("--permutations", type=int, default=0,
+                        help="the permutation test's permuted runs for the baseline, the "
+                             "model and the fusion (default 0: none)")
     args = parser.parse_args()
     variants = dict(item.split("=", 1) for item in args.variant)
     baselines = dict(item.split("=", 1) for item in args.baseline_variant)
     rows = []
     for cohort in args.cohort:
         rows += run_cohort(cohort, args.work / cohort.name, args.config, variants, baselines,
-                           args.seeds, args.variant_seeds)
+                           args.seeds, args.variant_seeds, args.permutations)
         (args.work / "protocol.json").write_text(json.dumps(rows, indent=1))
     print(markdown(rows))
 

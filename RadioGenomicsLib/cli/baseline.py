@@ -40,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     if args.jobs < 1:
         raise InputError(None, f"--jobs {args.jobs}: need at least 1")
     recipe = baseline_recipe(args.config, args.folds, args.seed, args.region, args.group_by,
-                             args.permute_targets)
+                             args.permute_targets, args.permutations)
     run_baseline(args.manifest, args.expression, args.sample_sheet, Path(args.out), recipe,
                  args.alphas or DEFAULT_ALPHAS, args.cache, args.jobs)
     print(f"baseline -> {args.out} (report in {Path(args.out) / 'report'})")

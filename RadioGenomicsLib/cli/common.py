@@ -64,6 +64,12 @@ def add_cohort_arguments(parser: argparse.ArgumentParser, out_help: str) -> None
     parser.add_argument("--permute-targets", action="store_true", default=None,
                         help="a control: shuffle the expression rows across patients first "
                              "(seeded); a sound method then finds no gene")
+    parser.add_argument("--permutations", type=int, metavar="N",
+                        help="the permutation test: re-run the cross-validation on N "
+                             "permutations of the expression rows (200 is plenty; at least "
+                             "19) for a family-wise p per gene (gene_stats' p_perm) that "
+                             "does not assume independent out-of-fold predictions; the "
+                             "baseline and the frozen-ridge presets only")
 
 
 def add_sr_genes_argument(parser) -> None:

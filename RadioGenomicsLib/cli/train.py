@@ -40,7 +40,8 @@ def run(args: argparse.Namespace) -> int:
 
     recipe = load_recipe(args.config).with_training(
         folds=args.folds, epochs=args.epochs, seed=args.seed, pretrained=args.pretrained,
-        group_by=args.group_by, permute_targets=args.permute_targets)
+        group_by=args.group_by, permute_targets=args.permute_targets,
+        permutations=args.permutations)
     runtime = start_runtime(choose_device(args.device))
     train(args.manifest, args.expression, args.sample_sheet, Path(args.out), recipe, runtime,
           resume=args.resume, cache_dir=args.cache)

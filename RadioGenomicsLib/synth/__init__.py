@@ -200,7 +200,8 @@ def score_against_truth(truth_json: str | os.PathLike, report: str | os.PathLike
     """An evaluation report (`gene_stats.tsv` in `report`) scored against the links a
     synthetic cohort's truth.json knows: the significant genes, how many of them are
     truly linked, the null genes called significant, the mean r of either kind, and per
-    latent factor the linked genes and how many of them were found."""
+    latent factor the linked genes and how many of them were found; with a permutation
+    test, the linked and null genes it passed."""
     truth = json.loads(Path(truth_json).read_text())
     factor_of = {gene["gene_id"]: gene["factor"] for gene in truth["expression"]["linked"]}
     stats = pd.read_csv(Path(report) / "gene_stats.tsv", sep="\t")
@@ -216,4 +217,13 @@ def score_against_truth(truth_json: str | os.PathLike, report: str | os.PathLike
             "null_significant": int((significant & ~is_linked).sum()),
             "r_linked": float(stats.loc[is_linked, "pearson_r"].mean()),
             "r_null": float(stats.loc[~is_linked, "pearson_r"].mean()),
-            "per_factor": per_factor}
+            "per_factor": per_factor, **_permutation_scores(stats, is_linked)}
+
+
+def _permutation_scores(stats: pd.DataFrame, is_linked: pd.Series) -> dict:
+    """The permutation test's linked and null genes, where the report has one."""
+    if "p_perm" not in stats or stats["p_perm"].isna().all():
+        return {}
+    passed = (stats["p_perm"] <= 0.05) & (stats["pearson_r"] > 0)
+    return {"permutation_linked": int((passed & is_linked).sum()),
+            "permutation_null": int((passed & ~is_linked).sum())}

@@ -333,10 +333,11 @@ def fit_predict(train_x: pd.DataFrame, train_y: pd.DataFrame, test_x: pd.DataFra
 
 
 def cross_validate(features: pd.DataFrame, targets: pd.DataFrame, folds: pd.Series,
-                   alphas: Sequence[float]) -> tuple[pd.DataFrame, list[FoldFit]]:
+                   alphas: Sequence[float], show_progress: bool = True
+                   ) -> tuple[pd.DataFrame, list[FoldFit]]:
     """Out-of-fold predictions (patients in `targets`' order) and what each fold chose."""
     parts, fits = [], []
-    for fold in progress(sorted(folds.unique()), "ridge per fold"):
+    for fold in progress(sorted(folds.unique()), "ridge per fold", disable=not show_progress):
         held_out = folds.index[folds == fold]
         train = folds.index[folds != fold]
         predicted, used, chosen = fit_predict(features.loc[train], targets.loc[train],
@@ -396,6 +397,15 @@ def run_baseline(manifest: str, expression: str, sample_sheet: str | None, out: 
     genes = common_genes(inputs)
     truth = inputs.targets[genes]
     oof, fits = cross_validate(usable, truth, inputs.folds, alphas)
+    null = None
+    if recipe.training.permutations:
+        from RadioGenomicsLib.training.permutation import permutation_null
+
+        null = permutation_null(
+            lambda y: cross_validate(usable, pd.DataFrame(y, index=truth.index), inputs.folds,
+                                     alphas, show_progress=False)[0].to_numpy(),
+            truth.to_numpy(), recipe.training.permutations, recipe.training.seed,
+            "permuted cross-validations (the baseline's null)")
     details = {
         "method": "PyRadiomics features + ridge regression (RidgeCV, penalty per gene by "
                   "efficient leave-one-out on the training fold)",
@@ -407,7 +417,7 @@ def run_baseline(manifest: str, expression: str, sample_sheet: str | None, out: 
         "channels": inputs.channels, "features": features.shape[1],
         "features_dropped_not_finite": dropped, "alphas": list(alphas),
         "folds": recipe.training.folds, "seed": recipe.training.seed,
-        "genes": len(genes), "fold_fits": [fit.to_dict(alphas) for fit in fits],
+        "permutations": recipe.training.permutations, "genes": len(genes), "fold_fits": [fit.to_dict(alphas) for fit in fits],
         "notes": inputs.notes,
     }
     with atomic_path(out) as staging:
@@ -420,7 +430,7 @@ def run_baseline(manifest: str, expression: str, sample_sheet: str | None, out: 
         summary = write_report(staging / REPORT_FOLDER, oof, truth,
                                inputs.gene_names.reindex(genes).to_dict(),
                                folds=inputs.folds.loc[oof.index], markers=recipe.markers,
-                               command=None)
+                               command=None, null_r=null)
         mark_complete(staging, "baseline")
     print_summary(summary)
     return summary
@@ -428,12 +438,14 @@ def run_baseline(manifest: str, expression: str, sample_sheet: str | None, out: 
 
 def baseline_recipe(config: str, folds: int | None, seed: int | None,
                     region: str | None, group_by: str | None = None,
-                    permute_targets: bool | None = None) -> Recipe:
+                    permute_targets: bool | None = None,
+                    permutations: int | None = None) -> Recipe:
     """The recipe whose targets, folds and MRI normalisation the baseline shares."""
     from RadioGenomicsLib.training.recipe import load_recipe
 
     recipe = load_recipe(config).with_training(folds=folds, seed=seed, group_by=group_by,
-                                               permute_targets=permute_targets)
+                                               permute_targets=permute_targets,
+                                               permutations=permutations)
     if region is not None:
         recipe = dataclasses.replace(
             recipe, preprocessing=dataclasses.replace(recipe.preprocessing, region=region))

@@ -180,15 +180,14 @@ def common_genes(inputs: TrainingInputs) -> list[str]:
     return [g for g in inputs.targets.columns if g in kept]
 
 
-def fusion_oof(inputs: TrainingInputs, recipe: Recipe, frozen, manifest: str,
-               cache_dir: Path | None = None) -> pd.DataFrame:
-    """The fusion method's out-of-fold predictions: the frozen encoder's patient embedding
-    (pooled token [and geometry]) beside the radiomics baseline's features (its cache), one
-    ridge per gene fitted on each training fold, exactly as the baseline fits its own.
-    cache_dir: the radiomic features' cache (the baseline's default when None)."""
-    from RadioGenomicsLib.training.baseline import (DEFAULT_ALPHAS, FeatureCache, cohort_features,
-                                                    cross_validate, default_cache_dir,
-                                                    usable_features)
+def fusion_features(inputs: TrainingInputs, recipe: Recipe, frozen, manifest: str,
+                    cache_dir: Path | None = None) -> pd.DataFrame:
+    """The fusion method's features: the frozen encoder's patient embedding (pooled token
+    [and geometry]) beside the radiomics baseline's features (its cache), one ridge per
+    gene fitted on each training fold (`fusion_oof`), exactly as the baseline fits its
+    own. cache_dir: the radiomic features' cache (the baseline's default when None)."""
+    from RadioGenomicsLib.training.baseline import (FeatureCache, cohort_features,
+                                                    default_cache_dir, usable_features)
     from RadioGenomicsLib.training.frozen import patient_features
 
     patients = list(inputs.folds.index)
@@ -197,12 +196,45 @@ def fusion_oof(inputs: TrainingInputs, recipe: Recipe, frozen, manifest: str,
                                 manifest).loc[patients]
     radiomics, _ = usable_features(radiomics)
     embedding = patient_features(frozen, patients, recipe.model)
-    features = pd.concat([pd.DataFrame(embedding, index=patients,
-                                       columns=[f"embedding_{i}" for i in range(embedding.shape[1])]),
-                          radiomics], axis=1)
-    oof, _ = cross_validate(features, inputs.targets[common_genes(inputs)], inputs.folds,
-                            DEFAULT_ALPHAS)
-    return oof
+    return pd.concat([pd.DataFrame(embedding, index=patients,
+                                   columns=[f"embedding_{i}" for i in range(embedding.shape[1])]),
+                      radiomics], axis=1)
+
+
+def fusion_oof(inputs: TrainingInputs, features: pd.DataFrame, targets: pd.DataFrame | None = None,
+               show_progress: bool = True) -> pd.DataFrame:
+    """The fusion method's out-of-fold predictions of `targets` (the common genes' when
+    None) from `fusion_features`."""
+    from RadioGenomicsLib.training.baseline import DEFAULT_ALPHAS, cross_validate
+
+    if targets is None:
+        targets = inputs.targets[common_genes(inputs)]
+    return cross_validate(features, targets, inputs.folds, DEFAULT_ALPHAS, show_progress)[0]
+
+
+def permutation_nulls(inputs: TrainingInputs, recipe: Recipe, frozen,
+                      fusion: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """The permutation test's null (permutations x common genes) of the ridge head on the
+    frozen tokens, and of the fusion given its features (else None)."""
+    from RadioGenomicsLib.training.frozen import patient_features, ridge_oof, ridge_starts
+    from RadioGenomicsLib.training.permutation import permutation_null
+
+    patients, genes = list(inputs.folds.index), common_genes(inputs)
+    targets = inputs.targets.loc[patients, genes].to_numpy()
+    count, seed = recipe.training.permutations, recipe.training.seed
+    x = patient_features(frozen, patients, recipe.model).astype(np.float64)
+    folds, starts = inputs.folds.to_numpy(), ridge_starts(recipe)
+    model = permutation_null(lambda y: ridge_oof(x, y, folds, starts), targets, count, seed,
+                             "permuted cross-validations (the model's null)")
+    if fusion is None:
+        return model, None
+
+    def fusion_refit(y: np.ndarray) -> np.ndarray:
+        return fusion_oof(inputs, fusion, pd.DataFrame(y, index=patients),
+                          show_progress=False).to_numpy()
+
+    return model, permutation_null(fusion_refit, targets, count, seed,
+                                   "permuted cross-validations (the fusion's null)")
 
 
 def _frozen_tokens(inputs: TrainingInputs, recipe: Recipe, runtime: Runtime, cache: SliceCache,
@@ -252,9 +284,12 @@ def _fingerprint(recipe: Recipe, inputs: TrainingInputs) -> str:
 def write_trained_bundle(out: Path, recipe: Recipe, inputs: TrainingInputs,
                          states: list[dict[str, torch.Tensor]], oof: pd.DataFrame,
                          histories: list[dict], manifest: str,
-                         fusion: pd.DataFrame | None = None) -> dict:
+                         fusion: pd.DataFrame | None = None,
+                         nulls: tuple[np.ndarray | None, np.ndarray | None] = (None, None)
+                         ) -> dict:
     """The bundle folder with its report inside (and the fusion method's report beside
-    it), appearing whole or not at all."""
+    it), appearing whole or not at all; nulls: the permutation test's null of the model
+    and of the fusion (`permutation_nulls`), when the recipe asks for it."""
     truth = inputs.targets[oof.columns]
     stats = gene_statistics(oof, truth)
     genes = pd.DataFrame({
@@ -277,7 +312,7 @@ def write_trained_bundle(out: Path, recipe: Recipe, inputs: TrainingInputs,
         summary = write_report(staging / "report", oof, truth,
                                dict(zip(genes["gene_id"], genes["gene_name"])),
                                folds=inputs.folds.loc[oof.index], markers=recipe.markers,
-                               command=None)
+                               command=None, null_r=nulls[0])
         pd.DataFrame([{"fold": h["fold"], **e} for h in histories for e in h["history"]]).to_csv(
             staging / "report" / "training_history.tsv", sep="\t", index=False)
         write_model_card(staging / "report", f"{recipe.name}: {len(truth)} patients, "
@@ -286,7 +321,7 @@ def write_trained_bundle(out: Path, recipe: Recipe, inputs: TrainingInputs,
             write_report(staging / FUSION_REPORT, fusion, truth,
                          dict(zip(genes["gene_id"], genes["gene_name"])),
                          folds=inputs.folds.loc[fusion.index], markers=recipe.markers,
-                         command=None)
+                         command=None, null_r=nulls[1])
         write_manifest(staging, read_manifest(staging))  # the report too (weights not re-hashed)
         mark_complete(staging, "train")
     return summary
@@ -300,6 +335,13 @@ def train(manifest: str, expression: str, sample_sheet: str | None, out: Path, r
     work = out.with_name(out.name + ".work")
     check_outputs("train", [Output(out, "folder"), Output(work, "folder", "--out (its .work)")],
                   [manifest, expression, sample_sheet, recipe.training.pretrained or None])
+    if recipe.training.permutations and not (recipe.training.encoder == "frozen"
+                                             and recipe.training.head_solver == "ridge"):
+        raise InputError(None, f"--permutations {recipe.training.permutations}: the "
+                               "permutation test re-runs the cross-validation hundreds of "
+                               "times; it needs a closed-form head (encoder frozen, "
+                               "head_solver ridge: the frozen-ridge presets); for a trained "
+                               "model run the control --permute-targets instead")
     inputs = check_inputs(manifest, expression, sample_sheet, recipe)
     if recipe.training.pretrained:  # a checkpoint that does not fit fails now, not in fold 1
         load_transunet_weights(recipe.build_model(model_channels(
@@ -324,11 +366,14 @@ def train(manifest: str, expression: str, sample_sheet: str | None, out: Path, r
     states, oof, histories, frozen = run_folds(inputs, recipe, runtime, cache, keys, work, resume)
     summary = {}
     if runtime.main:
-        fusion = (fusion_oof(inputs, recipe, frozen, manifest,
-                             cache_dir / "radiomics" if cache_dir else None)
-                  if recipe.training.fusion else None)
+        features = (fusion_features(inputs, recipe, frozen, manifest,
+                                    cache_dir / "radiomics" if cache_dir else None)
+                    if recipe.training.fusion else None)
+        fusion = fusion_oof(inputs, features) if features is not None else None
+        nulls = (permutation_nulls(inputs, recipe, frozen, features)
+                 if recipe.training.permutations else (None, None))
         summary = write_trained_bundle(out, recipe, inputs, states, oof, histories, manifest,
-                                       fusion)
+                                       fusion, nulls)
         shutil.rmtree(work, ignore_errors=True)
         if fusion is not None:
             print(f"fusion (embedding + radiomics, ridge): {out / FUSION_REPORT}", file=sys.stderr)

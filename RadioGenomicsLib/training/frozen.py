@@ -277,6 +277,31 @@ def per_gene_ridge(x: np.ndarray, targets: np.ndarray, starts: Sequence[int] = (
     return tuple(np.stack([f[part] for f in fits])[best, genes] for part in range(3))
 
 
+def standardized_ridge(x: np.ndarray, targets: np.ndarray, starts: Sequence[int]
+                       ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """per_gene_ridge on `x` standardised by its own rows (constant columns left at
+    scale 1): (coefficients of the standardised features, intercepts, alphas, centre,
+    scale)."""
+    centre, scale = x.mean(axis=0), x.std(axis=0)
+    scale = np.where(scale > 0, scale, 1.0)
+    return (*per_gene_ridge((x - centre) / scale, targets, starts), centre, scale)
+
+
+def ridge_oof(x: np.ndarray, targets: np.ndarray, folds: np.ndarray, starts: Sequence[int]
+              ) -> np.ndarray:
+    """Out-of-fold predictions of the ridge head (patients x genes) from every patient's
+    features `x` (`patient_features`): each fold's rows predicted by standardized_ridge
+    fitted on the others, as `fit_ridge_head` fits a fold model, without building one;
+    the permutation test re-runs it on shuffled targets."""
+    predicted = np.empty(targets.shape)
+    for fold in np.unique(folds):
+        held_out = folds == fold
+        coefficients, intercepts, _, centre, scale = standardized_ridge(
+            x[~held_out], targets[~held_out], starts)
+        predicted[held_out] = ((x[held_out] - centre) / scale) @ coefficients.T + intercepts
+    return predicted
+
+
 def ridge_starts(recipe: Recipe) -> tuple[int, ...]:
     """per_gene_ridge's candidate fits for a model's embedding [token H | stem texture |
     geometry]: token_columns drops the token's columns per gene or always, texture_columns
@@ -299,10 +324,8 @@ def fit_ridge_head(recipe: Recipe, fold: int, frozen: FrozenTokens, train, valid
     patients = list(train.patients) + list(validation.patients)
     targets = np.concatenate([train.targets, validation.targets]).astype(np.float64)
     x = patient_features(frozen, patients, recipe.model).astype(np.float64)
-    centre, scale = x.mean(axis=0), x.std(axis=0)
-    scale = np.where(scale > 0, scale, 1.0)
-    coefficients, intercepts, alphas = per_gene_ridge((x - centre) / scale, targets,
-                                                      ridge_starts(recipe))
+    coefficients, intercepts, alphas, centre, scale = standardized_ridge(
+        x, targets, ridge_starts(recipe))
     size = recipe.model.embedding_size
     model = recipe.build_model(frozen.encoder.in_channels, targets.shape[1])
     model.load_state_dict({k: v for k, v in frozen.encoder.state_dict().items()

@@ -27,6 +27,7 @@ from RadioGenomicsLib.model import ModelConfig
 from RadioGenomicsLib.preprocess import PreprocessSettings, geometry_names, tumour_channel_index
 from RadioGenomicsLib.genetable import MARKER_GENES
 from RadioGenomicsLib.schemas import RECIPE, TRAINING, validate
+from RadioGenomicsLib.training.permutation import MIN_PERMUTATIONS
 
 LINEAR_POOLINGS = ("mean", "tumour")  # a fixed weighting of the tokens: ridge can fit the head
 TARGET_UNITS = {"fpkm_uq": "FPKM-UQ", "tpm": "TPM", "counts": "counts"}
@@ -40,7 +41,7 @@ TOKEN_COLUMNS = ("per_gene", "none")
 TEXTURE_COLUMNS = ("always", "per_gene")
 # training settings added after recipes and checkpoints were written: left out of `to_dict`
 # at their default, so that earlier fingerprints stay the same (as preprocess.LATER_SETTINGS)
-LATER_TRAINING = {"token_columns": "per_gene", "texture_columns": "always"}
+LATER_TRAINING = {"token_columns": "per_gene", "texture_columns": "always", "permutations": 0}
 
 
 @dataclass(frozen=True)
@@ -93,6 +94,10 @@ class TrainSettings:
     # the same for the stem texture's columns: in every gene's fit ("always") or where
     # leave-one-out prefers ("per_gene"), beside the geometry alone
     texture_columns: str = "always"
+    # the permutation test (training/permutation.py): the cross-validation re-run on this
+    # many permutations of the expression rows, for each gene's family-wise p (0: none);
+    # closed-form fits only (head_solver ridge, the baseline, the fusion)
+    permutations: int = 0
 
     def to_dict(self) -> dict[str, Any]:
         """The settings, LATER_TRAINING's only when not at their default."""
@@ -115,6 +120,9 @@ class TrainSettings:
                          f"{' or '.join(TEXTURE_COLUMNS)}")
         if self.fusion and self.encoder != "frozen":
             found.append("fusion needs encoder \"frozen\" (a trained encoder saw every fold)")
+        if 0 < self.permutations < MIN_PERMUTATIONS:
+            found.append(f"permutations {self.permutations}: 0 or at least {MIN_PERMUTATIONS} "
+                         "(fewer cannot reach p <= 0.05)")
         if self.group_by not in GROUPINGS:
             found.append(f"group_by {self.group_by!r}: choose {' or '.join(GROUPINGS)}")
         if self.folds < 2:
