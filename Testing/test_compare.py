@@ -70,3 +70,30 @@ def test_compare_refuses_reports_of_other_cohorts(reports, run_cli, tmp_path):
                            "--out", tmp_path / "cmp")
     assert code == 2 and "no measured.tsv" in err and "evaluate them again" in err
     assert not (tmp_path / "cmp").exists()
+
+
+def test_compare_reports_a_method_permutation_test_where_it_ran(reports, run_cli, tmp_path):
+    """A model report with a permutation null (39 runs): compare.md gives its count and
+    threshold and, against the truth, the linked and null genes it passed; nothing for
+    the baseline, which ran no test."""
+    from RadioGenomicsLib.compare import read_report
+
+    _, _, predicted, measured = read_report(reports / "model" / "report")
+    folds = pd.Series(np.arange(90) % 5, index=predicted.index)
+    null = np.random.default_rng(4).normal(0, 0.1, (39, 40))
+    report.write_report(tmp_path / "tested", predicted, measured, folds=folds, null_r=null)
+    code, _, err = run_cli("compare", tmp_path / "tested", reports / "baseline" / "report",
+                           "--truth", reports / "truth.json", "--labels", "model", "baseline",
+                           "--out", tmp_path / "cmp")
+    assert code == 0, err
+    text = (tmp_path / "cmp" / "compare.md").read_text()
+    stats = pd.read_csv(tmp_path / "tested" / "gene_stats.tsv", sep="\t")
+    passed = stats["gene_id"][(stats["p_perm"] <= 0.05) & (stats["pearson_r"] > 0)]
+    linked = int(passed.isin(GENES[:25]).sum())
+    assert set(GENES[:10]) | set(GENES[20:25]) <= set(passed) and linked == len(passed)
+    threshold = np.quantile(null.max(axis=1), 0.95)
+    assert (f"model {len(passed)} genes (39 permuted runs, 95 % of whose largest r stay "
+            f"below {threshold:.3f})." in text)
+    assert f"By the permutation test, model found {linked} linked and 0 null genes." in text
+    assert "baseline" not in text.split("Permutation test")[1].split("\n")[0]
+    assert "By the permutation test, baseline" not in text
