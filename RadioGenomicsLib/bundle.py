@@ -4,7 +4,9 @@
       metadata.json          format version, channels, preprocessing, target, model
                              settings, training cohort, fold count, sha256 per weight file
       genes.tsv              gene_id, gene_name, train_mean, train_std, validation_r,
-                             validation_p_adj (Holm-Sidak), one row per head output
+                             validation_p_adj (Holm-Sidak) [, validation_p_perm (the
+                             permutation test, where training ran it)], one row per head
+                             output
       fold_0.safetensors     one GenePredictor state dict per fold model (never pickle)
       fold_1.safetensors ...
       fold_0.onnx ...        optional files added later (`register_files`), such as the
@@ -33,6 +35,7 @@ import pandas as pd
 from RadioGenomicsLib import __version__
 from RadioGenomicsLib.atomic import atomic_path
 from RadioGenomicsLib.card import (FORMAT_VERSION, GENE_COLUMNS, GENES_FILE, METADATA_FILE,
+                                   OPTIONAL_GENE_COLUMNS,
                                    BundleCard, card_from, read_metadata)
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.hashing import remembered_sha256, sha256_of
@@ -130,8 +133,9 @@ def _check_genes(genes: pd.DataFrame, source: Path | None) -> pd.DataFrame:
         raise InputError(source, f"gene table lacks column(s) {', '.join(missing)}")
     if genes.empty:
         raise InputError(source, "gene table has no genes")
-    genes = genes.loc[:, list(GENE_COLUMNS)].reset_index(drop=True)
-    for column in NUMERIC_GENE_COLUMNS:
+    optional = [c for c in OPTIONAL_GENE_COLUMNS if c in genes.columns]
+    genes = genes.loc[:, list(GENE_COLUMNS) + optional].reset_index(drop=True)
+    for column in (*NUMERIC_GENE_COLUMNS, *optional):
         numbers = pd.to_numeric(genes[column].replace("", np.nan), errors="coerce")
         bad = numbers.isna() & genes[column].notna() & (genes[column].astype(str) != "")
         if bad.any():
@@ -234,10 +238,13 @@ class Bundle:
         return len(self.checksums)
 
     def significant(self, alpha: float = 0.05) -> np.ndarray:
-        """Genes significant in the bundle's validation: adjusted p < alpha and r > 0."""
+        """Genes significant in the bundle's validation (`card.is_reliable`): r > 0 and the
+        permutation test's p <= alpha where training ran it, else Holm-Sidak's p < alpha."""
         p, r = self.genes["validation_p_adj"].to_numpy(), self.genes["validation_r"].to_numpy()
+        p_perm = self.genes.get("validation_p_perm", pd.Series(np.nan, index=self.genes.index))
+        p_perm = p_perm.to_numpy()
         with np.errstate(invalid="ignore"):
-            return (p < alpha) & (r > 0)
+            return np.where(np.isnan(p_perm), p < alpha, p_perm <= alpha) & (r > 0)
 
     def verify(self, fold: int | None = None) -> None:
         """Check the sha256 of one fold's weights, or of all; each file is hashed once."""
@@ -380,7 +387,8 @@ def _read_genes(path: Path) -> pd.DataFrame:
 def _card_rows(genes: pd.DataFrame) -> list[dict[str, Any]]:
     """The gene rows `card_from` reads, as plain dicts (pandas' to_dict boxed every value of
     every column: 0.2 s of each prediction with 31,793 genes)."""
-    columns = ("gene_id", "gene_name", "validation_r", "validation_p_adj")
+    columns = ("gene_id", "gene_name", "validation_r", "validation_p_adj",
+               *(c for c in OPTIONAL_GENE_COLUMNS if c in genes.columns))
     return [dict(zip(columns, values)) for values in zip(*(genes[c].tolist() for c in columns))]
 
 

@@ -25,6 +25,9 @@ METADATA_FILE = "metadata.json"
 GENES_FILE = "genes.tsv"
 GENE_COLUMNS = ("gene_id", "gene_name", "train_mean", "train_std", "validation_r",
                 "validation_p_adj")
+# the permutation test's family-wise p, where training ran it (`--permutations`): then it,
+# not Holm-Sidak's p, says which genes are reliable
+OPTIONAL_GENE_COLUMNS = ("validation_p_perm",)
 REQUIRED_FIELDS = ("format_version", "channels", "preprocessing", "target", "model",
                    "training_cohort", "folds", "weights")
 RESEARCH_NOTICE = "For research use only: not for diagnosis or treatment decisions."
@@ -88,11 +91,13 @@ def read_gene_rows(path: Path) -> list[dict[str, Any]]:
             missing = [c for c in GENE_COLUMNS if c not in (reader.fieldnames or [])]
             if missing:
                 raise InputError(genes_path, f"gene table lacks column(s) {', '.join(missing)}")
+            numeric = GENE_COLUMNS[2:] + tuple(c for c in OPTIONAL_GENE_COLUMNS
+                                               if c in (reader.fieldnames or []))
             rows = []
             for number, row in enumerate(reader, start=2):
                 record: dict[str, Any] = {"gene_id": row["gene_id"] or "",
                                           "gene_name": row["gene_name"] or ""}
-                for column in GENE_COLUMNS[2:]:
+                for column in numeric:
                     try:
                         record[column] = _number(row[column] or "")
                     except ValueError:
@@ -107,9 +112,15 @@ def read_gene_rows(path: Path) -> list[dict[str, Any]]:
 
 
 def is_reliable(row: dict[str, Any], alpha: float = 0.05) -> bool:
-    """Significant in the bundle's validation: adjusted p < alpha and r > 0."""
-    p, r = row["validation_p_adj"], row["validation_r"]
-    return not (math.isnan(p) or math.isnan(r)) and p < alpha and r > 0
+    """Significant in the bundle's validation, r > 0 and: the permutation test's p <= alpha
+    where training ran it (a permutation p is exact at its own level), else Holm-Sidak's
+    adjusted p < alpha."""
+    r, p_perm = row["validation_r"], row.get("validation_p_perm", math.nan)
+    if math.isnan(r) or r <= 0:
+        return False
+    if not math.isnan(p_perm):
+        return p_perm <= alpha
+    return row["validation_p_adj"] < alpha  # NaN compares False
 
 
 @dataclass(frozen=True)
@@ -185,6 +196,8 @@ def card_from(path: Path, metadata: dict[str, Any], rows: list[dict[str, Any]]) 
     marker_rows = tuple({"gene_name": m, "gene_id": by_name[m]["gene_id"],
                          "validation_r": _or_none(by_name[m]["validation_r"]),
                          "validation_p_adj": _or_none(by_name[m]["validation_p_adj"]),
+                         **{c: _or_none(by_name[m][c]) for c in OPTIONAL_GENE_COLUMNS
+                            if c in by_name[m]},
                          "reliable": is_reliable(by_name[m])}
                         for m in markers if m in by_name)
     target = metadata["target"]
@@ -258,8 +271,10 @@ def _marker_text(row: dict[str, Any]) -> str:
     if row["validation_r"] is None:
         return f"{row['gene_name']} (not validated)"
     flag = ", reliable" if row["reliable"] else ""
+    permuted = (f", p_perm {row['validation_p_perm']:.2g}"
+                if row.get("validation_p_perm") is not None else "")
     return (f"{row['gene_name']} (r {row['validation_r']:.2f}, "
-            f"p_adj {row['validation_p_adj']:.2g}{flag})")
+            f"p_adj {row['validation_p_adj']:.2g}{permuted}{flag})")
 
 
 def _cohort_text(cohort: dict[str, Any]) -> str:

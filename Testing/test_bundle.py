@@ -91,6 +91,27 @@ def test_significant_genes_need_positive_r(bundle_path):
     assert bundle.significant(0.01).tolist() == [True, False, False, False]
 
 
+def test_a_permutation_test_in_the_gene_table_says_what_is_reliable(tmp_path, folds, run_cli):
+    """With validation_p_perm (training ran --permutations) a gene is reliable at
+    p_perm <= alpha and r > 0, whatever Holm-Sidak said: GENE4 (Holm 0.03) falls, EGFR
+    stays, the negative TP53 stays out; bundle, card and `info` agree."""
+    from RadioGenomicsLib.card import read_card
+
+    genes = gene_table().assign(validation_p_perm=[0.005, 0.005, math.nan, 0.2])
+    metadata = BundleMetadata(channels=CHANNELS, preprocessing=PREPROCESSING, model=SMALL,
+                              training_cohort={"name": "TCGA-GBM", "patients": 120})
+    bundle = load_bundle(write_bundle(tmp_path / "tested.bundle", folds, metadata, genes))
+    pd.testing.assert_frame_equal(bundle.genes, genes, check_dtype=False)
+    assert bundle.significant(0.05).tolist() == [True, False, False, False]
+    assert bundle.significant(0.001).tolist() == [False, False, False, False]
+    card = read_card(tmp_path / "tested.bundle")
+    assert card.significant == {"0.05": 1, "0.01": 1}
+    assert card.marker_rows[0]["validation_p_perm"] == 0.005
+    code, out, _ = run_cli("info", tmp_path / "tested.bundle")
+    assert code == 0 and "EGFR (r 0.31, p_adj 0.001, p_perm 0.005, reliable)" in " ".join(
+        out.split())
+
+
 def test_tampered_weights_are_caught(bundle_path):
     weights = bundle_path / "fold_1.safetensors"
     data = bytearray(weights.read_bytes())

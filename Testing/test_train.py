@@ -595,7 +595,14 @@ def test_mask_channels_and_fusion_train_predict_and_report(tmp_path, cohort, wor
                               str(cohort / row["segmentation"]), "--out", str(tmp_path / "g.csv"),
                               "--device", "cpu")
     assert code == 0, stderr[-800:]
-    assert len(pd.read_csv(tmp_path / "g.csv")) == len(model.columns)
+    table = pd.read_csv(tmp_path / "g.csv")
+    assert len(table) == len(model.columns)
+    # the bundle keeps the model's permutation p; it, not Holm-Sidak, flags reliable genes
+    genes = pd.read_csv(out / "genes.tsv", sep="\t").set_index("gene_id")
+    tested = pd.read_csv(out / "report" / "gene_stats.tsv", sep="\t").set_index("gene_id")
+    np.testing.assert_allclose(genes["validation_p_perm"], tested.loc[genes.index, "p_perm"])
+    expected = (genes["validation_p_perm"] <= 0.05) & (genes["validation_r"] > 0)
+    assert table.set_index("gene_id")["reliable"].loc[genes.index].tolist() == expected.tolist()
     run, bundle = open_run(tmp_path / "g.run")
     geometry = np.asarray(run.info["geometry"], np.float32)
     assert geometry.shape == (21,) and np.allclose(geometry, run.slices.geometry())

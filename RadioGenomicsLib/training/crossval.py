@@ -291,12 +291,14 @@ def write_trained_bundle(out: Path, recipe: Recipe, inputs: TrainingInputs,
     it), appearing whole or not at all; nulls: the permutation test's null of the model
     and of the fusion (`permutation_nulls`), when the recipe asks for it."""
     truth = inputs.targets[oof.columns]
-    stats = gene_statistics(oof, truth)
+    stats = gene_statistics(oof, truth, null_r=nulls[0])
     genes = pd.DataFrame({
         "gene_id": oof.columns, "gene_name": inputs.gene_names.reindex(oof.columns).to_numpy(),
         "train_mean": truth.mean(axis=0).to_numpy(), "train_std": truth.std(axis=0).to_numpy(),
         "validation_r": stats["pearson_r"].to_numpy(), "validation_p_adj": stats["p_adj"].to_numpy(),
     })
+    if nulls[0] is not None:  # the permutation test, not Holm-Sidak, then says what is reliable
+        genes["validation_p_perm"] = stats["p_perm"].to_numpy()
     cohort = {"name": recipe.name, "manifest": str(manifest), "patients": len(truth),
               "genes": len(oof.columns), "folds": recipe.training.folds,
               "seed": recipe.training.seed, "trained": datetime.date.today().isoformat(),
