@@ -309,3 +309,10 @@ def test_report_scored_against_the_truth(mri, tmp_path):
     assert sum(v["found"] for v in per_factor.values()) == 2
     assert all(per_factor[f]["found"] >= found.count(f) for f in set(found))
     assert sum(v["linked"] for v in per_factor.values()) == 3  # of this table's genes
+    # with the permutation test: its linked and null genes, per factor
+    stats["p_perm"] = [0.01, 0.2, 0.01, 0.04, 0.01]  # the last two: r <= 0 or a null gene
+    stats.to_csv(tmp_path / "gene_stats.tsv", sep="\t", index=False)
+    score = score_against_truth(mri / "truth.json", tmp_path)
+    assert (score["permutation_linked"], score["permutation_null"]) == (1, 1)
+    assert score["permutation_per_factor"] == {
+        f: int(f == factor_of[linked[0]]) for f in per_factor}

@@ -217,13 +217,18 @@ def score_against_truth(truth_json: str | os.PathLike, report: str | os.PathLike
             "null_significant": int((significant & ~is_linked).sum()),
             "r_linked": float(stats.loc[is_linked, "pearson_r"].mean()),
             "r_null": float(stats.loc[~is_linked, "pearson_r"].mean()),
-            "per_factor": per_factor, **_permutation_scores(stats, is_linked)}
+            "per_factor": per_factor, **_permutation_scores(stats, is_linked, factors,
+                                                            list(per_factor))}
 
 
-def _permutation_scores(stats: pd.DataFrame, is_linked: pd.Series) -> dict:
-    """The permutation test's linked and null genes, where the report has one."""
+def _permutation_scores(stats: pd.DataFrame, is_linked: pd.Series, factors: pd.Series,
+                        names: list[str]) -> dict:
+    """The permutation test's linked and null genes, and per factor the linked genes it
+    passed, where the report has one."""
     if "p_perm" not in stats or stats["p_perm"].isna().all():
         return {}
     passed = (stats["p_perm"] <= 0.05) & (stats["pearson_r"] > 0)
     return {"permutation_linked": int((passed & is_linked).sum()),
-            "permutation_null": int((passed & ~is_linked).sum())}
+            "permutation_null": int((passed & ~is_linked).sum()),
+            "permutation_per_factor": {name: int(((factors == name) & passed).sum())
+                                       for name in names}}
