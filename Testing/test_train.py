@@ -439,19 +439,25 @@ def fit_ridge_and_reference(recipe, frozen, patients, targets, fitted=50, column
         (patient_features(frozen, patients[fitted:], recipe.model)[:, columns] - centre) / scale)
 
 
-def test_the_ridge_head_is_the_ridge_written_into_the_model():
-    """Closed-form head: the GenePredictor's values are exactly the ridge's predictions on
-    new patients (mean token and geometry, standardised), and it learns the signal."""
+def mean_ridge_recipe():
+    """The test encoder (RECIPE's) frozen, mean pooling with geometry, the ridge head."""
     from RadioGenomicsLib.model import ModelConfig
-    from RadioGenomicsLib.training.frozen import FrozenTokens, frozen_encoder, predict_tokens
     from RadioGenomicsLib.training.recipe import load_recipe
 
-    rng = np.random.default_rng(2)
     config = ModelConfig.from_dict({**ModelConfig.preset("small").to_dict(), **RECIPE["model"],
                                     "pooling": "mean", "geometry": True})
     recipe = load_recipe("small")
-    recipe = dataclass_replace(recipe, model=config, training=dataclass_replace(
+    return dataclass_replace(recipe, model=config, training=dataclass_replace(
         recipe.training, encoder="frozen", head_solver="ridge"))
+
+
+def test_the_ridge_head_is_the_ridge_written_into_the_model():
+    """Closed-form head: the GenePredictor's values are exactly the ridge's predictions on
+    new patients (mean token and geometry, standardised), and it learns the signal."""
+    from RadioGenomicsLib.training.frozen import FrozenTokens, frozen_encoder, predict_tokens
+
+    rng = np.random.default_rng(2)
+    recipe = mean_ridge_recipe()
     patients = [f"P{i}" for i in range(70)]
     signal = rng.normal(size=70)
     shift = np.zeros(32)
@@ -477,18 +483,12 @@ def test_the_permutation_null_refits_the_ridge_head_as_training_does():
     """ridge_oof, which the permutation test re-runs on shuffled rows, predicts each
     fold's patients as the fold model that fit_ridge_head writes (trained on the other
     folds' training and validation patients) predicts them from the tokens."""
-    from RadioGenomicsLib.model import ModelConfig
     from RadioGenomicsLib.training.frozen import (FrozenTokens, fit_ridge_head, frozen_encoder,
                                                   patient_features, predict_tokens, ridge_oof,
                                                   ridge_starts)
-    from RadioGenomicsLib.training.recipe import load_recipe
 
     rng = np.random.default_rng(8)
-    config = ModelConfig.from_dict({**ModelConfig.preset("small").to_dict(), **RECIPE["model"],
-                                    "pooling": "mean", "geometry": True})
-    recipe = load_recipe("small")
-    recipe = dataclass_replace(recipe, model=config, training=dataclass_replace(
-        recipe.training, encoder="frozen", head_solver="ridge"))
+    recipe = mean_ridge_recipe()
     patients = [f"P{i}" for i in range(60)]
     signal = rng.normal(size=60)
     tokens = {p: (rng.normal(size=(2, 196, 32)) + np.r_[signal[i], np.zeros(31)])
