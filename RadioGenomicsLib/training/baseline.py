@@ -417,7 +417,8 @@ def run_baseline(manifest: str, expression: str, sample_sheet: str | None, out: 
         "channels": inputs.channels, "features": features.shape[1],
         "features_dropped_not_finite": dropped, "alphas": list(alphas),
         "folds": recipe.training.folds, "seed": recipe.training.seed,
-        "permutations": recipe.training.permutations, "genes": len(genes), "fold_fits": [fit.to_dict(alphas) for fit in fits],
+        "permutations": recipe.training.permutations, "genes": len(genes),
+        "fold_fits": [fit.to_dict(alphas) for fit in fits],
         "notes": inputs.notes,
     }
     with atomic_path(out) as staging:
