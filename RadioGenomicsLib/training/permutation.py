@@ -12,9 +12,8 @@ the very same folds and fits on permuted rows draws every gene's r under that de
 Whole rows are permuted, so genes keep their correlation with one another (the step-down
 maxT needs it). Only closed-form fits can be re-run hundreds of times (the ridge head on
 frozen tokens, the radiomics baseline, the fusion); a gradient-trained model would need
-hundreds of trainings. The fits' penalties are chosen per gene, each gene's fit alone, so
-several permutations go through one fit as extra columns: each fold's features are
-decomposed once per batch, not once per permutation.
+hundreds of trainings. One permutation per fit: passing several as extra columns of one
+fit (the penalties are chosen gene by gene) was no faster (benchmarks/bench_permutation.py).
 """
 
 from __future__ import annotations
@@ -23,30 +22,22 @@ from typing import Callable
 
 import numpy as np
 
-from RadioGenomicsLib.progress import ProgressBar
+from RadioGenomicsLib.progress import progress
 from RadioGenomicsLib.stats import pearson_columns
 
 # p = (1 + exceeded) / (permutations + 1) reaches 0.05 only from 19 permutations on
 MIN_PERMUTATIONS = 19
-BATCH_VALUES = 8_000_000  # target values per fit (patients x genes x permutations)
 
 
 def permutation_null(refit: Callable[[np.ndarray], np.ndarray], targets: np.ndarray,
                      permutations: int, seed: int, description: str) -> np.ndarray:
-    """(permutations, genes) out-of-fold r of `refit` (targets, patients x columns ->
-    out-of-fold predictions of the same shape, on fixed folds and features) on
-    `targets` with its rows permuted, seeded by `seed`."""
+    """(permutations, genes) out-of-fold r of `refit` (targets, patients x genes -> their
+    out-of-fold predictions, on fixed folds and features) on `targets` with its rows
+    permuted, seeded by `seed`."""
     targets = np.asarray(targets, dtype=np.float64)
-    patients, genes = targets.shape
     rng = np.random.default_rng([seed, 104729])
-    orders = [rng.permutation(patients) for _ in range(permutations)]
-    batch = max(1, BATCH_VALUES // (patients * genes))
-    null = np.empty((permutations, genes))
-    with ProgressBar(permutations, description) as bar:
-        for start in range(0, permutations, batch):
-            chosen = orders[start:start + batch]
-            shuffled = np.concatenate([targets[order] for order in chosen], axis=1)
-            r, _ = pearson_columns(refit(shuffled), shuffled)
-            null[start:start + len(chosen)] = r.reshape(len(chosen), genes)
-            bar.update(len(chosen))
+    null = np.empty((permutations, targets.shape[1]))
+    for run in progress(range(permutations), description):
+        shuffled = targets[rng.permutation(len(targets))]
+        null[run], _ = pearson_columns(refit(shuffled), shuffled)
     return null
