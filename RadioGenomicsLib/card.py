@@ -142,6 +142,7 @@ class BundleCard:
     significant: dict[str, int]  # alpha ("0.05", "0.01") -> genes significant, r > 0
     median_validation_r: float | None
     marker_rows: tuple[dict[str, Any], ...] = field(default=())  # markers the bundle has
+    significance_test: str = "Holm-Sidak"  # or "permutation test" (`is_reliable`)
 
     @property
     def validated(self) -> bool:
@@ -168,7 +169,7 @@ class BundleCard:
         if not self.validated:
             return "none (no validation statistics in genes.tsv)"
         return (f"{self.significant['0.05']} of {self.genes} genes significant at alpha 0.05, "
-                f"{self.significant['0.01']} at 0.01 (Holm-Sidak, r > 0); "
+                f"{self.significant['0.01']} at 0.01 ({self.significance_test}, r > 0); "
                 f"median r {self.median_validation_r:.3f}")
 
     def to_dict(self) -> dict[str, Any]:
@@ -180,6 +181,7 @@ class BundleCard:
                 "training_cohort": self.training_cohort, "folds": self.folds,
                 "genes": self.genes, "markers": list(self.markers),
                 "validated": self.validated, "significant_genes": self.significant,
+                "significance_test": self.significance_test,
                 "median_validation_r": self.median_validation_r,
                 "marker_genes": [dict(row) for row in self.marker_rows]}
 
@@ -211,7 +213,10 @@ def card_from(path: Path, metadata: dict[str, Any], rows: list[dict[str, Any]]) 
         training_cohort=metadata["training_cohort"], folds=int(metadata["folds"]),
         genes=len(rows), markers=markers,
         significant={str(a): sum(is_reliable(row, a) for row in rows) for a in (0.05, 0.01)},
-        median_validation_r=median, marker_rows=marker_rows)
+        median_validation_r=median, marker_rows=marker_rows,
+        significance_test=("permutation test" if any(
+            not math.isnan(row.get("validation_p_perm", math.nan)) for row in rows)
+            else "Holm-Sidak"))
 
 
 def _or_none(value: float) -> float | None:

@@ -192,7 +192,8 @@ def write_report(out_dir: str | os.PathLike, predictions: pd.DataFrame, truth: p
     the per-fold statistics; names: how error messages call the two tables and the folds;
     command: whose complete output the folder is (None inside another command's output);
     null_r: the out-of-fold r of the same cross-validation on permuted expression
-    (permutations x genes, the predictions' column order), for p_perm. Everything is checked before anything is written. Returns the summary dict.
+    (permutations x genes, the predictions' column order), for p_perm. Everything is
+    checked before anything is written. Returns the summary dict.
     """
     stats = gene_statistics(predictions, truth, alpha, names[:2], null_r)
     per_fold = {} if folds is None else fold_statistics(predictions, truth, folds, alpha, names)

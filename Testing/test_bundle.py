@@ -91,7 +91,8 @@ def test_significant_genes_need_positive_r(bundle_path):
     assert bundle.significant(0.01).tolist() == [True, False, False, False]
 
 
-def test_a_permutation_test_in_the_gene_table_says_what_is_reliable(tmp_path, folds, run_cli):
+def test_a_permutation_test_in_the_gene_table_says_what_is_reliable(tmp_path, folds, run_cli,
+                                                                    bundle_path):
     """With validation_p_perm (training ran --permutations) a gene is reliable at
     p_perm <= alpha and r > 0, whatever Holm-Sidak said: GENE4 (Holm 0.03) falls, EGFR
     stays, the negative TP53 stays out; bundle, card and `info` agree."""
@@ -107,9 +108,12 @@ def test_a_permutation_test_in_the_gene_table_says_what_is_reliable(tmp_path, fo
     card = read_card(tmp_path / "tested.bundle")
     assert card.significant == {"0.05": 1, "0.01": 1}
     assert card.marker_rows[0]["validation_p_perm"] == 0.005
+    assert card.significance_test == "permutation test"
+    assert read_card(bundle_path).significance_test == "Holm-Sidak"
     code, out, _ = run_cli("info", tmp_path / "tested.bundle")
-    assert code == 0 and "EGFR (r 0.31, p_adj 0.001, p_perm 0.005, reliable)" in " ".join(
-        out.split())
+    flat = " ".join(out.split())
+    assert code == 0 and "EGFR (r 0.31, p_adj 0.001, p_perm 0.005, reliable)" in flat
+    assert "1 of 4 genes significant at alpha 0.05, 1 at 0.01 (permutation test, r > 0)" in flat
 
 
 def test_tampered_weights_are_caught(bundle_path):
