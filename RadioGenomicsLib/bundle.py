@@ -36,7 +36,7 @@ from RadioGenomicsLib import __version__
 from RadioGenomicsLib.atomic import atomic_path
 from RadioGenomicsLib.card import (FORMAT_VERSION, GENE_COLUMNS, GENES_FILE, METADATA_FILE,
                                    OPTIONAL_GENE_COLUMNS,
-                                   BundleCard, card_from, read_metadata)
+                                   BundleCard, card_from, is_reliable, read_metadata)
 from RadioGenomicsLib.errors import InputError
 from RadioGenomicsLib.hashing import remembered_sha256, sha256_of
 from RadioGenomicsLib.integrity import Integrity, verify_bundle, write_manifest
@@ -238,13 +238,9 @@ class Bundle:
         return len(self.checksums)
 
     def significant(self, alpha: float = 0.05) -> np.ndarray:
-        """Genes significant in the bundle's validation (`card.is_reliable`): r > 0 and the
-        permutation test's p <= alpha where training ran it, else Holm-Sidak's p < alpha."""
-        p, r = self.genes["validation_p_adj"].to_numpy(), self.genes["validation_r"].to_numpy()
-        p_perm = self.genes.get("validation_p_perm", pd.Series(np.nan, index=self.genes.index))
-        p_perm = p_perm.to_numpy()
-        with np.errstate(invalid="ignore"):
-            return np.where(np.isnan(p_perm), p < alpha, p_perm <= alpha) & (r > 0)
+        """Genes significant in the bundle's validation, by the card's rule
+        (`card.is_reliable`: the permutation test where training ran it, else Holm-Sidak)."""
+        return np.array([is_reliable(row, alpha) for row in _card_rows(self.genes)], dtype=bool)
 
     def verify(self, fold: int | None = None) -> None:
         """Check the sha256 of one fold's weights, or of all; each file is hashed once."""

@@ -125,9 +125,11 @@ def _markdown(rows: list[dict], truth_json, reports, labels, patients: int, alph
                                     f"{score['per_factor'][f]['linked']}" for f in factors)
             lines.append(f"| {label} | {score['significant_linked']} of {score['linked']} | "
                          f"{score['null_significant']} of {score['null']:,} | {per_factor} |")
-        lines += [f"\nBy the permutation test, {label} found {score['permutation_linked']} "
-                  f"linked and {score['permutation_null']} null genes."
-                  for label, score in zip(labels, scores) if "permutation_linked" in score]
+        for label, score in zip(labels, scores):
+            if "permutation_linked" in score:
+                lines += ["", f"By the permutation test, {label} found "
+                              f"{score['permutation_linked']} linked and "
+                              f"{score['permutation_null']} null genes."]
     return "\n".join(lines) + "\n"
 
 

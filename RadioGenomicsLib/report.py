@@ -40,7 +40,8 @@ from RadioGenomicsLib.genetable import MARKER_GENES
 from RadioGenomicsLib.atomic import atomic_path
 from RadioGenomicsLib.outputs import mark_complete
 from RadioGenomicsLib.stats import (ALPHAS, beats_mean_predictor, fold_statistics,
-                                    gene_statistics, significant_key, summarize)
+                                    gene_statistics, permutation_threshold, significant_key,
+                                    summarize)
 
 SUMMARY_FILE = "summary.json"
 GENE_STATS_FILE = "gene_stats.tsv"
@@ -206,8 +207,7 @@ def write_report(out_dir: str | os.PathLike, predictions: pd.DataFrame, truth: p
         stats["p_perm"] = np.nan
     else:
         summary["permutations"] = int(len(null_r))
-        largest = np.max(np.where(np.isnan(null_r), -np.inf, null_r), axis=1)
-        summary["null_max_r_95"] = float(np.quantile(largest, 0.95))
+        summary["null_max_r_95"] = permutation_threshold(null_r)
     if folds is not None:
         beats = beats_mean_predictor(predictions, truth.loc[predictions.index,
                                                             predictions.columns], folds)

@@ -181,6 +181,18 @@ def positive_p(r: np.ndarray, p: np.ndarray) -> np.ndarray:
     return np.where(r > 0, p / 2, 1 - p / 2)
 
 
+def _never_exceeding(null_r: np.ndarray) -> np.ndarray:
+    """The null r with NaN (a gene constant in a permuted run) as -inf: it never exceeds."""
+    null = np.asarray(null_r, dtype=np.float64)
+    return np.where(np.isnan(null), -np.inf, null)
+
+
+def permutation_threshold(null_r: np.ndarray, level: float = 0.95) -> float:
+    """The r that `level` of the permuted runs' best genes stay below (their largest r's
+    quantile): roughly the bar a gene's r must pass at family-wise 1 - level."""
+    return float(np.quantile(_never_exceeding(null_r).max(axis=1), level))
+
+
 def permutation_p(r: np.ndarray, null_r: np.ndarray) -> np.ndarray:
     """Family-wise adjusted p of r > 0 against the method's own null: Westfall and Young's
     (1993) step-down maxT on `null_r` (permutations x genes), the out-of-fold r of the
@@ -193,13 +205,13 @@ def permutation_p(r: np.ndarray, null_r: np.ndarray) -> np.ndarray:
     training breaks (null r spreads wider than the t distribution's, BENCHMARKS.md).
     Genes with r NaN stay NaN and out of the family; a NaN null r never exceeds."""
     r = np.asarray(r, dtype=np.float64)
-    null = np.asarray(null_r, dtype=np.float64)
+    null = _never_exceeding(null_r)
     if null.ndim != 2 or null.shape[1] != r.shape[0] or null.shape[0] == 0:
         raise ValueError(f"expected a permutations x {r.shape[0]} null, got {null.shape}")
     p = np.full(r.shape, np.nan)
     defined = np.flatnonzero(~np.isnan(r))
     order = defined[np.argsort(-r[defined], kind="stable")]
-    ranked_null = np.where(np.isnan(null), -np.inf, null)[:, order]
+    ranked_null = null[:, order]
     at_or_below = np.maximum.accumulate(ranked_null[:, ::-1], axis=1)[:, ::-1]
     exceeded = (at_or_below >= r[order]).sum(axis=0)
     p[order] = np.maximum.accumulate((1 + exceeded) / (null.shape[0] + 1))

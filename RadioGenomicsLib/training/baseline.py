@@ -349,6 +349,20 @@ def cross_validate(features: pd.DataFrame, targets: pd.DataFrame, folds: pd.Seri
     return oof, fits
 
 
+def ridge_null(features: pd.DataFrame, targets: pd.DataFrame, folds: pd.Series,
+               alphas: Sequence[float], recipe: Recipe, whose: str) -> np.ndarray:
+    """The permutation test's null (the recipe's permutations x genes) of `cross_validate`
+    on these features and folds: the baseline's, and the fusion's on its own features."""
+    from RadioGenomicsLib.training.permutation import permutation_null
+
+    def refit(shuffled: np.ndarray) -> np.ndarray:
+        frame = pd.DataFrame(shuffled, index=targets.index)
+        return cross_validate(features, frame, folds, alphas, show_progress=False)[0].to_numpy()
+
+    return permutation_null(refit, targets.to_numpy(), recipe.training.permutations,
+                            recipe.training.seed, f"permuted cross-validations ({whose} null)")
+
+
 def usable_features(features: pd.DataFrame) -> tuple[pd.DataFrame, list[str]]:
     """The features finite for every patient, and the names of those dropped."""
     finite = np.isfinite(features.to_numpy(dtype=np.float64)).all(axis=0)
@@ -397,15 +411,8 @@ def run_baseline(manifest: str, expression: str, sample_sheet: str | None, out: 
     genes = common_genes(inputs)
     truth = inputs.targets[genes]
     oof, fits = cross_validate(usable, truth, inputs.folds, alphas)
-    null = None
-    if recipe.training.permutations:
-        from RadioGenomicsLib.training.permutation import permutation_null
-
-        null = permutation_null(
-            lambda y: cross_validate(usable, pd.DataFrame(y, index=truth.index), inputs.folds,
-                                     alphas, show_progress=False)[0].to_numpy(),
-            truth.to_numpy(), recipe.training.permutations, recipe.training.seed,
-            "permuted cross-validations (the baseline's null)")
+    null = (ridge_null(usable, truth, inputs.folds, alphas, recipe, "the baseline's")
+            if recipe.training.permutations else None)
     details = {
         "method": "PyRadiomics features + ridge regression (RidgeCV, penalty per gene by "
                   "efficient leave-one-out on the training fold)",

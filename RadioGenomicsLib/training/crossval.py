@@ -201,40 +201,31 @@ def fusion_features(inputs: TrainingInputs, recipe: Recipe, frozen, manifest: st
                       radiomics], axis=1)
 
 
-def fusion_oof(inputs: TrainingInputs, features: pd.DataFrame, targets: pd.DataFrame | None = None,
-               show_progress: bool = True) -> pd.DataFrame:
-    """The fusion method's out-of-fold predictions of `targets` (the common genes' when
-    None) from `fusion_features`."""
+def fusion_oof(inputs: TrainingInputs, features: pd.DataFrame) -> pd.DataFrame:
+    """The fusion method's out-of-fold predictions from `fusion_features`."""
     from RadioGenomicsLib.training.baseline import DEFAULT_ALPHAS, cross_validate
 
-    if targets is None:
-        targets = inputs.targets[common_genes(inputs)]
-    return cross_validate(features, targets, inputs.folds, DEFAULT_ALPHAS, show_progress)[0]
+    return cross_validate(features, inputs.targets[common_genes(inputs)], inputs.folds,
+                          DEFAULT_ALPHAS)[0]
 
 
 def permutation_nulls(inputs: TrainingInputs, recipe: Recipe, frozen,
                       fusion: pd.DataFrame | None) -> tuple[np.ndarray, np.ndarray | None]:
     """The permutation test's null (permutations x common genes) of the ridge head on the
     frozen tokens, and of the fusion given its features (else None)."""
+    from RadioGenomicsLib.training.baseline import DEFAULT_ALPHAS, ridge_null
     from RadioGenomicsLib.training.frozen import patient_features, ridge_oof, ridge_starts
     from RadioGenomicsLib.training.permutation import permutation_null
 
-    patients, genes = list(inputs.folds.index), common_genes(inputs)
-    targets = inputs.targets.loc[patients, genes].to_numpy()
-    count, seed = recipe.training.permutations, recipe.training.seed
+    patients = list(inputs.folds.index)
+    targets = inputs.targets.loc[patients, common_genes(inputs)]
     x = patient_features(frozen, patients, recipe.model).astype(np.float64)
     folds, starts = inputs.folds.to_numpy(), ridge_starts(recipe)
-    model = permutation_null(lambda y: ridge_oof(x, y, folds, starts), targets, count, seed,
+    model = permutation_null(lambda y: ridge_oof(x, y, folds, starts), targets.to_numpy(),
+                             recipe.training.permutations, recipe.training.seed,
                              "permuted cross-validations (the model's null)")
-    if fusion is None:
-        return model, None
-
-    def fusion_refit(y: np.ndarray) -> np.ndarray:
-        return fusion_oof(inputs, fusion, pd.DataFrame(y, index=patients),
-                          show_progress=False).to_numpy()
-
-    return model, permutation_null(fusion_refit, targets, count, seed,
-                                   "permuted cross-validations (the fusion's null)")
+    return model, (ridge_null(fusion, targets, inputs.folds, DEFAULT_ALPHAS, recipe,
+                              "the fusion's") if fusion is not None else None)
 
 
 def _frozen_tokens(inputs: TrainingInputs, recipe: Recipe, runtime: Runtime, cache: SliceCache,
